@@ -1,0 +1,13 @@
+"""Framework-agnostic core of prunus: config_list rules, layer selection, sparsity
+allocation, schedules and the pruner registry. Imports neither torch nor tensorflow."""
+from .allocation import global_keep_masks, keep_mask, lowest, prune_count
+from .config import ConfigEntry, ConfigSpec, validate_config_list
+from .registry import available_pruners, get_pruner, register_pruner
+from .selection import LayerRef, Selection, select_layers
+
+__all__ = [
+    'ConfigEntry', 'ConfigSpec', 'validate_config_list',
+    'LayerRef', 'Selection', 'select_layers',
+    'prune_count', 'lowest', 'keep_mask', 'global_keep_masks',
+    'register_pruner', 'available_pruners', 'get_pruner',
+]
