@@ -1,0 +1,235 @@
+"""The speedup pass: mask, trace, plan, remove, verify; all on a copy of the model."""
+from __future__ import annotations
+
+import copy
+import time
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+
+from prunus.speedup.handlers import Handler, find_handler
+from prunus.speedup.masks import apply_masks, load_masks, strip_masks
+from prunus.speedup.plan import Plan, make_plan
+from prunus.speedup.summary import LayerSummary, SpeedupSummary
+from prunus.speedup.trace import Trace, call_model, trace_model
+
+__all__ = ['SpeedupError', 'speedup', 'ModelSpeedup']
+
+_HINT = ('pass custom_handlers={LayerType: handler} with a prunus.speedup.Handler subclass '
+         'for it')
+
+
+class SpeedupError(RuntimeError):
+    """A speedup could not be done; the user's model is unchanged."""
+
+
+def _param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _apply_plan(trace: Trace, plan: Plan, model: nn.Module) -> None:
+    for name, site in trace.sites.items():
+        sp, h, m = plan.sites[name], site.handler, site.module
+        call = site.calls[0] if site.calls else None
+        try:
+            if h.tied(m):
+                if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
+                    h.prune_in(m, sp.keep_in)
+                continue
+            if sp.fold_idx is not None:
+                h.fold_in(m, sp.fold_idx, sp.fold_val)
+            if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
+                h.prune_in(m, sp.keep_in)
+            if sp.keep_out is not None and len(sp.keep_out) < h.count_out(m):
+                h.prune_out(m, sp.keep_out)
+        except Exception as exc:
+            shapes = f'input {call.in_shape}, output {call.out_shape}' if call else ''
+            raise SpeedupError(f"Cannot remove channels of '{name}' ({type(m).__name__}, "
+                               f'{shapes}): {exc}; {_HINT}.') from exc
+    for pname, (dim, keep) in plan.params.items():
+        owner_name, _, attr = pname.rpartition('.')
+        owner = model.get_submodule(owner_name)
+        old = getattr(owner, attr)
+        new = old.data.index_select(dim, keep.to(old.device))
+        if isinstance(old, nn.Parameter):
+            setattr(owner, attr, nn.Parameter(new, old.requires_grad))
+        else:
+            setattr(owner, attr, new)
+
+
+def _counts_changed(trace: Trace, before: dict[str, tuple]) -> dict[int, int]:
+    changed = {}
+    for name, site in trace.sites.items():
+        h, m = site.handler, site.module
+        old_in, old_out = before[name]
+        if old_out != h.count_out(m):
+            changed[old_out] = h.count_out(m)
+        if old_in is not None and old_in != h.count_in(m):
+            changed[old_in] = h.count_in(m)
+    return changed
+
+
+def _attribute_hint(model: nn.Module, path: list[str], changed: dict[int, int]) -> str:
+    hits = []
+    user = [n for n in path if find_handler(model.get_submodule(n)) is None]
+    for name in user[-1:]:
+        module = model.get_submodule(name)
+        for attr, value in vars(module).items():
+            if not attr.startswith('_') and isinstance(value, int) and value in changed:
+                hits.append(f"{type(module).__name__}.{attr}={value} in '{name}' "
+                            f'(channels now {changed[value]})')
+    if not hits:
+        return ''
+    return ('; attribute(s) holding a channel count: ' + ', '.join(hits) +
+            ': compute it from the tensor shape in forward, or update it in a custom handler')
+
+
+def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
+    path: list[str] = []
+    handles = []
+
+    def push(mod, args, _n):
+        path.append(_n)
+
+    def pop(mod, args, out):
+        path.pop()
+
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(partial(push, _n=name)))
+        handles.append(module.register_forward_hook(pop))
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            out = call_model(model, inputs)
+        return out, counter.get_total_flops()
+    except Exception as exc:
+        where = path[-1] if path else '<model>'
+        where_type = type(model.get_submodule(where)).__name__ if path else ''
+        raise SpeedupError(
+            f"The sped-up model fails in '{where}' ({where_type}): {exc}"
+            f'{_attribute_hint(model, path, changed)}; the model is unchanged.') from exc
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _compare(ref: Any, out: Any) -> float:
+    refs, outs = tree_flatten(ref)[0], tree_flatten(out)[0]
+    worst = 0.0
+    for r, o in zip(refs, outs):
+        if not isinstance(r, torch.Tensor):
+            continue
+        if not isinstance(o, torch.Tensor) or r.shape != o.shape:
+            raise SpeedupError(f'The sped-up model returns shape {getattr(o, "shape", o)} '
+                               f'where the masked model returns {tuple(r.shape)}.')
+        if r.is_floating_point() and r.numel():
+            scale = float(r.abs().max()) or 1.0
+            worst = max(worst, float((r - o).abs().max()) / scale)
+    return worst
+
+
+def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> SpeedupSummary:
+    summary = SpeedupSummary(kept=dict(plan.kept_reasons))
+    for name, site in trace.sites.items():
+        h, m = site.handler, site.module
+        old_in, old_out = before[name]
+        summary.layers.append(LayerSummary(
+            name, type(m).__name__, old_in, None if old_in is None else h.count_in(m),
+            old_out, h.count_out(m), plan.masked.get(name, 0), site.out_ids is not None))
+    summary.zero_weights = sum(int((p == 0).sum()) for n, p in model.named_parameters()
+                               if n.endswith('weight') and p.dim() > 1)
+    return summary
+
+
+def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
+                  custom: dict[type, Handler] | None, tolerance: float
+                  ) -> tuple[nn.Module, SpeedupSummary]:
+    start = time.perf_counter()
+    mask_dict = load_masks(masks)
+    work = copy.deepcopy(model)
+    strip_masks(work)
+    apply_masks(work, mask_dict)
+    work.eval()
+    params_before = _param_count(work)
+    with FlopCounterMode(display=False) as counter:
+        trace = trace_model(work, inputs, custom)
+    flops_before = counter.get_total_flops()
+    plan = make_plan(trace)
+    before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
+                  s.handler.count_out(s.module)) for n, s in trace.sites.items()}
+    with torch.no_grad():
+        _apply_plan(trace, plan, work)
+    out, flops_after = _run_checked(work, inputs, _counts_changed(trace, before))
+    error = _compare(trace.output, out)
+    if error > tolerance:
+        raise SpeedupError(f'The sped-up model differs from the masked model by {error:.2e} '
+                           f'of the output scale (tolerance {tolerance:.0e}); this is a '
+                           'prunus bug, please report it with the model; the model is unchanged.')
+    work.train(model.training)
+    summary = _summarize(trace, plan, before, work)
+    summary.params_before, summary.params_after = params_before, _param_count(work)
+    summary.flops_before, summary.flops_after = flops_before, flops_after
+    summary.seconds = time.perf_counter() - start
+    return work, summary
+
+
+def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
+            custom_handlers: dict[type, Handler] | None = None, *,
+            return_summary: bool = False, tolerance: float = 1e-4) -> Any:
+    """Return a copy of ``model`` with the masked channels physically removed.
+
+    The copy computes, in eval mode, the same outputs as the masked model (checked on
+    ``example_inputs`` before returning; max abs difference below ``tolerance`` times the
+    output's largest magnitude). The user's model is never modified.
+
+    Args:
+        model: the model; it may carry prunus mask buffers and hooks.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
+        masks: ``{module_name: {'weight': mask, 'bias': mask}}``, a path to a saved one,
+            a pruner (its ``get_masks()``), or None to use only the masks on the model.
+        custom_handlers: ``{LayerType: Handler()}`` for layers the table does not know.
+        return_summary: also return the :class:`SpeedupSummary`.
+        tolerance: allowed relative output difference.
+
+    Returns:
+        The smaller model, or ``(model, summary)`` with ``return_summary=True``.
+
+    Raises:
+        SpeedupError: naming the layer or operation that could not be handled.
+
+    Example::
+
+        small = speedup(model, torch.randn(1, 3, 64, 64), pruner)
+    """
+    small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers, tolerance)
+    return (small, summary) if return_summary else small
+
+
+class ModelSpeedup:
+    """NNI-compatible in-place speedup: ``ModelSpeedup(model, x, 'mask.pth').speedup_model()``.
+
+    The work happens on a copy; only when it succeeded are the copy's submodules and
+    parameters swapped into ``model``, so a failure leaves ``model`` as it was. The
+    :class:`SpeedupSummary` is in ``self.summary`` afterwards.
+    """
+
+    def __init__(self, model: nn.Module, dummy_input: Any, masks_file_or_dict: Any = None,
+                 custom_handlers: dict[type, Handler] | None = None) -> None:
+        self.model = model
+        self.dummy_input = dummy_input
+        self.masks = masks_file_or_dict
+        self.custom_handlers = custom_handlers
+        self.summary: SpeedupSummary | None = None
+
+    def speedup_model(self) -> nn.Module:
+        """Shrink ``self.model`` in place and return it."""
+        small, self.summary = _speedup_copy(self.model, self.dummy_input, self.masks,
+                                            self.custom_handlers, 1e-4)
+        state = dict(small.__dict__)
+        self.model.__dict__.clear()
+        self.model.__dict__.update(state)
+        return self.model
+

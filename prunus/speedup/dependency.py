@@ -1,0 +1,116 @@
+"""Which layers' output channels are tied, for dependency-aware channel pruning.
+
+``channel_groups(model, x)`` traces the model once (the same tracing the speedup uses) and
+partitions the layers that produce channels (Conv, ConvTranspose, Linear, Embedding) into
+groups whose output channels are tied: a residual ``a + b`` ties channel ``i`` of the conv
+before ``a`` to channel ``i`` of the conv before ``b``; a depthwise conv ties its channels
+to the layer feeding it. A pruner that scores a group as a whole and masks the same
+channels in every member lets the speedup remove all of them.
+
+Example (a residual block)::
+
+    conv1 -> bn1 -> relu --+--> add -> conv3
+    conv2 -> bn2 ----------+
+    channel_groups(model, x)  ->  [['conv1', 'conv2'], ['conv3']]
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus.speedup.handlers import Handler
+from prunus.speedup.masks import strip_masks
+from prunus.speedup.trace import trace_model
+
+__all__ = ['ChannelGroup', 'dependency_groups', 'channel_groups']
+
+
+@dataclass
+class ChannelGroup:
+    """Layers whose output channels are tied.
+
+    Attributes:
+        names: member layers (qualified names), in execution order.
+        channels: name -> LongTensor mapping each output channel of that layer to a
+            group channel in ``0..size-1``; members' channels with the same group channel
+            must be pruned together. For plain ties (residual adds) this is ``arange``.
+        size: number of group channels.
+        groups: the group channels must be pruned evenly over this many contiguous
+            blocks (grouped convolutions); 1 when unconstrained.
+        blocked: bool per group channel: the speedup cannot remove it (used by an
+            operation that needs all channels, or part of the model output).
+    """
+
+    names: list[str]
+    channels: dict[str, torch.Tensor] = field(default_factory=dict)
+    size: int = 0
+    groups: int = 1
+    blocked: torch.Tensor | None = None
+
+
+def dependency_groups(model: nn.Module, dummy_input: Any,
+                      custom_handlers: dict[type, Handler] | None = None
+                      ) -> list[ChannelGroup]:
+    """Trace ``model`` on ``dummy_input`` and return its :class:`ChannelGroup` list."""
+    work = copy.deepcopy(model)
+    strip_masks(work)
+    work.eval()
+    trace = trace_model(work, dummy_input, custom_handlers)
+    uf = trace.uf
+    roots = {n: uf.roots(s.out_ids) for n, s in trace.sites.items() if s.out_ids is not None
+             and not getattr(s.handler, 'keeps_all', False)}
+    owner: dict[int, int] = {}
+    groups: list[ChannelGroup] = []
+    for name, r in roots.items():
+        hit = next((owner[x] for x in r.tolist() if x in owner), None)
+        if hit is None:
+            hit = len(groups)
+            groups.append(ChannelGroup([]))
+        groups[hit].names.append(name)
+        for x in r.tolist():
+            owner.setdefault(x, hit)
+    blocked_roots = {uf.find(i) for i in trace.blocked}
+    for g in groups:
+        order: dict[int, int] = {}
+        for name in g.names:
+            for x in roots[name].tolist():
+                order.setdefault(x, len(order))
+        g.channels = {n: torch.tensor([order[x] for x in roots[n].tolist()]) for n in g.names}
+        g.size = len(order)
+        g.blocked = torch.tensor([x in blocked_roots for x in order], dtype=torch.bool)
+    _group_constraints(trace, roots, owner, groups)
+    return groups
+
+
+def _group_constraints(trace, roots, owner, groups) -> None:
+    for name, site in trace.sites.items():
+        g_in, g_out, _ = site.handler.groups(site.module)
+        sides = [(roots.get(name), g_out)]
+        call = next((c for c in site.calls if c.in_ids is not None), None)
+        if call is not None:
+            sides.append((trace.uf.roots(call.in_ids), g_in))
+        for r, g in sides:
+            if r is None or g <= 1:
+                continue
+            for x in r.tolist():
+                if x in owner:
+                    grp = groups[owner[x]]
+                    if grp.size % g == 0:
+                        grp.groups = grp.groups * g // math.gcd(grp.groups, g)
+                    break
+
+
+def channel_groups(model: nn.Module, dummy_input: Any,
+                   custom_handlers: dict[type, Handler] | None = None) -> list[list[str]]:
+    """Names of the channel-producing layers, grouped by tied output channels.
+
+    Every Conv/ConvTranspose/Linear/Embedding that runs on ``dummy_input`` appears in
+    exactly one group (singletons included). See :func:`dependency_groups` for the index
+    mapping and grouped-convolution constraints.
+    """
+    return [g.names for g in dependency_groups(model, dummy_input, custom_handlers)]

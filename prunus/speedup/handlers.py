@@ -1,0 +1,354 @@
+"""Per-layer-type knowledge of how to remove channels: one small class per layer type.
+
+A handler answers four symmetric questions about a module (count/prune its input
+channels, count/prune its output channels) plus two that keep the result exact: which
+output channels are already dead (all-zero weights, the pruner's mask) and how to fold a
+removed input channel's constant value into the bias. Layers whose output channel ``i``
+*is* input channel ``i`` (BatchNorm, depthwise conv, PReLU) say ``tied`` once; pruning
+either side then prunes both.
+
+Supported layers (``SUPPORTED_LAYERS``; the docs list from it):
+
+=============================================  ==============================================
+layer types                                    handler
+=============================================  ==============================================
+Conv1d, Conv2d, Conv3d                          :class:`ConvHandler` (groups, depthwise)
+ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  :class:`ConvTransposeHandler`
+Linear                                          :class:`LinearHandler`
+Embedding                                       :class:`EmbeddingHandler`
+BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm1d/2d/3d  :class:`NormHandler` (tied)
+GroupNorm                                       :class:`GroupNormHandler` (whole groups)
+PReLU (num_parameters > 1)                      :class:`PReLUHandler` (tied)
+MultiheadAttention                              :class:`KeepChannelsHandler` (kept as is)
+=============================================  ==============================================
+
+Layers without a handler (activations, pooling, LayerNorm, Dropout, user blocks) are traced
+through at the operator level (see :mod:`prunus.speedup.ops`). To support a new layer, write
+a subclass of :class:`Handler` and pass ``custom_handlers={MyLayer: MyHandler()}``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ['Handler', 'ConvHandler', 'ConvTransposeHandler', 'LinearHandler',
+           'EmbeddingHandler', 'NormHandler', 'GroupNormHandler', 'PReLUHandler',
+           'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'find_handler']
+
+
+def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    """Replace parameter or buffer ``name`` by ``value``, keeping its kind."""
+    old = getattr(module, name)
+    if old is None or value is None:
+        return
+    if isinstance(old, nn.Parameter):
+        setattr(module, name, nn.Parameter(value.contiguous(), old.requires_grad))
+    else:
+        setattr(module, name, value.contiguous())
+
+
+class Handler:
+    """How one layer type loses channels. Subclass and override what differs.
+
+    Attributes:
+        in_dim: channel dim of the layer's input tensor (None: no prunable input).
+        out_dim: channel dim of the layer's output tensor.
+    """
+
+    in_dim: int | None = 1
+    out_dim: int = 1
+
+    def handles(self, module: nn.Module) -> bool:
+        """Whether this module instance is handled (else it is traced through)."""
+        return True
+
+    def tied(self, module: nn.Module) -> bool:
+        """True when output channel i is input channel i (BatchNorm-like)."""
+        return False
+
+    def count_in(self, module: nn.Module) -> int:
+        raise NotImplementedError
+
+    def count_out(self, module: nn.Module) -> int:
+        return self.count_in(module)
+
+    def prune_in(self, module: nn.Module, keep: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def prune_out(self, module: nn.Module, keep: torch.Tensor) -> None:
+        self.prune_in(module, keep)
+
+    def dead_out(self, module: nn.Module) -> torch.Tensor:
+        """Bool per output channel: its weights are all zero (the mask removed it)."""
+        return torch.zeros(self.count_out(module), dtype=torch.bool)
+
+    def groups(self, module: nn.Module) -> tuple[int, int, bool]:
+        """(input groups, output groups, whole groups only): removal must be uniform."""
+        return 1, 1, False
+
+    def can_fold(self, module: nn.Module, values: torch.Tensor) -> bool:
+        """Whether removed inputs with these constant values can be folded exactly."""
+        return bool((values == 0).all())
+
+    def fold_in(self, module: nn.Module, removed: torch.Tensor, values: torch.Tensor) -> None:
+        """Add the contribution of constant input channels ``removed`` to the bias."""
+        if bool((values != 0).any()):
+            raise NotImplementedError(f'{type(self).__name__} cannot fold non-zero inputs')
+
+
+class LinearHandler(Handler):
+    """nn.Linear: weight (out, in); features on the last dim."""
+
+    in_dim = -1
+    out_dim = -1
+
+    def count_in(self, module):
+        return module.in_features
+
+    def count_out(self, module):
+        return module.out_features
+
+    def prune_in(self, module, keep):
+        _set(module, 'weight', module.weight.data[:, keep])
+        module.in_features = len(keep)
+
+    def prune_out(self, module, keep):
+        _set(module, 'weight', module.weight.data[keep])
+        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        module.out_features = len(keep)
+
+    def dead_out(self, module):
+        return (module.weight.data == 0).flatten(1).all(1)
+
+    def can_fold(self, module, values):
+        return True
+
+    def fold_in(self, module, removed, values):
+        extra = module.weight.data[:, removed] @ values.to(module.weight.dtype)
+        _add_bias(module, extra)
+
+
+def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
+    if not bool((extra != 0).any()):
+        return
+    if module.bias is None:
+        module.bias = nn.Parameter(extra.clone(), module.weight.requires_grad)
+    else:
+        module.bias.data = module.bias.data + extra
+
+
+class ConvHandler(Handler):
+    """nn.Conv{1,2,3}d: weight (out, in/groups, *k); depthwise (groups == in == out) is tied."""
+
+    def tied(self, module):
+        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
+
+    def count_in(self, module):
+        return module.in_channels
+
+    def count_out(self, module):
+        return module.out_channels
+
+    def groups(self, module):
+        return (1, 1, False) if self.tied(module) else (module.groups, module.groups, False)
+
+    def prune_in(self, module, keep):
+        if self.tied(module):
+            self.prune_out(module, keep)
+            return
+        g, per = module.groups, module.in_channels // module.groups
+        weight = module.weight.data
+        if g == 1:
+            weight = weight[:, keep]
+        else:
+            local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
+            out_per = weight.shape[0] // g
+            idx = local.repeat_interleave(out_per, 0)
+            shape = idx.shape + (1,) * (weight.dim() - 2)
+            weight = weight.gather(1, idx.view(shape).expand(-1, -1, *weight.shape[2:]))
+        _set(module, 'weight', weight)
+        module.in_channels = len(keep)
+
+    def prune_out(self, module, keep):
+        _set(module, 'weight', module.weight.data[keep])
+        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        if self.tied(module):
+            module.in_channels = module.groups = len(keep)
+        module.out_channels = len(keep)
+
+    def dead_out(self, module):
+        return (module.weight.data == 0).flatten(1).all(1)
+
+    def can_fold(self, module, values):
+        padding = module.padding
+        unpadded = padding == 'valid' or (not isinstance(padding, str) and not any(padding))
+        return unpadded or module.padding_mode != 'zeros' or bool((values == 0).all())
+
+    def fold_in(self, module, removed, values):
+        per = module.in_channels // module.groups
+        out_per = module.out_channels // module.groups
+        sums = module.weight.data.flatten(2).sum(2)
+        extra = torch.zeros(module.out_channels, dtype=sums.dtype)
+        for p, v in zip(removed.tolist(), values.tolist()):
+            grp = p // per
+            rows = slice(grp * out_per, (grp + 1) * out_per)
+            extra[rows] += sums[rows, p - grp * per] * v
+        _add_bias(module, extra)
+
+
+class ConvTransposeHandler(Handler):
+    """nn.ConvTranspose{1,2,3}d: weight (in, out/groups, *k). Only zero inputs fold."""
+
+    def count_in(self, module):
+        return module.in_channels
+
+    def count_out(self, module):
+        return module.out_channels
+
+    def groups(self, module):
+        return module.groups, module.groups, False
+
+    def prune_in(self, module, keep):
+        _set(module, 'weight', module.weight.data[keep])
+        module.in_channels = len(keep)
+
+    def prune_out(self, module, keep):
+        g = module.groups
+        per = module.out_channels // g
+        local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
+        weight = module.weight.data
+        in_per = weight.shape[0] // g
+        chunks = [weight[j * in_per:(j + 1) * in_per][:, local[j]] for j in range(g)]
+        _set(module, 'weight', torch.cat(chunks, 0))
+        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        module.out_channels = len(keep)
+
+    def dead_out(self, module):
+        g = module.groups
+        w = module.weight.data
+        w = w.view(g, w.shape[0] // g, w.shape[1], -1)
+        return (w == 0).all(3).all(1).reshape(-1)
+
+
+class EmbeddingHandler(Handler):
+    """nn.Embedding: weight (num_embeddings, embedding_dim); no input channels."""
+
+    in_dim = None
+    out_dim = -1
+
+    def count_in(self, module):
+        return 0
+
+    def count_out(self, module):
+        return module.embedding_dim
+
+    def prune_in(self, module, keep):
+        raise NotImplementedError('nn.Embedding has no input channels')
+
+    def prune_out(self, module, keep):
+        _set(module, 'weight', module.weight.data[:, keep])
+        module.embedding_dim = len(keep)
+
+    def dead_out(self, module):
+        return (module.weight.data == 0).all(0)
+
+
+class NormHandler(Handler):
+    """BatchNorm/InstanceNorm: per-channel affine and running statistics, tied."""
+
+    def tied(self, module):
+        return True
+
+    def count_in(self, module):
+        return module.num_features
+
+    def prune_in(self, module, keep):
+        for name in ('weight', 'bias', 'running_mean', 'running_var'):
+            value = getattr(module, name, None)
+            _set(module, name, None if value is None else value.data[keep])
+        module.num_features = len(keep)
+
+
+class GroupNormHandler(Handler):
+    """nn.GroupNorm: tied; statistics are per group, so only whole groups may go."""
+
+    def tied(self, module):
+        return True
+
+    def count_in(self, module):
+        return module.num_channels
+
+    def groups(self, module):
+        return module.num_groups, module.num_groups, True
+
+    def prune_in(self, module, keep):
+        per = module.num_channels // module.num_groups
+        for name in ('weight', 'bias'):
+            value = getattr(module, name)
+            _set(module, name, None if value is None else value.data[keep])
+        module.num_channels = len(keep)
+        module.num_groups = len(keep) // per
+
+
+class PReLUHandler(Handler):
+    """nn.PReLU with one slope per channel (dim 1), tied."""
+
+    def handles(self, module):
+        return module.num_parameters > 1
+
+    def tied(self, module):
+        return True
+
+    def count_in(self, module):
+        return module.num_parameters
+
+    def prune_in(self, module, keep):
+        _set(module, 'weight', module.weight.data[keep])
+        module.num_parameters = len(keep)
+
+
+class KeepChannelsHandler(Handler):
+    """A layer whose channels are never removed (e.g. nn.MultiheadAttention, whose
+    embed_dim ties the input, every head and the output): its inputs and outputs are kept
+    and the summary says so."""
+
+    in_dim = -1
+    out_dim = -1
+    keeps_all = True
+
+    def count_in(self, module):
+        return getattr(module, 'embed_dim', 0)
+
+    def prune_in(self, module, keep):
+        raise NotImplementedError(f'{type(module).__name__} keeps its channels')
+
+
+_CONV = ConvHandler()
+_NORM = NormHandler()
+HANDLERS: dict[type, Handler] = {
+    nn.Conv1d: _CONV, nn.Conv2d: _CONV, nn.Conv3d: _CONV,
+    nn.ConvTranspose1d: ConvTransposeHandler(), nn.ConvTranspose2d: ConvTransposeHandler(),
+    nn.ConvTranspose3d: ConvTransposeHandler(),
+    nn.Linear: LinearHandler(), nn.Embedding: EmbeddingHandler(),
+    nn.BatchNorm1d: _NORM, nn.BatchNorm2d: _NORM, nn.BatchNorm3d: _NORM,
+    nn.SyncBatchNorm: _NORM, nn.InstanceNorm1d: _NORM, nn.InstanceNorm2d: _NORM,
+    nn.InstanceNorm3d: _NORM, nn.GroupNorm: GroupNormHandler(), nn.PReLU: PReLUHandler(),
+    nn.MultiheadAttention: KeepChannelsHandler(),
+}
+SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
+
+
+def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -> Handler | None:
+    """The handler for ``module``: user's first, then the table; subclasses qualify only
+    when they keep the base class's ``forward`` (same computation)."""
+    table = {**HANDLERS, **(custom or {})}
+    cls = type(module)
+    handler = table.get(cls)
+    if handler is None:
+        for base in cls.__mro__[1:]:
+            if base in table and cls.forward is base.forward:
+                handler = table[base]
+                break
+    if handler is not None and handler.handles(module):
+        return handler
+    return None

@@ -1,0 +1,103 @@
+"""Channel labels: which pruning channel each element of a tensor belongs to.
+
+A *label tensor* ``L`` accompanies every traced activation. It has the activation's rank;
+along each dimension its size is either the activation's size or 1 (broadcast), and each
+entry is a channel id (``>= 1``) or ``0`` for "belongs to no prunable channel" (model
+inputs, freshly created tensors). Ids live in a :class:`UnionFind`: two ids in the same
+set are *tied*, i.e. they must be removed together or not at all.
+
+Example: a Conv2d with 4 output channels gives its ``(N, 4, H, W)`` output the label tensor
+``[[[[7]], [[8]], [[9]], [[10]]]]`` (shape ``(1, 4, 1, 1)``). ``torch.flatten(x, 1)`` of that
+output has labels ``(1, 4*H*W)`` with each id repeated ``H*W`` times, which is how a
+following Linear learns that its input features come in channel blocks. Adding a second
+tensor with ids ``11..14`` unions 7 with 11, 8 with 12 and so on (a residual tie).
+
+Keeping labels broadcast makes the common cases (pointwise ops, pooling, permutes) cost
+``O(channels)`` instead of ``O(activation size)``; reshapes expand them fully and
+re-compress, which is still cheap at the small example inputs a speedup runs on.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ['UnionFind', 'compress', 'expand_dims', 'none_like', 'broadcast_union',
+           'varying_dims']
+
+
+class UnionFind:
+    """Disjoint sets over integer ids ``1..n``; id 0 is reserved for "no channel"."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = [0]
+
+    def fresh(self, n: int) -> torch.Tensor:
+        """Allocate ``n`` new singleton ids and return them as a 1-D int64 tensor."""
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return torch.arange(start, start + n, dtype=torch.int64)
+
+    def find(self, i: int) -> int:
+        """Return the representative of ``i`` (path halving keeps chains short)."""
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        """Tie ids ``a`` and ``b`` (0 is never tied to anything)."""
+        if a == 0 or b == 0:
+            return
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def roots(self, ids: torch.Tensor) -> torch.Tensor:
+        """Map every id of ``ids`` to its representative (0 stays 0)."""
+        flat = [self.find(int(i)) for i in ids.reshape(-1).tolist()]
+        return torch.tensor(flat, dtype=torch.int64).reshape(ids.shape)
+
+
+def none_like(shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Label tensor of rank ``len(shape)`` that says "no channel" everywhere."""
+    return torch.zeros((1,) * len(shape), dtype=torch.int64)
+
+
+def varying_dims(labels: torch.Tensor) -> list[int]:
+    """Dimensions along which ``labels`` is not broadcast (size > 1)."""
+    return [d for d, s in enumerate(labels.shape) if s > 1]
+
+
+def compress(labels: torch.Tensor) -> torch.Tensor:
+    """Shrink every dimension along which ``labels`` is constant to size 1."""
+    for d in range(labels.dim()):
+        if labels.shape[d] > 1:
+            first = labels.narrow(d, 0, 1)
+            if torch.equal(labels, first.expand_as(labels)):
+                labels = first
+    return labels.contiguous()
+
+
+def expand_dims(labels: torch.Tensor, shape: torch.Size | tuple[int, ...],
+                dims: list[int] | None = None) -> torch.Tensor:
+    """Expand broadcast dimensions of ``labels`` to ``shape`` (only ``dims`` if given)."""
+    target = list(labels.shape)
+    for d in range(len(shape)) if dims is None else dims:
+        target[d] = shape[d]
+    return labels.expand(target).contiguous()
+
+
+def broadcast_union(uf: UnionFind, labels: list[torch.Tensor]) -> torch.Tensor:
+    """Pointwise combination: tie aligned ids and return the output's labels."""
+    shapes = [lab.shape for lab in labels]
+    out_shape = torch.broadcast_shapes(*shapes)
+    out = torch.zeros(out_shape, dtype=torch.int64)
+    for lab in labels:
+        lab = lab.expand(out_shape)
+        both = (out > 0) & (lab > 0)
+        if bool(both.any()):
+            pairs = torch.unique(torch.stack([out[both], lab[both]], 1), dim=0)
+            for a, b in pairs.tolist():
+                uf.union(a, b)
+        out = torch.where(out > 0, out, lab)
+    return compress(out)

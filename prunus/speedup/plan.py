@@ -1,0 +1,216 @@
+"""Decide which channels can be removed without changing the masked model's outputs.
+
+A *class* is a set of tied channel ids (see :mod:`prunus.speedup.labels`). A class is
+removed only when
+
+1. it has at least one producer (a non-tied layer's output channel, e.g. a Conv filter)
+   and every producer's weights for it are all zero (the mask removed it everywhere);
+2. no operator that cannot drop channels uses it (``Trace.blocked``), it is not part of
+   the model output;
+3. wherever a layer consumes it, its value is a constant that the layer can fold into
+   its bias (a BatchNorm shift after a pruned conv is a non-zero constant; a zero-padded
+   conv can only absorb zeros exactly, a Linear any constant);
+4. grouped convolutions lose the same number of channels in every group, GroupNorm only
+   whole groups, a layer called twice loses the same positions at every call, and every
+   layer keeps at least one channel.
+
+Rules 3-4 can undo removals, which can break other rules' assumptions, so they run to a
+fixed point. Every class a mask asked to remove but that is kept gets a reason, which the
+summary reports.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+from prunus.speedup.trace import Site, Trace
+
+__all__ = ['Plan', 'SitePlan', 'make_plan']
+
+
+@dataclass
+class SitePlan:
+    """What happens to one handled layer."""
+
+    keep_in: torch.Tensor | None = None
+    keep_out: torch.Tensor | None = None
+    fold_idx: torch.Tensor | None = None
+    fold_val: torch.Tensor | None = None
+
+
+@dataclass
+class Plan:
+    """Which channels go, per layer and per functionally used parameter, and why some stay.
+
+    Attributes:
+        sites: layer name -> :class:`SitePlan`.
+        params: parameter name -> (dim, indices kept along dim).
+        masked: layer name -> number of output channels its mask zeroed.
+        removed: layer name -> number of output channels removed.
+        kept_reasons: reason -> number of masked channels kept for it.
+    """
+
+    sites: dict[str, SitePlan] = field(default_factory=dict)
+    params: dict[str, tuple[int, torch.Tensor]] = field(default_factory=dict)
+    masked: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+    kept_reasons: Counter = field(default_factory=Counter)
+
+
+class _Decider:
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        uf = trace.uf
+        self.out_roots = {n: uf.roots(s.out_ids) for n, s in trace.sites.items()
+                          if s.out_ids is not None}
+        self.in_roots = {n: [uf.roots(c.in_ids) if c.in_ids is not None else None
+                             for c in s.calls] for n, s in trace.sites.items()}
+        self.dead = {n: s.handler.dead_out(s.module) for n, s in trace.sites.items()
+                     if s.out_ids is not None}
+        self.reason: dict[int, str] = {}
+        self.removed: set[int] = set()
+
+    def initial(self) -> None:
+        blocked = {self.trace.uf.find(i): r for i, r in self.trace.blocked.items()}
+        live: dict[int, str] = {}
+        dead_roots: set[int] = set()
+        for name, roots in self.out_roots.items():
+            for j, (r, d) in enumerate(zip(roots.tolist(), self.dead[name].tolist())):
+                if d:
+                    dead_roots.add(r)
+                else:
+                    live.setdefault(r, f"tied to channels of '{name}' that its mask keeps")
+        for r in dead_roots:
+            if r in blocked:
+                self.reason[r] = blocked[r]
+            elif r in live:
+                self.reason[r] = live[r]
+            else:
+                self.removed.add(r)
+
+    def keep(self, roots: list[int] | set[int], why: str) -> bool:
+        changed = False
+        for r in roots:
+            if r in self.removed:
+                self.removed.discard(r)
+                self.reason.setdefault(r, why)
+                changed = True
+        return changed
+
+    def gone(self, roots: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([r in self.removed for r in roots.tolist()], dtype=torch.bool)
+
+    def check_site(self, name: str, site: Site) -> bool:
+        changed = False
+        calls = [(c, r) for c, r in zip(site.calls, self.in_roots[name]) if r is not None]
+        if calls:
+            gones = [self.gone(r) for _, r in calls]
+            agree = torch.stack(gones).all(0)
+            for g, (_, r) in zip(gones, calls):
+                changed |= self.keep(set(r[g & ~agree].tolist()),
+                                     f"'{name}' is called with different channels")
+            if not site.handler.tied(site.module):
+                changed |= self._check_fold(name, site, calls, agree)
+        changed |= self._check_groups(name, site)
+        return changed
+
+    def _check_fold(self, name, site, calls, gone) -> bool:
+        changed = False
+        idx = gone.nonzero().flatten()
+        vals = torch.stack([c.const[idx] for c, _ in calls])
+        roots = calls[0][1]
+        varying = torch.isnan(vals).any(0) | (vals != vals[:1]).any(0)
+        changed |= self.keep(set(roots[idx[varying]].tolist()),
+                             f"its value reaching '{name}' is not a constant "
+                             '(padding/pooling border effects or input-dependent)')
+        ok = ~varying
+        if not site.handler.can_fold(site.module, vals[0][ok]):
+            nonzero = ok & (vals[0] != 0)
+            changed |= self.keep(set(roots[idx[nonzero]].tolist()),
+                                 f"a non-zero constant reaches '{name}', which cannot fold "
+                                 'it exactly (zero padding)')
+        return changed
+
+    def _check_groups(self, name: str, site: Site) -> bool:
+        g_in, g_out, whole = site.handler.groups(site.module)
+        changed = False
+        sides = []
+        if site.out_ids is not None:
+            sides.append((self.out_roots[name], g_out))
+        roots_in = next((r for r in self.in_roots[name] if r is not None), None)
+        if roots_in is not None:
+            sides.append((roots_in, g_in))
+        for roots, g in sides:
+            changed |= self._uniform(name, roots, g, whole)
+        return changed
+
+    def _uniform(self, name: str, roots: torch.Tensor, g: int, whole: bool) -> bool:
+        if len(roots) % g:
+            return False
+        gone = self.gone(roots).view(g, -1)
+        counts = gone.sum(1)
+        changed = False
+        per = gone.shape[1]
+        if whole:
+            partial = (counts > 0) & (counts < per)
+            changed |= self.keep(set(roots.view(g, -1)[partial].flatten().tolist()),
+                                 f"'{name}' normalizes whole groups")
+            counts = self.gone(roots).view(g, -1).sum(1)
+            if bool((counts == per).all()):
+                changed |= self.keep(set(roots.view(g, -1)[0].tolist()),
+                                     f"'{name}' must keep a channel")
+            return changed
+        target = min(int(counts.min()), per - 1)
+        for j in range(g):
+            extra = gone[j].nonzero().flatten()[target:]
+            changed |= self.keep(set(roots.view(g, -1)[j][extra].tolist()),
+                                 f"'{name}' has {g} groups that must stay equal in size")
+        return changed
+
+
+def make_plan(trace: Trace) -> Plan:
+    """Decide the removals for a traced, masked model (see the module docstring)."""
+    dec = _Decider(trace)
+    dec.initial()
+    changed = True
+    while changed:
+        changed = False
+        for name, site in trace.sites.items():
+            changed |= dec.check_site(name, site)
+        for where, ids, pieces in trace.uniform:
+            changed |= dec._uniform(where, trace.uf.roots(ids), pieces, False)
+    return _build(trace, dec)
+
+
+def _build(trace: Trace, dec: _Decider) -> Plan:
+    plan = Plan()
+    for name, site in trace.sites.items():
+        sp = SitePlan()
+        if site.out_ids is not None:
+            gone = dec.gone(dec.out_roots[name])
+            sp.keep_out = (~gone).nonzero().flatten()
+            plan.masked[name] = int(dec.dead[name].sum())
+            plan.removed[name] = int(gone.sum())
+        call = next(((c, r) for c, r in zip(site.calls, dec.in_roots[name]) if r is not None),
+                    None)
+        if call is not None:
+            gone = dec.gone(call[1])
+            sp.keep_in = (~gone).nonzero().flatten()
+            if not site.handler.tied(site.module) and bool(gone.any()):
+                sp.fold_idx = gone.nonzero().flatten()
+                sp.fold_val = call[0].const[sp.fold_idx]
+        if site.handler.tied(site.module):
+            sp.keep_out = sp.keep_in
+        plan.sites[name] = sp
+    for pname, (dim, ids) in trace.params.items():
+        gone = dec.gone(trace.uf.roots(ids))
+        if bool(gone.any()):
+            plan.params[pname] = (dim, (~gone).nonzero().flatten())
+    for name, roots in dec.out_roots.items():
+        dead = dec.dead[name]
+        for r in roots[dead].tolist():
+            if r not in dec.removed:
+                plan.kept_reasons[dec.reason.get(r, 'kept')] += 1
+    return plan

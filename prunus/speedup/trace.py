@@ -1,0 +1,402 @@
+"""Record one real forward pass and the channel labels of every activation in it.
+
+Why a dispatch mode and not torch.fx: ``torch.fx.symbolic_trace`` runs the model on proxies,
+so Python control flow that looks at values, ``len()`` of tensors, non-tensor arguments and
+many real models fail to trace. Here the model runs *for real* on the example input while a
+``TorchDispatchMode`` sees every ATen operator that executes, and module hooks see every
+call of a layer that has a handler (Conv, Linear, BatchNorm, ...). Whatever Python the
+model runs (branches on values, dict/tuple outputs, several inputs, a module called twice)
+is simply what gets recorded. The price is that only the path taken for this input is seen,
+which is also the path the exactness check verifies.
+
+Inside a handled layer the operators are not recorded: the layer's handler knows how its
+channels map (see :mod:`prunus.speedup.handlers`). Everywhere else the operator table of
+:mod:`prunus.speedup.ops` propagates labels (see :mod:`prunus.speedup.labels`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_flatten
+
+from prunus.speedup import ops
+from prunus.speedup.handlers import Handler, find_handler
+from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
+                                   none_like, varying_dims)
+
+__all__ = ['Call', 'Site', 'Trace', 'trace_model', 'call_model']
+
+
+@dataclass
+class Call:
+    """One call of a handled layer: the ids and constant values of its input channels."""
+
+    in_ids: torch.Tensor | None
+    const: torch.Tensor | None
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+@dataclass
+class Site:
+    """A handled layer of the model and everything recorded about its calls."""
+
+    name: str
+    module: nn.Module
+    handler: Handler
+    out_ids: torch.Tensor | None = None
+    calls: list[Call] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    """Result of :func:`trace_model`.
+
+    Attributes:
+        uf: ties between channel ids.
+        sites: handled layers by qualified name, in first-call order.
+        params: parameters used outside handled layers: name -> (dim, ids along dim).
+        blocked: id -> why that channel must be kept.
+        uniform: (where, ids, pieces): an even split (chunk) of these ids, which must lose
+            the same number of channels in every piece.
+        output: the model's output on the example input.
+    """
+
+    uf: UnionFind
+    sites: dict[str, Site]
+    params: dict[str, tuple[int, torch.Tensor]]
+    blocked: dict[int, str]
+    uniform: list[tuple[str, torch.Tensor, int]]
+    output: Any
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keywords."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+class _Tracer:
+    def __init__(self, model: nn.Module, custom: dict[type, Handler] | None) -> None:
+        self.uf = UnionFind()
+        self.labels: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+        self.sites: dict[str, Site] = {}
+        self.params: dict[str, tuple[int, torch.Tensor]] = {}
+        self.blocked: dict[int, str] = {}
+        self.uniform: list[tuple[str, torch.Tensor, int]] = []
+        self.in_chunk = False
+        self.skip = 0
+        self.path: list[str] = []
+        self.owned = {id(t): n for n, t in list(model.named_parameters()) +
+                      list(model.named_buffers())}
+        self.custom = custom
+        self.rules: dict[Any, str] = {}
+
+    # -- label bookkeeping -------------------------------------------------------------
+    def get(self, t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        entry = self.labels.get(id(t))
+        if entry is not None and entry[0] is t:
+            return entry[1], entry[2]
+        name = self.owned.get(id(t))
+        if name is not None:
+            big = [d for d, s in enumerate(t.shape) if s > 1]
+            if len(big) == 1:
+                ids = self.uf.fresh(t.shape[big[0]])
+                shape = [1] * t.dim()
+                shape[big[0]] = t.shape[big[0]]
+                self.params[name] = (big[0], ids)
+                lab = ids.view(shape)
+                self.labels[id(t)] = (t, lab, False)
+                return lab, False
+        return none_like(t.shape), False
+
+    def put(self, t: Any, lab: torch.Tensor, dynamic: bool) -> None:
+        if isinstance(t, torch.Tensor) and (dynamic or bool((lab != 0).any())):
+            if lab.dim() != t.dim():
+                lab = none_like(t.shape)
+            self.labels[id(t)] = (t, lab, dynamic)
+
+    def block(self, lab: torch.Tensor, reason: str) -> None:
+        for i in torch.unique(lab).tolist():
+            if i:
+                self.blocked.setdefault(i, reason)
+
+    def where(self) -> str:
+        return self.path[-1] if self.path else '<model>'
+
+    # -- operators -------------------------------------------------------------------
+    def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        if not tensors:
+            return
+        got = [self.get(t) for t in tensors]
+        dynamic = any(d for _, d in got)
+        if not dynamic and not any(bool((lab != 0).any()) for lab, _ in got):
+            return
+        rule = self.rules.get(func)
+        if rule is None:
+            rule = self.rules[func] = ops.rule_name(func)
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        try:
+            result = getattr(self, '_' + rule)(func, args, kwargs, tensors, got, outs)
+        except Exception:  # an op the rule did not foresee: keep its channels, never crash
+            result = self._block(func, args, kwargs, tensors, got, outs)
+        for o, lab in zip(outs, result):
+            self.put(o, lab, dynamic)
+
+    def _reason(self, func: Any, tensors: list[torch.Tensor]) -> str:
+        shapes = ', '.join(str(tuple(t.shape)) for t in tensors)
+        return f"used by '{func}' in '{self.where()}' (input shapes {shapes})"
+
+    def _block(self, func, args, kwargs, tensors, got, outs):
+        for lab, _ in got:
+            self.block(lab, self._reason(func, tensors))
+        return [none_like(o.shape) if isinstance(o, torch.Tensor) else None for o in outs]
+
+    def _pointwise(self, func, args, kwargs, tensors, got, outs):
+        labelled = [(t, lab) for t, (lab, _) in zip(tensors, got) if bool((lab != 0).any())]
+        for t, (lab, dyn) in zip(tensors, got):
+            if bool((lab != 0).any()):
+                continue
+            for lt, llab in labelled:
+                off = t.dim() - lt.dim()
+                clash = any(0 <= d + off < t.dim() and t.shape[d + off] > 1
+                            for d in varying_dims(llab))
+                if dyn or clash:
+                    self.block(llab, self._reason(func, tensors) +
+                               ' together with an input-dependent or unprunable operand')
+        return [broadcast_union(self.uf, [lab for lab, _ in got])] * len(outs)
+
+    def _identity(self, func, args, kwargs, tensors, got, outs):
+        return [got[0][0]] * len(outs)
+
+    def _direct(self, func, args, kwargs, tensors, got, outs):
+        return [compress(func(got[0][0], *args[1:], **kwargs))]
+
+    def _replay(self, func, args, kwargs, tensors, got, outs, full):
+        data = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
+        labs = [self.get(t)[0] for t in data]
+        res = ops.replay(func, args, kwargs, labs, [t.shape for t in data], full)
+        return res if isinstance(res, list) else [res]
+
+    def _along_dim(self, func, args, kwargs, tensors, got, outs):
+        name = func.overloadpacket.__name__
+        if name not in ('cat', 'stack'):
+            x, lab = args[0], got[0][0]
+            dim = ops._dim_arg(args, kwargs, 2 if name.startswith(('split', 'unsafe_split'))
+                               else 1, 0) % x.dim()
+            if dim in varying_dims(lab):
+                sizes = {o.shape[dim] for o in outs}
+                if not self.in_chunk or len(sizes) > 1:
+                    # a fixed slice bound or uneven split would shift when channels go
+                    return self._block(func, args, kwargs, tensors, got, outs)
+                ids = expand_dims(lab, x.shape, [dim]).movedim(dim, 0).reshape(x.shape[dim], -1)
+                self.uniform.append((f"'{func}' in '{self.where()}'", ids[:, 0], len(outs)))
+        return self._replay(func, args, kwargs, tensors, got, outs, full=False)
+
+    def _full_replay(self, *a):
+        outs = self._replay(*a, full=True)
+        for lab in outs:
+            self._tie_blocks(lab)
+        return outs
+
+    def _tie_blocks(self, lab: torch.Tensor) -> None:
+        """A reshape that splits channels over several dims, e.g. ``(N, C) -> (N, g, C/g)``
+        in a channel shuffle or ``(N, S, E) -> (N, S, heads, E/heads)``, only stays valid if
+        every block loses the same inner positions: tie them across the outer dims."""
+        dims = varying_dims(lab)
+        if len(dims) < 2:
+            return
+        rows = lab.movedim(dims[-1], 0).reshape(lab.shape[dims[-1]], -1)
+        for row in rows.tolist():
+            ids = [i for i in row if i]
+            for other in ids[1:]:
+                self.uf.union(ids[0], other)
+
+    def _reduction(self, func, args, kwargs, tensors, got, outs):
+        x, lab = args[0], got[0][0]
+        name = func.overloadpacket.__name__
+        if name in ('norm', 'linalg_vector_norm'):
+            args = (args[0],) + tuple(args[2:])
+        dims, keep = ops.reduced_dims(func, args, kwargs, x.dim())
+        if set(dims) & set(varying_dims(lab)):
+            return self._block(func, args, kwargs, tensors, got, outs)
+        for d in sorted(dims, reverse=True):
+            if not keep:
+                lab = lab.squeeze(d)
+        return [lab] * len(outs)
+
+    def _keepshape(self, func, args, kwargs, tensors, got, outs):
+        x, lab = args[0], got[0][0]
+        pos = 2 if func.overloadpacket.__name__ == 'topk' else 1
+        dim = ops._dim_arg(args, kwargs, pos, -1) % max(x.dim(), 1)
+        if dim in varying_dims(lab):
+            return self._block(func, args, kwargs, tensors, got, outs)
+        return [lab] * len(outs)
+
+    def _spatial(self, func, args, kwargs, tensors, got, outs):
+        x, lab = args[0], got[0][0]
+        k = ops.spatial_rank(func)
+        if k == 0 or any(d >= x.dim() - k for d in varying_dims(lab)):
+            return self._block(func, args, kwargs, tensors, got, outs)
+        return [lab if o.dim() == lab.dim() else none_like(o.shape) for o in outs]
+
+    def _prelu(self, func, args, kwargs, tensors, got, outs):
+        x, w = args[0], args[1]
+        wlab = self.get(w)[0]
+        if w.numel() > 1:
+            shape = [1] * x.dim()
+            shape[1 % x.dim()] = w.numel()
+            wlab = wlab.reshape(-1).expand(w.numel()).reshape(shape)
+        return [broadcast_union(self.uf, [got[0][0], wlab])]
+
+    def _layer_norm(self, func, args, kwargs, tensors, got, outs):
+        x, lab = args[0], got[0][0]
+        k = len(args[1])
+        if any(d >= x.dim() - k for d in varying_dims(lab)):
+            return self._block(func, args, kwargs, tensors, got, outs)
+        return [lab] + [none_like(o.shape) for o in outs[1:]]
+
+    # -- handled layers --------------------------------------------------------------
+    def on_module(self, name: str, module: nn.Module, handler: Handler, args: tuple,
+                  output: Any) -> None:
+        site = self.sites.get(name)
+        if site is None:
+            site = self.sites[name] = Site(name, module, handler)
+        ins = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        outs = [o for o in tree_flatten(output)[0] if isinstance(o, torch.Tensor)]
+        got = [self.get(t) for t in ins]
+        dynamic = any(d for _, d in got)
+        if getattr(handler, 'keeps_all', False) or not outs:
+            for lab, _ in got:
+                self.block(lab, f"input of '{name}' ({type(module).__name__}), "
+                                'whose channels are kept')
+            for o in outs:
+                self.put(o, none_like(o.shape), dynamic)
+            return
+        x, lab = (ins[0], got[0][0]) if ins else (None, None)
+        in_ids, const = self._input_channels(name, module, handler, x, lab)
+        site.calls.append(Call(in_ids, const, tuple(x.shape) if x is not None else (),
+                               tuple(outs[0].shape) if outs else ()))
+        if handler.tied(module):
+            self.put(outs[0], lab if in_ids is not None else none_like(outs[0].shape),
+                     dynamic)
+            return
+        if site.out_ids is None:
+            site.out_ids = self.uf.fresh(handler.count_out(module))
+        y = outs[0]
+        shape = [1] * y.dim()
+        shape[handler.out_dim] = len(site.out_ids)
+        self.put(y, site.out_ids.view(shape), dynamic)
+
+    def _input_channels(self, name, module, handler, x, lab):
+        """Ids along the layer's input-channel dim and each channel's constant value."""
+        if handler.in_dim is None or x is None:
+            return None, None
+        d = handler.in_dim % x.dim()
+        others = [v for v in varying_dims(lab) if v != d]
+        if others:
+            self.block(lab, f"input of '{name}' has channel labels on dims {others}")
+            return None, None
+        ids = expand_dims(lab, x.shape, [d]).reshape(-1)
+        if not bool((ids != 0).any()):
+            return None, None
+        flat = x.detach().movedim(d, -1).reshape(-1, x.shape[d]).float()
+        lo, hi = flat.amin(0), flat.amax(0)
+        const = torch.where(lo == hi, lo, torch.full_like(lo, float('nan')))
+        return ids, const
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, tracer: _Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.tracer.skip == 0:
+            self.tracer.on_op(func, args, kwargs, out)
+        return out
+
+
+class _ChunkSpotter(TorchFunctionMode):
+    """Tells ``chunk`` (pieces follow the channel count) from ``split(x, 6)`` (fixed
+    sizes, which would shift when channels go): both reach ATen as ``split.Tensor``."""
+
+    def __init__(self, tracer: _Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.chunk, torch.chunk):
+            self.tracer.in_chunk = True
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.tracer.in_chunk = False
+        return func(*args, **kwargs)
+
+
+def _install_hooks(model: nn.Module, tracer: _Tracer) -> list[Any]:
+    handles = []
+    for name, module in model.named_modules():
+        handler = find_handler(module, tracer.custom)
+
+        def pre(mod, args, _name=name, _handler=handler):
+            if tracer.skip == 0:
+                tracer.path.append(_name)
+            if _handler is not None:
+                tracer.skip += 1
+
+        def post(mod, args, output, _name=name, _handler=handler):
+            if _handler is not None:
+                tracer.skip -= 1
+                if tracer.skip == 0:
+                    with _disable_current_modes():  # label maths is not part of the model
+                        tracer.on_module(_name, mod, _handler, args, output)
+            if tracer.skip == 0 and tracer.path:
+                tracer.path.pop()
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post, always_call=True))
+    return handles
+
+
+def trace_model(model: nn.Module, inputs: Any,
+                custom_handlers: dict[type, Handler] | None = None) -> Trace:
+    """Run ``model`` once on ``inputs`` (eval mode, no grad) and record channel labels.
+
+    Args:
+        model: the (already masked) model; it is not modified.
+        inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        custom_handlers: extra handlers by layer type, taking precedence over the table.
+
+    Returns:
+        The :class:`Trace`, whose ``output`` is the model's output for ``inputs``.
+    """
+    tracer = _Tracer(model, custom_handlers)
+    for t in tree_flatten(inputs)[0]:
+        if isinstance(t, torch.Tensor):
+            tracer.labels[id(t)] = (t, none_like(t.shape), True)
+    handles = _install_hooks(model, tracer)
+    try:
+        with torch.no_grad(), _ChunkSpotter(tracer), _Recorder(tracer):
+            output = call_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    for t in tree_flatten(output)[0]:
+        if isinstance(t, torch.Tensor):
+            tracer.block(tracer.get(t)[0], 'part of the model output')
+    return Trace(tracer.uf, tracer.sites, tracer.params, tracer.blocked, tracer.uniform,
+                 output)
