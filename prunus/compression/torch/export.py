@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -71,7 +72,12 @@ def export_model(model: nn.Module, masks: Masks, model_path: str, mask_path: str
         kwargs = {}
         if isinstance(inputs, dict):
             args, kwargs = (), inputs
-        torch.onnx.export(plain, args, onnx_path, kwargs=kwargs or None, dynamo=False)
+        # The TorchScript exporter needs only the onnx package and handles eager models
+        # with Python control flow; torch deprecates it in favour of torch.export, which
+        # would also need onnxscript.
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            torch.onnx.export(plain, args, onnx_path, kwargs=kwargs or None, dynamo=False)
 
 
 @torch.no_grad()
