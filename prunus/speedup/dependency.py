@@ -1,8 +1,8 @@
 """Which layers' output channels are tied, for dependency-aware channel pruning.
 
 ``channel_groups(model, x)`` traces the model once (the same tracing the speedup uses) and
-partitions the layers that produce channels (Conv, ConvTranspose, Linear, Embedding) into
-groups whose output channels are tied: a residual ``a + b`` ties channel ``i`` of the conv
+partitions the layers with per-channel weights (Conv, ConvTranspose, Linear, Embedding, and
+the depthwise convs and norms that follow them) into groups whose output channels are tied: a residual ``a + b`` ties channel ``i`` of the conv
 before ``a`` to channel ``i`` of the conv before ``b``; a depthwise conv ties its channels
 to the layer feeding it. A pruner that scores a group as a whole and masks the same
 channels in every member lets the speedup remove all of them.
@@ -11,7 +11,7 @@ Example (a residual block)::
 
     conv1 -> bn1 -> relu --+--> add -> conv3
     conv2 -> bn2 ----------+
-    channel_groups(model, x)  ->  [['conv1', 'conv2'], ['conv3']]
+    channel_groups(model, x)  ->  [['conv1', 'bn1', 'conv2', 'bn2'], ['conv3']]
 """
 from __future__ import annotations
 
@@ -62,8 +62,15 @@ def dependency_groups(model: nn.Module, dummy_input: Any,
     work.eval()
     trace = trace_model(work, dummy_input, custom_handlers)
     uf = trace.uf
-    roots = {n: uf.roots(s.out_ids) for n, s in trace.sites.items() if s.out_ids is not None
-             and not getattr(s.handler, 'keeps_all', False)}
+    roots = {}
+    for n, s in trace.sites.items():
+        if getattr(s.handler, 'keeps_all', False):
+            continue
+        if s.out_ids is not None:
+            roots[n] = uf.roots(s.out_ids)
+        elif s.handler.tied(s.module) and s.calls and s.calls[0].in_ids is not None:
+            # depthwise convs and norms follow the channels they are tied to
+            roots[n] = uf.roots(s.calls[0].in_ids)
     owner: dict[int, int] = {}
     groups: list[ChannelGroup] = []
     for name, r in roots.items():
@@ -109,8 +116,8 @@ def channel_groups(model: nn.Module, dummy_input: Any,
                    custom_handlers: dict[type, Handler] | None = None) -> list[list[str]]:
     """Names of the channel-producing layers, grouped by tied output channels.
 
-    Every Conv/ConvTranspose/Linear/Embedding that runs on ``dummy_input`` appears in
-    exactly one group (singletons included). See :func:`dependency_groups` for the index
+    Every Conv/ConvTranspose/Linear/Embedding that runs on ``dummy_input``, and every
+    BatchNorm/depthwise conv fed by one, appears in exactly one group (singletons included). See :func:`dependency_groups` for the index
     mapping and grouped-convolution constraints.
     """
     return [g.names for g in dependency_groups(model, dummy_input, custom_handlers)]

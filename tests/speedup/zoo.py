@@ -72,6 +72,7 @@ def max_rel_error(ref, out) -> float:
     assert len(refs) == len(outs)
     worst = 0.0
     for r, o in zip(refs, outs):
+        r, o = r.detach(), o.detach()
         assert r.shape == o.shape, (r.shape, o.shape)
         scale = float(r.abs().max()) or 1.0
         worst = max(worst, float((r - o).abs().max()) / scale)

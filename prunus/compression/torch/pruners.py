@@ -9,6 +9,8 @@ from torch import nn
 from ..registry import register_pruner
 from . import layers, metrics
 from .base import Pruner, Scores
+from .dependency import dependency_masks
+from .masking import Masks
 from .regularization import BatchNormL1Subgradient
 
 
@@ -50,6 +52,13 @@ class FilterPruner(Pruner):
         super().__init__(model, config_list, optimizer)
         self.dependency_aware = dependency_aware
         self.dummy_input = dummy_input
+
+    def generate_masks(self, scores: Scores) -> Masks:
+        """Per-layer masks; with ``dependency_aware`` tied layers share their channels."""
+        masks = super().generate_masks(scores)
+        if self.dependency_aware:
+            masks.update(dependency_masks(self, scores))
+        return masks
 
     def filters(self, name: str) -> torch.Tensor:
         module = self.targets[name]

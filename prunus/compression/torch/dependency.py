@@ -1,0 +1,40 @@
+"""Dependency-aware filter masks: tied layers are scored together and lose the same channels.
+
+Layers whose output channels are tied (residual adds, depthwise convs after their
+expansion conv, ...) can only be physically removed when every one of them drops the same
+channel. Group scores are the sum of the members' channel scores; the group keeps
+``round((1 - sparsity) * size)`` channels, evenly per block for grouped convolutions. The
+groups come from :func:`prunus.speedup.dependency_groups` (the speedup's own tracing).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..allocation import keep_mask
+
+__all__ = ['dependency_masks']
+
+
+def dependency_masks(pruner: Any, scores: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Masks for every targeted layer of a tied group of ``pruner.bound_model``."""
+    from prunus.speedup.dependency import dependency_groups  # noqa: PLC0415 (torch-only)
+
+    masks = {}
+    for group in dependency_groups(pruner.bound_model, pruner.dummy_input):
+        names = [n for n in group.names if n in pruner.targets and n in scores
+                 and not pruner.is_global(pruner.entry_of[n])]
+        if not names or (len(names) < 2 and group.groups == 1):
+            continue
+        total = torch.zeros(group.size, dtype=torch.float64)
+        for n in names:
+            total.index_add_(0, group.channels[n], scores[n].detach().double().cpu().flatten())
+        sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
+        blocks = total.view(group.groups, -1).numpy()
+        keep = np.concatenate([keep_mask(b, sparsity) for b in blocks])
+        keep = torch.from_numpy(keep)
+        for n in names:
+            masks[n] = pruner.expand_keep(n, keep[group.channels[n]])
+    return masks
