@@ -1,0 +1,176 @@
+"""The PyTorch pruner base class: bind to a model, score, allocate, mask.
+
+A pruner is three stages with typed hand-offs::
+
+    collected = pruner.collect()                  # data the criterion needs (or None)
+    scores = pruner.compute_scores(collected)     # {layer: 1-D channel scores or weight-shaped}
+    masks = pruner.generate_masks(scores)         # {layer: {'weight': mask, 'bias': mask}}
+
+``compress()`` runs them and attaches the masks to the model. A new algorithm overrides
+``compute_scores`` (and ``collect`` when it needs data) and declares its layer types.
+
+Config entries with ``sparsity`` prune each selected layer on its own; entries with
+``total_sparsity`` rank all layers they select together (``max_sparsity_per_layer`` caps
+any single layer). Achieved counts are exactly ``round(sparsity * count)``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..allocation import global_keep_masks, keep_mask
+from ..config import ConfigEntry, ConfigSpec, validate_config_list
+from ..selection import LayerRef, select_layers
+from . import layers
+from .export import export_model as _export_model
+from .masking import Masks, apply_masks, get_masks as _masks_on
+from .report import SparsityReport, sparsity_report as _report
+
+Scores = dict[str, torch.Tensor]
+
+
+def _to_numpy(scores: torch.Tensor) -> np.ndarray:
+    return scores.detach().to('cpu', torch.float64).numpy().reshape(-1)
+
+
+class Pruner:
+    """Base of every PyTorch pruner.
+
+    Args:
+        model: the model to prune; it is not modified until ``compress()``.
+        config_list: which layers to prune and how much (see :mod:`prunus.compression.config`).
+        optimizer: the model's optimizer, for pruners that act during training.
+
+    Example::
+
+        pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}])
+        model = pruner.compress()
+        pruner.export_model('pruned.pth', 'mask.pth')
+    """
+
+    #: Registry name, set by ``register_pruner``.
+    registry_name: ClassVar[str] = ''
+    supported_types: ClassVar[tuple[type, ...]] = layers.WEIGHTED
+    default_types: ClassVar[tuple[type, ...]] = layers.WEIGHTED
+    config_spec: ClassVar[ConfigSpec] = ConfigSpec()
+    #: True when scores are per output channel, False when per weight element.
+    structured: ClassVar[bool] = False
+    #: True when 'sparsity' itself is a global budget over the entry's layers (Slim).
+    global_by_default: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f'{type(self).__name__} needs a torch.nn.Module as model; '
+                            f'got {type(model).__name__}.')
+        self.bound_model = model
+        self.config_list = config_list
+        self.optimizer = optimizer
+        self.entries = validate_config_list(config_list, self.config_spec, type(self).__name__)
+        modules = dict(model.named_modules())
+        refs = [LayerRef(name, type(module).__name__) for name, module in modules.items()]
+        self.selections = select_layers(
+            self.entries, refs, supported_types=layers.names(self.supported_types),
+            default_types=layers.names(self.default_types), pruner=type(self).__name__)
+        self.targets: dict[str, nn.Module] = {s.layer.name: modules[s.layer.name] for s in self.selections}
+        self.entry_of: dict[str, ConfigEntry] = {s.layer.name: s.entry for s in self.selections}
+
+    # -- the three stages -------------------------------------------------------------
+    def collect(self) -> Any:
+        """Gathers the data the criterion needs; weight-only criteria need none."""
+        return None
+
+    def compute_scores(self, collected: Any) -> Scores:
+        """Importance per output channel (structured) or per weight (unstructured)."""
+        raise NotImplementedError
+
+    def sparsity_of(self, entry: ConfigEntry) -> float:
+        """The fraction an entry asks for now; schedules override this."""
+        return entry.get('total_sparsity', entry.get('sparsity', 0.0))
+
+    def is_global(self, entry: ConfigEntry) -> bool:
+        return 'total_sparsity' in entry or self.global_by_default
+
+    def generate_masks(self, scores: Scores) -> Masks:
+        """Exact masks from scores, per layer or ranked across an entry's layers."""
+        keeps: dict[str, np.ndarray] = {}
+        for entry in self.entries:
+            names = [n for n in self.targets if self.entry_of[n] is entry]
+            if not names:
+                continue
+            sparsity = self.sparsity_of(entry)
+            if self.is_global(entry):
+                keeps.update(global_keep_masks({n: _to_numpy(scores[n]) for n in names}, sparsity,
+                                               self._layer_caps(entry, scores, names), entry.where))
+            else:
+                keeps.update({n: keep_mask(_to_numpy(scores[n]), sparsity) for n in names})
+        return {name: self.expand_keep(name, torch.from_numpy(keep)) for name, keep in keeps.items()}
+
+    def _layer_caps(self, entry: ConfigEntry, scores: Scores, names: list[str]) -> Any:
+        """The per-layer cap of a global ranking: the user's, or for structured pruning
+        'never a whole layer', since a layer with no channel left cuts the network."""
+        if 'max_sparsity_per_layer' in entry or not self.structured:
+            return entry.get('max_sparsity_per_layer')
+        counts = {n: scores[n].numel() for n in names}
+        return {n: (c - 1) / c if c > 1 else 1.0 for n, c in counts.items()}
+
+    def expand_keep(self, name: str, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Turns a flat keep vector into per-parameter masks for layer ``name``."""
+        module = self.targets[name]
+        weight = module.weight
+        if not self.structured:
+            return {'weight': keep.reshape(weight.shape).to(device=weight.device, dtype=weight.dtype)}
+        masks = {'weight': layers.channel_mask_to_weight(module, keep, weight)}
+        if getattr(module, 'bias', None) is not None:
+            masks['bias'] = keep.to(device=module.bias.device, dtype=module.bias.dtype)
+        return masks
+
+    # -- public verbs -----------------------------------------------------------------
+    def calc_masks(self) -> Masks:
+        """Runs collect -> score -> generate without attaching anything."""
+        return self.generate_masks(self.compute_scores(self.collect()))
+
+    def compress(self) -> nn.Module:
+        """Computes the masks and attaches them to the model; returns the model."""
+        apply_masks(self.bound_model, self.calc_masks())
+        return self.bound_model
+
+    def get_masks(self) -> Masks:
+        """``{module_name: {'weight': mask, 'bias': mask}}`` as attached to the model."""
+        return _masks_on(self.bound_model)
+
+    def update_mask(self) -> None:
+        """Recomputes and re-attaches masks (training-aware pruners call this on a schedule)."""
+        self.compress()
+
+    def sparsity_report(self, dummy_input: Any = None) -> SparsityReport:
+        """Per layer: shape, achieved sparsity, parameters and (given an input) FLOPs."""
+        return _report(self.bound_model, self.get_masks(), dummy_input)
+
+    def export_model(self, model_path: str, mask_path: str | None = None, onnx_path: str | None = None,
+                     input_shape: Any = None, device: Any = None, dummy_input: Any = None) -> None:
+        """Saves the pruned weights (masks baked in) and optionally the masks and ONNX."""
+        _export_model(self.bound_model, self.get_masks(), model_path, mask_path, onnx_path,
+                      input_shape, device, dummy_input)
+
+    def load_model_state_dict(self, model_state: Mapping[str, torch.Tensor]) -> None:
+        """Loads a plain state dict into the pruned model; masks are re-applied."""
+        self.bound_model.load_state_dict(model_state)
+
+    def get_pruned_weights(self) -> dict[str, float]:
+        """Achieved weight sparsity per pruned layer."""
+        return {name: 1.0 - float(m['weight'].float().mean()) for name, m in self.get_masks().items()}
+
+    def _unwrap_model(self) -> nn.Module:
+        from .masking import strip
+        return strip(self.bound_model)
+
+    strip = _unwrap_model
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({len(self.targets)} layers)'
+
+
+__all__ = ['Pruner', 'Scores']

@@ -1,0 +1,99 @@
+"""Saving and loading pruning results in the legacy-NNI file layout.
+
+* model file: a plain ``state_dict`` with masks baked into the weights;
+* mask file: ``{module_name: {'weight': mask, 'bias': mask}}`` saved with ``torch.save``;
+* optional ONNX graph of the pruned model.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import warnings
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .masking import Masks, check_masks, strip
+
+
+def load_masks(masks: str | os.PathLike | Mapping, device: Any = None) -> Masks:
+    """A mask dict from a dict or from a file written by ``export_model``."""
+    if isinstance(masks, (str, os.PathLike)):
+        loaded = torch.load(masks, map_location=device or 'cpu', weights_only=True)
+    elif isinstance(masks, Mapping):
+        loaded = masks
+    else:
+        raise TypeError(f'masks must be a dict or a path to a mask file; got {type(masks).__name__}.')
+    out: Masks = {}
+    for name, per_param in loaded.items():
+        if not isinstance(per_param, Mapping):
+            raise TypeError(f"masks['{name}'] must be a dict like {{'weight': mask}}; "
+                            f'got {type(per_param).__name__}.')
+        # Files from NNI name the entries 'weight_mask'/'bias_mask'; accept both.
+        out[name] = {key.removesuffix('_mask'): mask for key, mask in per_param.items()}
+    return out
+
+
+def _dummy(input_shape: Any, device: Any, dummy_input: Any) -> Any:
+    if dummy_input is None:
+        dummy_input = torch.randn(*input_shape)
+    if device is None:
+        return dummy_input
+    if isinstance(dummy_input, torch.Tensor):
+        return dummy_input.to(device)
+    if isinstance(dummy_input, dict):
+        return {k: v.to(device) for k, v in dummy_input.items()}
+    return tuple(t.to(device) for t in dummy_input)
+
+
+def export_model(model: nn.Module, masks: Masks, model_path: str, mask_path: str | None = None,
+                 onnx_path: str | None = None, input_shape: Any = None, device: Any = None,
+                 dummy_input: Any = None) -> None:
+    """Writes the pruned state dict, and optionally the masks and an ONNX graph."""
+    if onnx_path is not None and input_shape is None and dummy_input is None:
+        raise ValueError('export_model needs input_shape or dummy_input to write onnx_path.')
+    if onnx_path is not None and importlib.util.find_spec('onnx') is None:
+        raise ImportError("export_model(onnx_path=...) needs the 'onnx' package: pip install onnx")
+    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    for name, per_param in masks.items():
+        for pname, mask in per_param.items():
+            key = f'{name}.{pname}' if name else pname
+            state[key] = state[key] * mask.to(state[key].device, state[key].dtype)
+    torch.save(state, model_path)
+    if mask_path is not None:
+        torch.save({n: {p: m.detach().cpu() for p, m in per.items()} for n, per in masks.items()},
+                   mask_path)
+    if onnx_path is not None:
+        plain = strip(copy.deepcopy(model))
+        inputs = _dummy(input_shape, device, dummy_input)
+        args = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
+        kwargs = {}
+        if isinstance(inputs, dict):
+            args, kwargs = (), inputs
+        # The TorchScript exporter needs only the onnx package and handles eager models
+        # with Python control flow; torch deprecates it in favour of torch.export, which
+        # would also need onnxscript.
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            torch.onnx.export(plain, args, onnx_path, kwargs=kwargs or None, dynamo=False)
+
+
+@torch.no_grad()
+def apply_compression_results(model: nn.Module, mask_path: str | Mapping, device: Any = None) -> nn.Module:
+    """Multiplies ``model``'s weights by the masks in ``mask_path`` (a file or a dict).
+
+    Every mask is checked against the model first, so a mismatch changes nothing.
+    """
+    masks = load_masks(mask_path, device)
+    check_masks(model, masks)
+    modules = dict(model.named_modules())
+    for name, per_param in masks.items():
+        for pname, mask in per_param.items():
+            param = getattr(modules[name], pname)
+            param.mul_(mask.to(param.device, param.dtype))
+    return model
+
+
+__all__ = ['load_masks', 'export_model', 'apply_compression_results']

@@ -1,0 +1,43 @@
+"""Per-module FLOP counts from torch's own counter."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Calls ``model`` with a tensor, a tuple/list of positional inputs or a dict of kwargs."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+@torch.no_grad()
+def module_flops(model: nn.Module, inputs: Any) -> dict[str, int]:
+    """FLOPs per qualified module name (a module's count includes its children's).
+
+    The model runs once in eval mode; its training flag is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            call_model(model, inputs)
+    finally:
+        model.train(was_training)
+    root = type(model).__name__
+    flops: dict[str, int] = {}
+    for key, per_op in counter.get_flop_counts().items():
+        if key == 'Global':
+            continue
+        name = '' if key == root else key[len(root) + 1:] if key.startswith(root + '.') else key
+        flops[name] = int(sum(per_op.values()))
+    return flops
+
+
+__all__ = ['call_model', 'module_flops']

@@ -1,0 +1,186 @@
+"""Masks as buffers beside the parameters they mask, with no renaming.
+
+A masked module keeps its ``weight`` parameter under the same name; its mask lives next
+to it as a non-persistent buffer ``weight_mask`` (``bias_mask`` for the bias), so the
+user's ``state_dict`` keys and checkpoint code are unchanged::
+
+    conv = nn.Conv2d(3, 8, 3)
+    attach_masks(conv, {'weight': mask})
+    conv.weight          # the same nn.Parameter, masked entries set to zero
+    conv.weight_mask     # the mask buffer
+
+Three mechanisms keep masked entries at zero:
+
+* a forward pre-hook shadows ``weight`` with ``weight * weight_mask`` for the duration of
+  the forward call (instance ``__dict__`` wins over ``Module.__getattr__``), so the forward
+  sees masked weights and gradients of masked entries are exactly zero;
+* a process-wide optimizer step post-hook multiplies masked parameters by their masks
+  after every ``optimizer.step()``, so momentum, weight decay and Adam state cannot move
+  them (this also covers optimizers created after pruning);
+* a load-state-dict post-hook re-applies masks after a checkpoint is loaded.
+
+:func:`strip` bakes masks into the weights and removes every trace.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Mapping
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
+
+Masks = dict[str, dict[str, torch.Tensor]]
+
+_MASKED_ATTR = '_prunus_masked'  # tuple of parameter names masked on a module
+# Parameter -> (weakref to its module, parameter name); read by the optimizer hook.
+_OWNERS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _shadow_masked(module: nn.Module, args):
+    for pname in getattr(module, _MASKED_ATTR, ()):
+        param = module._parameters[pname]
+        _OWNERS[param] = (weakref.ref(module), pname)  # a deepcopy registers on first use
+        module.__dict__[pname] = param * module._buffers[f'{pname}_mask']
+
+
+def _unshadow_masked(module: nn.Module, args, output):
+    for pname in getattr(module, _MASKED_ATTR, ()):
+        module.__dict__.pop(pname, None)
+
+
+def _remask_after_load(module: nn.Module, incompatible_keys) -> None:
+    reapply_masks(module)
+
+
+@torch.no_grad()
+def _remask_after_step(optimizer, args, kwargs) -> None:
+    if not _OWNERS:
+        return
+    for group in optimizer.param_groups:
+        for param in group['params']:
+            owner = _OWNERS.get(param)
+            if owner is None:
+                continue
+            module = owner[0]()
+            mask = None if module is None else module._buffers.get(f'{owner[1]}_mask')
+            if mask is not None and mask.shape == param.shape:
+                param.mul_(mask)
+
+
+register_optimizer_step_post_hook(_remask_after_step)
+
+
+def is_masked(module: nn.Module) -> bool:
+    """Whether prunus masks are attached to ``module``."""
+    return bool(getattr(module, _MASKED_ATTR, ()))
+
+
+def _check_mask(module_name: str, pname: str, param: torch.Tensor | None, mask: torch.Tensor) -> None:
+    if param is None:
+        raise ValueError(f"module '{module_name}' has no parameter '{pname}' to mask.")
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"the '{pname}' mask of module '{module_name}' must be a tensor; "
+                        f'got {type(mask).__name__}.')
+    if tuple(mask.shape) != tuple(param.shape):
+        raise ValueError(f"the '{pname}' mask of module '{module_name}' has shape "
+                         f'{tuple(mask.shape)}, but the parameter has shape {tuple(param.shape)}.')
+
+
+def check_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Raises a clear error if ``masks`` does not fit ``model``; changes nothing."""
+    modules = dict(model.named_modules())
+    for name, per_param in masks.items():
+        if name not in modules:
+            import difflib
+            close = difflib.get_close_matches(name, list(modules), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else '.'
+            raise ValueError(f"masks name module '{name}', which the model does not have{hint}")
+        for pname, mask in per_param.items():
+            _check_mask(name, pname, getattr(modules[name], '_parameters', {}).get(pname), mask)
+
+
+@torch.no_grad()
+def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_name: str = '') -> None:
+    """Attaches (or replaces) masks on one module and zeroes the masked entries."""
+    for pname, mask in masks.items():
+        param = module._parameters.get(pname)
+        _check_mask(module_name or type(module).__name__, pname, param, mask)
+    names = list(getattr(module, _MASKED_ATTR, ()))
+    for pname, mask in masks.items():
+        param = module._parameters[pname]
+        mask = mask.detach().to(device=param.device, dtype=param.dtype)
+        buffer = f'{pname}_mask'
+        if buffer in module._buffers:
+            module._buffers[buffer] = mask.clone()
+        else:
+            module.register_buffer(buffer, mask.clone(), persistent=False)
+        param.mul_(mask)
+        _OWNERS[param] = (weakref.ref(module), pname)
+        if pname not in names:
+            names.append(pname)
+    if not is_masked(module):
+        module.register_forward_pre_hook(_shadow_masked)
+        module.register_forward_hook(_unshadow_masked, always_call=True)
+        module.register_load_state_dict_post_hook(_remask_after_load)
+    setattr(module, _MASKED_ATTR, tuple(names))
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]]) -> nn.Module:
+    """Attaches every module's masks; validates all of them first so a bad mask changes nothing."""
+    check_masks(model, masks)
+    modules = dict(model.named_modules())
+    for name, per_param in masks.items():
+        attach_masks(modules[name], per_param, name)
+    return model
+
+
+@torch.no_grad()
+def reapply_masks(module: nn.Module) -> None:
+    """Multiplies a masked module's parameters by their masks again."""
+    for pname in getattr(module, _MASKED_ATTR, ()):
+        module._parameters[pname].mul_(module._buffers[f'{pname}_mask'])
+
+
+def get_masks(model: nn.Module) -> Masks:
+    """The masks attached to ``model``: ``{module_name: {'weight': mask, 'bias': mask}}``."""
+    masks: Masks = {}
+    for name, module in model.named_modules():
+        for pname in getattr(module, _MASKED_ATTR, ()):
+            masks.setdefault(name, {})[pname] = module._buffers[f'{pname}_mask'].detach().clone()
+    return masks
+
+
+def _remove_hooks(module: nn.Module) -> None:
+    for hooks, fn in ((module._forward_pre_hooks, _shadow_masked),
+                      (module._forward_hooks, _unshadow_masked),
+                      (module._load_state_dict_post_hooks, _remask_after_load)):
+        for key in [k for k, hook in hooks.items() if getattr(hook, '__wrapped__', hook) is fn]:
+            del hooks[key]
+            getattr(module, '_forward_hooks_always_called', {}).pop(key, None)
+
+
+@torch.no_grad()
+def detach_masks(module: nn.Module) -> None:
+    """Bakes one module's masks into its parameters and removes buffers and hooks."""
+    reapply_masks(module)
+    for pname in getattr(module, _MASKED_ATTR, ()):
+        module.__dict__.pop(pname, None)
+        del module._buffers[f'{pname}_mask']
+        _OWNERS.pop(module._parameters[pname], None)
+    _remove_hooks(module)
+    if _MASKED_ATTR in module.__dict__:
+        delattr(module, _MASKED_ATTR)
+
+
+def strip(model: nn.Module) -> nn.Module:
+    """Bakes all masks into the weights and leaves a plain model with no extra buffers."""
+    for module in model.modules():
+        if is_masked(module):
+            detach_masks(module)
+    return model
+
+
+__all__ = ['Masks', 'attach_masks', 'apply_masks', 'check_masks', 'reapply_masks', 'get_masks',
+           'detach_masks', 'strip', 'is_masked']

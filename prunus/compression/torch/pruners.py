@@ -1,0 +1,152 @@
+"""One-shot pruners whose criterion reads only the weights: Level, L1/L2 filter, FPGM, Slim."""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..registry import register_pruner
+from . import layers, metrics
+from .base import Pruner, Scores
+from .regularization import BatchNormL1Subgradient
+
+
+@register_pruner('level', framework='torch')
+class LevelPruner(Pruner):
+    """Unstructured magnitude pruning: the smallest |w| of each layer are masked.
+
+    Example::
+
+        pruner = LevelPruner(model, [{'sparsity': 0.8, 'op_types': ['default']}])
+        model = pruner.compress()
+    """
+
+    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None):
+        super().__init__(model, config_list, optimizer)
+
+    def compute_scores(self, collected: Any) -> Scores:
+        return {name: metrics.magnitude(module.weight) for name, module in self.targets.items()}
+
+
+def check_dependency_args(owner: str, dependency_aware: Any, dummy_input: Any) -> None:
+    if not isinstance(dependency_aware, bool):
+        raise TypeError(f'{owner}: dependency_aware must be a bool; got {dependency_aware!r}.')
+    if dependency_aware and dummy_input is None:
+        raise ValueError(f'{owner}: dependency_aware=True needs dummy_input to trace the model.')
+
+
+class FilterPruner(Pruner):
+    """Base of structured pruners: removes whole output channels of Conv/ConvTranspose/Linear
+    layers (and the bias of every removed channel)."""
+
+    supported_types = layers.FILTERED
+    default_types = layers.CONV + layers.CONV_TRANSPOSE
+    structured = True
+
+    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
+                 dependency_aware: bool = False, dummy_input: Any = None):
+        check_dependency_args(type(self).__name__, dependency_aware, dummy_input)
+        super().__init__(model, config_list, optimizer)
+        self.dependency_aware = dependency_aware
+        self.dummy_input = dummy_input
+
+    def filters(self, name: str) -> torch.Tensor:
+        module = self.targets[name]
+        return layers.filter_matrix(module, module.weight)
+
+
+class WeightFilterPruner(FilterPruner):
+    """A filter pruner scored by a function of each layer's filter matrix alone."""
+
+    filter_criterion: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+
+    def __init__(self, model: nn.Module, config_list: list[dict], dependency_aware: bool = False,
+                 dummy_input: Any = None, optimizer: Any = None):
+        # NNI 1.x took (model, config_list, optimizer, dependency_aware, dummy_input).
+        if isinstance(dependency_aware, torch.optim.Optimizer):
+            optimizer, dependency_aware = dependency_aware, False
+        super().__init__(model, config_list, optimizer, dependency_aware, dummy_input)
+
+    def compute_scores(self, collected: Any) -> Scores:
+        return {name: type(self).filter_criterion(self.filters(name)) for name in self.targets}
+
+
+@register_pruner('l1', framework='torch')
+class L1FilterPruner(WeightFilterPruner):
+    """Prunes the filters with the smallest sum of absolute weights (Li et al., 2017)."""
+
+    filter_criterion = staticmethod(metrics.l1_filter)
+
+
+@register_pruner('l2', framework='torch')
+class L2FilterPruner(WeightFilterPruner):
+    """Prunes the filters with the smallest L2 norm."""
+
+    filter_criterion = staticmethod(metrics.l2_filter)
+
+
+@register_pruner('fpgm', framework='torch')
+class FPGMPruner(WeightFilterPruner):
+    """Prunes the filters nearest the geometric median of their layer (He et al., 2019)."""
+
+    filter_criterion = staticmethod(metrics.fpgm)
+
+
+@register_pruner('slim', framework='torch')
+class SlimPruner(Pruner):
+    """Network slimming (Liu et al., 2017): BatchNorm channels with the smallest |gamma|,
+    ranked globally over the selected BatchNorm layers; weight and bias are both masked.
+
+    Given ``trainer`` (and ``optimizer``), ``compress()`` first trains for
+    ``sparsifying_training_epochs`` epochs with the L1 penalty ``scale * sum|gamma|``
+    applied as a subgradient before each optimizer step, as the paper prescribes. For your
+    own loop, add :func:`prunus.compression.torch.bn_l1_penalty` to the loss instead.
+
+    Example::
+
+        pruner = SlimPruner(model, [{'sparsity': 0.5, 'op_types': ['BatchNorm2d']}])
+        model = pruner.compress()
+    """
+
+    supported_types = layers.BATCH_NORM
+    default_types = layers.BATCH_NORM
+    structured = True
+    global_by_default = True
+
+    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
+                 trainer: Callable | None = None, criterion: Callable | None = None,
+                 sparsifying_training_epochs: int = 10, scale: float = 0.0001,
+                 dependency_aware: bool = False, dummy_input: Any = None):
+        owner = type(self).__name__
+        check_dependency_args(owner, dependency_aware, dummy_input)
+        if trainer is not None and not callable(trainer):
+            raise TypeError(f'{owner}: trainer must be callable as trainer(model, optimizer, '
+                            f'criterion, epoch); got {type(trainer).__name__}.')
+        if trainer is not None and optimizer is None:
+            raise ValueError(f'{owner}: sparsity training with trainer= needs optimizer=.')
+        if not isinstance(sparsifying_training_epochs, int) or sparsifying_training_epochs < 0:
+            raise ValueError(f'{owner}: sparsifying_training_epochs must be an integer >= 0; '
+                             f'got {sparsifying_training_epochs!r}.')
+        if not isinstance(scale, (int, float)) or scale < 0:
+            raise ValueError(f'{owner}: scale must be a number >= 0; got {scale!r}.')
+        super().__init__(model, config_list, optimizer)
+        self.trainer, self.criterion = trainer, criterion
+        self.training_epochs, self.scale = sparsifying_training_epochs, scale
+        self.dependency_aware, self.dummy_input = dependency_aware, dummy_input
+
+    def collect(self) -> Any:
+        if self.trainer is None:
+            return None
+        with BatchNormL1Subgradient(self.optimizer, list(self.targets.values()), self.scale):
+            for epoch in range(self.training_epochs):
+                self.trainer(self.bound_model, optimizer=self.optimizer, criterion=self.criterion,
+                             epoch=epoch)
+        return None
+
+    def compute_scores(self, collected: Any) -> Scores:
+        return {name: metrics.bn_scale(module.weight) for name, module in self.targets.items()}
+
+
+__all__ = ['LevelPruner', 'FilterPruner', 'WeightFilterPruner', 'L1FilterPruner', 'L2FilterPruner',
+           'FPGMPruner', 'SlimPruner', 'check_dependency_args']

@@ -1,0 +1,26 @@
+"""The main job: a short run on the real digits data."""
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip('torch')
+pytest.importorskip('sklearn')
+
+
+def test_demo_prunes_and_recovers_accuracy():
+    from prunus.demo import format_table, run_demo
+    dense_acc, dense_params, dense_flops, rows = run_demo(
+        sparsity=0.5, epochs=8, finetune_epochs=2, pruners=('l1', 'level', 'taylorfo'), progress=False)
+    assert dense_acc > 0.9
+    assert [r.pruner for r in rows] == ['l1', 'level', 'taylorfo']
+    for row in rows:
+        assert row.accuracy_finetuned > dense_acc - 0.1
+        assert row.params < dense_params and row.flops < dense_flops
+    assert 'taylorfo' in format_table(dense_acc, dense_params, dense_flops, rows)
+
+
+def test_cli_rejects_bad_sparsity():
+    result = subprocess.run([sys.executable, '-m', 'prunus', 'demo', '--sparsity', '1.5'],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and '--sparsity must be in [0, 1); got 1.5' in result.stderr
