@@ -41,7 +41,7 @@ class AGPPruner(Pruner):
 
     def __init__(self, model: keras.Model, config_list: list[dict[str, Any]], optimizer=None,
                  pruning_algorithm: str = 'level', data: Iterable[Any] | None = None,
-                 statistics_batch_num: int = 1, criterion: Callable | None = None):
+                 statistics_batch_num: int | None = None, criterion: Callable | None = None):
         if pruning_algorithm == 'agp':
             raise ValueError("pruning_algorithm cannot be 'agp' itself.")
         algorithm = get_pruner(pruning_algorithm, 'tf')

@@ -19,9 +19,9 @@ from ..selection import Selection, select_layers
 from . import masking
 from .layers import channel_mask, iter_layers, layer_refs, spec_of, variables_of
 
-CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D')
-FILTER_TYPES = CONV_TYPES + ('Conv1DTranspose', 'Conv2DTranspose', 'Conv3DTranspose',
-                             'DepthwiseConv1D', 'DepthwiseConv2D', 'SeparableConv1D',
+CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
+              'Conv3DTranspose')
+FILTER_TYPES = CONV_TYPES + ('DepthwiseConv1D', 'DepthwiseConv2D', 'SeparableConv1D',
                              'SeparableConv2D', 'Dense')
 
 

@@ -38,15 +38,14 @@ def batchnorm_scale(gamma: np.ndarray) -> np.ndarray:
     return np.abs(gamma.astype(np.float64)).reshape(-1)
 
 
-def apoz_batch(activation: np.ndarray) -> np.ndarray:
-    """APoZ of one batch: per channel (last axis) the fraction of exactly-zero activations."""
-    flat = activation.reshape(-1, activation.shape[-1])
-    return (flat == 0).mean(axis=0, dtype=np.float64)
+def zero_count(activation: np.ndarray) -> np.ndarray:
+    """Per channel (last axis), how many activations are exactly zero (for APoZ)."""
+    return (activation.reshape(-1, activation.shape[-1]) == 0).sum(axis=0).astype(np.float64)
 
 
-def mean_batch(activation: np.ndarray) -> np.ndarray:
-    """Mean activation of one batch per channel (last axis)."""
-    return activation.reshape(-1, activation.shape[-1]).mean(axis=0, dtype=np.float64)
+def channel_sum(activation: np.ndarray) -> np.ndarray:
+    """Per channel (last axis), the sum of activations (for the mean activation)."""
+    return activation.reshape(-1, activation.shape[-1]).sum(axis=0, dtype=np.float64)
 
 
 def taylor_batch(weight_times_grad: np.ndarray) -> np.ndarray:
@@ -54,5 +53,5 @@ def taylor_batch(weight_times_grad: np.ndarray) -> np.ndarray:
     return (weight_times_grad.astype(np.float64) ** 2).sum(axis=1)
 
 
-__all__ = ['magnitude', 'lp_norm', 'geometric_median_distance', 'batchnorm_scale', 'apoz_batch',
-           'mean_batch', 'taylor_batch']
+__all__ = ['magnitude', 'lp_norm', 'geometric_median_distance', 'batchnorm_scale', 'zero_count',
+           'channel_sum', 'taylor_batch']

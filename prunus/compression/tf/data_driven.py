@@ -2,7 +2,7 @@
 
 Data is given directly: ``data`` is an iterable of batches, where a batch is the model
 input ``x`` or an ``(x, y)`` / ``(x, y, sample_weight)`` tuple; a ``tf.data.Dataset``
-works as is. The first ``statistics_batch_num`` batches are used. Statistics are taken in
+works as is. The first ``statistics_batch_num`` batches are used (all when None). Statistics are taken in
 inference mode (``training=False``) so collecting them never moves BatchNorm statistics.
 """
 from __future__ import annotations
@@ -31,10 +31,11 @@ def _split(batch: Any) -> tuple[Any, Any]:
 class DataDrivenPruner(Pruner):
     """Base of the pruners that need batches of data; see the module docstring."""
 
-    def __init__(self, model: keras.Model, config_list: list[dict[str, Any]],
-                 data: Iterable[Any] | None = None, statistics_batch_num: int = 1):
+    def __init__(self, model: keras.Model, config_list: list[dict[str, Any]], *,
+                 data: Iterable[Any] | None = None, statistics_batch_num: int | None = None):
         super().__init__(model, config_list)
-        if not isinstance(statistics_batch_num, int) or statistics_batch_num < 1:
+        if statistics_batch_num is not None and (
+                not isinstance(statistics_batch_num, int) or statistics_batch_num < 1):
             raise ValueError(f'statistics_batch_num must be an integer >= 1; '
                              f'got {statistics_batch_num!r}.')
         self.data = data
@@ -57,27 +58,33 @@ class DataDrivenPruner(Pruner):
 class ActivationPruner(DataDrivenPruner):
     """Scores each output channel from ``activation(layer output)``, batch by batch."""
 
-    def __init__(self, model, config_list, data=None, statistics_batch_num: int = 1,
+    def __init__(self, model, config_list, *, data=None, statistics_batch_num: int | None = None,
                  activation: str | Callable = 'relu'):
-        super().__init__(model, config_list, data, statistics_batch_num)
+        super().__init__(model, config_list, data=data, statistics_batch_num=statistics_batch_num)
         self.activation = keras.activations.get(activation)
 
-    def batch_score(self, activation: np.ndarray) -> np.ndarray:
+    def channel_score(self, zeros: np.ndarray, sums: np.ndarray, count: int) -> np.ndarray:
+        """The score from per-channel zero counts and sums over ``count`` values each."""
         raise NotImplementedError
 
     def prepare(self):
-        per_layer: dict[str, list[np.ndarray]] = defaultdict(list)
         names = [sel.layer.name for sel in self.selections]
+        zeros: dict[str, Any] = defaultdict(float)
+        sums: dict[str, Any] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
         for x, _ in self.batches():
             with _recording(self.layers, names) as outputs:
                 self.model(x, training=False)
             for name in names:
                 for out in outputs[name]:
-                    per_layer[name].append(self.batch_score(np.asarray(self.activation(out))))
-        missing = [n for n in names if not per_layer[n]]
+                    act = np.asarray(self.activation(out))
+                    zeros[name] = zeros[name] + criteria.zero_count(act)
+                    sums[name] = sums[name] + criteria.channel_sum(act)
+                    counts[name] += act.size // act.shape[-1]
+        missing = [n for n in names if not counts[n]]
         if missing:
             raise ValueError(f"layer '{missing[0]}' produced no output while the model ran on data.")
-        self._stats = {n: np.mean(per_layer[n], axis=0) for n in names}
+        self._stats = {n: self.channel_score(zeros[n], sums[n], counts[n]) for n in names}
 
 
 @contextmanager
@@ -112,16 +119,16 @@ class ActivationAPoZRankFilterPruner(ActivationPruner):
                                        data=dataset, statistics_batch_num=4).compress()
     """
 
-    def batch_score(self, activation):
-        return 1.0 - criteria.apoz_batch(activation)
+    def channel_score(self, zeros, sums, count):
+        return 1.0 - zeros / count
 
 
 @register_pruner('mean_activation', framework='tf')
 class ActivationMeanRankFilterPruner(ActivationPruner):
     """Prunes the channels with the lowest mean ``activation(output)`` (Molchanov et al., 2017)."""
 
-    def batch_score(self, activation):
-        return criteria.mean_batch(activation)
+    def channel_score(self, zeros, sums, count):
+        return sums / count
 
 
 @register_pruner('taylorfo', framework='tf')
@@ -132,9 +139,9 @@ class TaylorFOWeightFilterPruner(DataDrivenPruner):
     ``criterion(y_true, y_pred)`` is the loss; it defaults to the compiled model's loss.
     """
 
-    def __init__(self, model, config_list, data=None, statistics_batch_num: int = 1,
+    def __init__(self, model, config_list, *, data=None, statistics_batch_num: int | None = None,
                  criterion: Callable | None = None):
-        super().__init__(model, config_list, data, statistics_batch_num)
+        super().__init__(model, config_list, data=data, statistics_batch_num=statistics_batch_num)
         if criterion is None and getattr(model, 'loss', None) is not None:
             criterion = keras.losses.get(model.loss)
         if criterion is None:

@@ -103,7 +103,7 @@ class Analysis:
     # --- the pass -------------------------------------------------------------------
     def run(self, model: keras.Model) -> None:
         inputs = []
-        for tensor in tree.flatten(model.input):
+        for tensor in model.inputs:
             shape = tuple(1 if d is None else d for d in tensor.shape)
             flow = Flow(self.fresh(shape[-1]), np.zeros(shape, np.float32),
                         np.zeros(shape[-1], bool))

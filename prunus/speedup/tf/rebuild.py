@@ -20,7 +20,7 @@ class Rebuilder:
         self.pending: list[tuple[Any, Any, dict[str, np.ndarray]]] = []
 
     def build(self, model: keras.Model) -> keras.Model:
-        new = self.container(model, [tuple(t.shape) for t in tree.flatten(model.input)])
+        new = self.container(model, [tuple(t.shape) for t in model.inputs])
         for old, layer, weights in self.pending:
             try:
                 layer.set_weights([weights[v.name] for v in layer.weights])
@@ -31,7 +31,7 @@ class Rebuilder:
 
     def container(self, model: keras.Model, shapes: list[tuple]) -> keras.Model:
         inputs = [keras.Input(batch_shape=shape, dtype=t.dtype, name=t.name)
-                  for shape, t in zip(shapes, tree.flatten(model.input))]
+                  for shape, t in zip(shapes, model.inputs)]
         if isinstance(model, keras.Sequential):
             return keras.Sequential(inputs + [self.clone(layer) for layer in model.layers],
                                     name=model.name)
@@ -46,7 +46,7 @@ class Rebuilder:
             plan = self.analysis.plans.get(id(op))
             if isinstance(op, keras.Model):
                 shapes = [tuple(t.shape[:-1]) + (int(self.analysis.kept(ids).sum()),)
-                          for t, ids in zip(tree.flatten(op.input), plan.in_ids)]
+                          for t, ids in zip(op.inputs, plan.in_ids)]
                 self.clones[id(op)] = self.container(op, shapes)
             else:
                 self.clones[id(op)] = self.layer(op, plan)
