@@ -118,7 +118,8 @@ class PruningGroup:
     def item_keeps(self, matrices: dict[str, np.ndarray], sparsity: float) -> dict[str, np.ndarray]:
         items = {n: self.pattern.reduce(m) for n, m in matrices.items()}
         item_sparsity = self.pattern.item_sparsity(sparsity)
-        cap = self.settings['max_sparsity_ratio_per_op']
+        # The cap is on element sparsity, like the target; N:M items lose only N/M of theirs.
+        cap = self.pattern.item_sparsity(self.settings['max_sparsity_ratio_per_op'])
         if self.settings['pruning_scope'] == 'global':
             return global_keep_masks(items, item_sparsity, cap, self.where)
         return {n: keep_mask(s, min(item_sparsity, cap)) for n, s in items.items()}
