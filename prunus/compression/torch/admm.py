@@ -53,8 +53,9 @@ class ADMMPruner(Pruner):
             raise TypeError(f'{owner}: trainer must be callable as trainer(model, optimizer, criterion, '
                             f'epoch); got {type(trainer).__name__}.')
         self.num_iterations = _positive_int(owner, 'num_iterations', num_iterations)
-        self.epochs = _positive_int(owner, 'epochs_per_iteration' if epochs_per_iteration else 'epochs',
-                                    epochs_per_iteration or epochs)
+        given = epochs_per_iteration is not None
+        self.epochs = _positive_int(owner, 'epochs_per_iteration' if given else 'epochs',
+                                    epochs_per_iteration if given else epochs)
         if not isinstance(row, (int, float)) or isinstance(row, bool) or row <= 0:
             raise ValueError(f'{owner}: row must be a number > 0; got {row!r}.')
         self.entries = validate_config_list(config_list, self.config_spec, owner)
