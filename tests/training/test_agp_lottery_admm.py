@@ -157,3 +157,20 @@ def test_admm_prunes_exactly_with_callback_and_without(digits):
         assert accuracy(model, digits) > 50.0
     with pytest.raises(ValueError, match='ADMMPruner: epochs_per_iteration must be an integer >= 1; got 0'):
         ADMMPruner(model, config, plain, epochs_per_iteration=0, criterion=nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize('algorithm', ['apoz', 'taylorfo'])
+def test_agp_legacy_form_with_data_driven_algorithm_uses_batches_seen_while_training(digits, algorithm):
+    model = make_model(4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    config = [{'final_sparsity': 0.5, 'start_epoch': 0, 'end_epoch': 2, 'op_types': ['Conv2d']}]
+    pruner = AGPPruner(model, config, optimizer, pruning_algorithm=algorithm)
+    pruner.compress()
+    with pytest.raises(RuntimeError, match='no batch ran through the pruned layers since the last update'):
+        pruner.update_epoch(1)
+    assert pruner.applied == {0: 0.0} and not (pruner.get_masks()['conv2']['weight'] == 0).any()
+    for epoch in range(1, 3):
+        train_epoch(model, optimizer, digits, epoch)
+        pruner.update_epoch(epoch)
+    kept = pruner.get_masks()['conv2']['weight'].flatten(1).amax(dim=1)
+    assert int((kept == 0).sum()) == allocation.prune_count(kept.numel(), 0.5)

@@ -122,14 +122,19 @@ class AGPPruner(Pruner):
         return collector
 
     def _apply(self, sparsities: dict[int, float]) -> None:
-        self.applied.update(sparsities)
-        self.algorithm.scheduled = dict(self.applied)
-        if all(value == 0.0 for value in self.applied.values()):
-            masks = {n: self.algorithm.expand_keep(n, torch.ones(self._items(n), dtype=torch.bool))
-                     for n in self.targets}
-        else:
-            masks = self.algorithm.generate_masks(self.algorithm.compute_scores(self._collect()))
+        scheduled = {**self.applied, **sparsities}
+        self.algorithm.scheduled = scheduled
+        try:
+            if all(value == 0.0 for value in scheduled.values()):
+                masks = {n: self.algorithm.expand_keep(n, torch.ones(self._items(n), dtype=torch.bool))
+                         for n in self.targets}
+            else:
+                masks = self.algorithm.generate_masks(self.algorithm.compute_scores(self._collect()))
+        except Exception:
+            self.algorithm.scheduled = dict(self.applied)  # a failed update changes nothing
+            raise
         apply_masks(self.bound_model, broadcast_masks(masks))
+        self.applied = scheduled
 
     def _items(self, name: str) -> int:
         module = self.targets[name]
