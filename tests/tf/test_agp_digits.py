@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
-from prunus.compression.schedule import agp_sparsity  # noqa: E402
+from prunus.compression.schedules import agp_sparsity  # noqa: E402
 from prunus.compression.tf import AGPPruner  # noqa: E402
 
 
@@ -31,11 +31,15 @@ def _cnn():
     return model
 
 
-def test_agp_schedule_is_cubic():
-    assert agp_sparsity(0, 0.0, 0.8, 0, 4) == 0.0
-    assert agp_sparsity(2, 0.0, 0.8, 0, 4) == pytest.approx(0.8 - 0.8 * 0.5 ** 3)
-    assert agp_sparsity(4, 0.0, 0.8, 0, 4) == pytest.approx(0.8)
-    assert agp_sparsity(3, 0.0, 0.8, 0, 4, frequency=2) == agp_sparsity(2, 0.0, 0.8, 0, 4)
+def test_agp_schedule_is_cubic_and_held_between_updates():
+    assert agp_sparsity(0, 0, 4, 0.0, 0.8) == 0.0
+    assert agp_sparsity(2, 0, 4, 0.0, 0.8) == pytest.approx(0.8 - 0.8 * 0.5 ** 3)
+    assert agp_sparsity(4, 0, 4, 0.0, 0.8) == pytest.approx(0.8)
+    model = _cnn()
+    pruner = AGPPruner(model, [{'initial_sparsity': 0.0, 'final_sparsity': 0.8, 'start_epoch': 0,
+                                'end_epoch': 4, 'frequency': 2, 'op_types': ['Conv2D']}])
+    entry = pruner.entries[0]
+    assert pruner.target_sparsity(entry, 3) == pruner.target_sparsity(entry, 2) == agp_sparsity(2, 0, 4, 0.0, 0.8)
 
 
 def test_agp_digits_80_percent_within_one_point_of_dense():

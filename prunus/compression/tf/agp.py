@@ -7,7 +7,7 @@ import keras
 
 from ..config import ConfigSpec, validate_config_list
 from ..registry import get_pruner, register_pruner
-from ..schedule import agp_sparsity
+from ..schedules import agp_sparsity
 from . import masking
 from .base import Pruner
 
@@ -68,9 +68,11 @@ class AGPPruner(Pruner):
 
     def target_sparsity(self, entry, epoch: int) -> float:
         """The scheduled sparsity of a config entry at ``epoch``."""
-        return agp_sparsity(epoch, entry.get('initial_sparsity', 0.0), entry.get('final_sparsity'),
-                            entry.get('start_epoch', 0), entry.get('end_epoch', 10),
-                            entry.get('frequency', 1))
+        start, end, frequency = entry.get('start_epoch', 0), entry.get('end_epoch', 10), entry.get('frequency', 1)
+        # The mask changes only every `frequency` epochs: hold the last update's value.
+        update = epoch if epoch < start else start + ((epoch - start) // frequency) * frequency
+        return agp_sparsity(update, start, end - start, entry.get('initial_sparsity', 0.0),
+                            entry.get('final_sparsity'))
 
     def update_epoch(self, epoch: int) -> None:
         """Sets the epoch and recomputes the masks at the scheduled sparsity."""

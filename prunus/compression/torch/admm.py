@@ -63,6 +63,8 @@ class ADMMPruner(Pruner):
         self.algorithm.scheduled = {e.index: e.get('sparsity') for e in self.entries if not e.exclude}
         self.bound_model, self.config_list = model, config_list
         self.targets, self.entry_of = self.algorithm.targets, self.algorithm.entry_of
+        # The masks are the algorithm's, so is their granularity.
+        self.structured, self.global_by_default = self.algorithm.structured, self.algorithm.global_by_default
         self.optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
         self.criterion = criterion or nn.CrossEntropyLoss()
         self.trainer, self.row, self.base_algo = trainer, float(row), base_algo

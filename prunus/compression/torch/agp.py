@@ -73,6 +73,8 @@ class AGPPruner(Pruner):
                                          trainer, criterion)
         self.bound_model, self.config_list, self.optimizer = model, config_list, optimizer
         self.targets, self.entry_of = self.algorithm.targets, self.algorithm.entry_of
+        # The masks are the algorithm's, so is their granularity.
+        self.structured, self.global_by_default = self.algorithm.structured, self.algorithm.global_by_default
         self.trainer, self.criterion = trainer, criterion
         self.num_iterations, self.epochs_per_iteration = num_iterations, epochs_per_iteration
         self.pruning_algorithm = pruning_algorithm

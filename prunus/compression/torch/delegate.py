@@ -59,7 +59,8 @@ def build_algorithm(name: Any, owner: str, model: nn.Module, config_list: list[d
     if not issubclass(cls, Pruner) or getattr(cls, 'schedules_itself', False):
         raise ValueError(f"{owner}: '{name}' schedules its own pruning and cannot be used as the "
                          'algorithm of another pruner.')
-    scheduled = type(f'Scheduled{cls.__name__}', (_ScheduledSparsity, cls), {})
+    # Named after the outer pruner, so config errors read 'ADMMPruner(base_algo='l1')'.
+    scheduled = type(f"{owner}({name!r})", (_ScheduledSparsity, cls), {})
     kwargs: dict[str, Any] = {'optimizer': optimizer}
     if issubclass(cls, DataDrivenFilterPruner) and trainer is not None:
         kwargs.update(trainer=trainer, criterion=criterion)
