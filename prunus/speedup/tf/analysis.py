@@ -111,6 +111,37 @@ class Analysis:
             inputs.append(flow)
         for flow in tree.flatten(self.container(model, inputs)):
             self.block(flow.ids, 'model output')
+        self.balance_groups()
+
+    def balance_groups(self) -> None:
+        """Keeps extra channels until every grouped conv keeps equal channels per group.
+
+        A group with all its inputs and outputs removed is dropped; every other group keeps
+        the largest kept count of any group (at least one), on the input and output side.
+        Keeping a channel can unbalance another grouped conv, so this runs to a fixpoint
+        (it ends: the kept set only grows).
+        """
+        changed = True
+        while changed:
+            changed = False
+            for plan in self.plans.values():
+                if plan.role == 'mixing' and plan.handler.groups(plan.layer) > 1:
+                    changed |= self._balance(plan, plan.handler.groups(plan.layer))
+
+    def _balance(self, plan: Plan, g: int) -> bool:
+        sides = [ids.reshape(g, -1) for ids in (plan.in_ids[0], plan.out_ids)]
+        keeps = [self.kept(ids.reshape(-1)).reshape(g, -1) for ids in sides]
+        alive = keeps[0].any(axis=1) | keeps[1].any(axis=1)
+        changed = False
+        for ids, keep in zip(sides, keeps):
+            target = max(int(keep[alive].sum(axis=1).max(initial=0)), 1)
+            for b in np.flatnonzero(alive):
+                missing = target - int(keep[b].sum())
+                if missing > 0:
+                    self.block(ids[b, np.flatnonzero(~keep[b])[:missing]],
+                               f"grouped '{plan.layer.name}' keeps equal channels per group")
+                    changed = True
+        return changed
 
     def container(self, model: keras.Model, inputs: list[Flow]) -> Any:
         if isinstance(model, keras.Sequential):
