@@ -21,10 +21,22 @@ import numpy as np
 from keras import tree
 
 from .handlers import LayerHandler
+from .op_handlers import OP_HANDLERS
 
 
 class SpeedupError(ValueError):
     """speedup could not handle a layer; the model given to it is unchanged."""
+
+
+def require_graph(model: keras.Model) -> None:
+    """SpeedupError unless ``model`` is Sequential or Functional (its graph can be walked)."""
+    if isinstance(model, keras.Sequential) or (
+            hasattr(model, '_run_through_graph') and hasattr(model, '_nodes_by_depth')):
+        return
+    raise SpeedupError(
+        f"cannot rebuild '{model.name}' ({type(model).__name__}): it is a subclassed "
+        'model, whose structure lives in Python code; speedup needs a Functional or '
+        'Sequential model. Its masks still apply (pruner.strip() bakes them in).')
 
 
 @dataclass
@@ -64,8 +76,10 @@ def _uniform(flow: Flow) -> Flow:
 class Analysis:
     """Runs the flow pass over a Functional or Sequential model (nested ones included)."""
 
-    def __init__(self, handlers: dict[str, LayerHandler]):
+    def __init__(self, handlers: dict[str, LayerHandler],
+                 op_handlers: dict[str, LayerHandler] = OP_HANDLERS):
         self.handlers = handlers
+        self.op_handlers = op_handlers
         self.parent: list[int] = []
         self.blocked: dict[int, str] = {}
         self.plans: dict[int, Plan] = {}
@@ -102,6 +116,7 @@ class Analysis:
 
     # --- the pass -------------------------------------------------------------------
     def run(self, model: keras.Model) -> None:
+        require_graph(model)
         inputs = []
         for tensor in model.inputs:
             shape = tuple(1 if d is None else d for d in tensor.shape)
@@ -149,11 +164,7 @@ class Analysis:
             for layer in model.layers:
                 flow = self.visit(layer, (flow,), {})
             return flow
-        if not hasattr(model, '_run_through_graph') or not hasattr(model, '_nodes_by_depth'):
-            raise SpeedupError(
-                f"cannot rebuild '{model.name}' ({type(model).__name__}): it is a subclassed "
-                'model, whose structure lives in Python code; speedup needs a Functional or '
-                'Sequential model. Its masks still apply (pruner.strip() bakes them in).')
+        require_graph(model)
         return model._run_through_graph(
             inputs, operation_fn=lambda op: (lambda *a, **k: self.visit(op, a, k)))
 
@@ -194,7 +205,8 @@ class Analysis:
 
     def _flow_out(self, layer, name: str, flows: list[Flow], out: Any) -> Any:
         outputs = tree.flatten(out)
-        handler = self.handlers.get(type(layer).__name__)
+        table = self.handlers if isinstance(layer, keras.layers.Layer) else self.op_handlers
+        handler = table.get(type(layer).__name__)
         reason = None if handler is not None else f"'{name}' ({type(layer).__name__}) has no handler"
         if reason is None:
             why = handler.supports(layer)
@@ -232,7 +244,7 @@ class Analysis:
             plan.out_ids = self.fresh(value.shape[-1])
         if getattr(getattr(layer, 'activation', None), '__name__', '') in ('softmax', 'log_softmax'):
             self.block(plan.out_ids, f"'{name}' ends in a softmax over its channels")
-        weights = {v.name: v.numpy() for v in layer.weights}
+        weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
         return Flow(plan.out_ids, value, plan.handler.constant_outputs(layer, weights))
 
     def _tied(self, layer, name, plan, flows, value, first) -> Flow:
@@ -242,7 +254,8 @@ class Analysis:
             self.block(flow.ids, f"'{name}' changes the channel count")
             return self._pinned(value, f"'{name}' changes the channel count")
         const = np.repeat(flow.const, mult)
-        own = plan.handler.constant_outputs(layer, {v.name: v.numpy() for v in layer.weights})
+        weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
+        own = plan.handler.constant_outputs(layer, weights)
         if own is not None:
             const = const | own
         return Flow(np.repeat(flow.ids, mult), value, const)
@@ -279,4 +292,4 @@ class Analysis:
         return self._pinned(value, reason)
 
 
-__all__ = ['Analysis', 'Flow', 'Plan', 'SpeedupError']
+__all__ = ['Analysis', 'Flow', 'Plan', 'SpeedupError', 'require_graph']

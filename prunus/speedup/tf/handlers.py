@@ -256,6 +256,14 @@ class LayerNormHandler(NoWeightHandler):
         return 'it normalizes over the channel axis' if rank - 1 in axes else None
 
 
+class PermuteHandler(NoWeightHandler):
+    """Permute that leaves the channel axis last (it only swaps spatial axes)."""
+
+    def supports(self, layer):
+        dims = tuple(layer.dims)
+        return None if dims[-1] == len(dims) else f'moves the channel axis (dims={dims})'
+
+
 class MergeHandler(LayerHandler):
     role = 'merge'
 
@@ -301,11 +309,12 @@ HANDLERS: dict[str, LayerHandler] = {
     **_named(MergeHandler(), 'Add', 'Subtract', 'Multiply', 'Average', 'Maximum', 'Minimum'),
     'Concatenate': ConcatHandler(),
     **_named(ReshapeHandler(), 'Flatten', 'Reshape'),
+    'Permute': PermuteHandler(),
     'LayerNormalization': LayerNormHandler(),
 }
 
 
 __all__ = ['LayerHandler', 'HANDLERS', 'DenseHandler', 'ConvHandler', 'ConvTransposeHandler',
            'SeparableConvHandler', 'DepthwiseHandler', 'ChannelVectorHandler', 'NoWeightHandler',
-           'LayerNormHandler',
+           'LayerNormHandler', 'PermuteHandler',
            'MergeHandler', 'ConcatHandler', 'ReshapeHandler']
