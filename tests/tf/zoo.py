@@ -75,8 +75,28 @@ def _conv1d_3d():
     return keras.Model(x, L.Dense(2)(L.Flatten()(y)), name='conv1d_3d')
 
 
+def _grouped_conv():
+    x = keras.Input((10, 10, 4))
+    y = L.Conv2D(8, 1, name='a')(x)
+    y = L.ReLU()(L.BatchNormalization()(y))
+    y = L.Conv2D(8, 3, groups=4, name='g')(y)
+    y = L.BatchNormalization()(y)
+    y = L.Conv2D(6, 1, groups=2, name='g2')(y)
+    return keras.Model(x, L.Dense(3)(L.GlobalAveragePooling2D()(y)), name='grouped_conv')
+
+
+def _ops_permute():
+    x = keras.Input((8, 6, 3))
+    y = L.Conv2D(8, 3, padding='same', name='a')(x)
+    y = L.Permute((2, 1, 3))(y)  # swaps the spatial axes: channels stay last
+    y = keras.ops.relu(y) * 0.5 + keras.ops.sigmoid(L.Conv2D(8, 1, name='b')(y))
+    s = keras.ops.expand_dims(keras.ops.mean(y, axis=(1, 2)), 1)
+    y = L.Conv2D(4, 1, name='c')(keras.ops.transpose(y, (0, 2, 1, 3)) * keras.ops.expand_dims(s, 1))
+    return keras.Model(x, L.Dense(3)(L.Flatten()(y)), name='ops_permute')
+
+
 ZOO = {f.__name__[1:]: f for f in (_seq_conv, _residual_add, _concat, _depthwise_se, _nested,
-                                   _conv1d_3d)}
+                                   _conv1d_3d, _grouped_conv, _ops_permute)}
 
 
 def perturb_batchnorm(model: keras.Model, seed: int = 0) -> None:

@@ -34,14 +34,15 @@ class AGPPruner(Pruner):
 
     ``optimizer`` is accepted for the legacy signature; Keras needs none (masks hold
     through any Keras optimizer). ``data``, ``statistics_batch_num`` and ``criterion`` go
-    to the data-driven algorithms.
+    to the data-driven algorithms, ``dependency_aware`` to the algorithm.
     """
 
     config_spec = ConfigSpec(targets=('final_sparsity',), extra=_SCHEDULE_KEYS)
 
     def __init__(self, model: keras.Model, config_list: list[dict[str, Any]], optimizer=None,
                  pruning_algorithm: str = 'level', data: Iterable[Any] | None = None,
-                 statistics_batch_num: int | None = None, criterion: Callable | None = None):
+                 statistics_batch_num: int | None = None, criterion: Callable | None = None,
+                 dependency_aware: bool = False):
         if pruning_algorithm == 'agp':
             raise ValueError("pruning_algorithm cannot be 'agp' itself.")
         algorithm = get_pruner(pruning_algorithm, 'tf')
@@ -50,9 +51,9 @@ class AGPPruner(Pruner):
         super().__init__(model, config_list)
         inner_list = [self._inner_entry(e) for e in validate_config_list(
             config_list, self.config_spec, type(self).__name__)]
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {'dependency_aware': dependency_aware} if dependency_aware is not False else {}
         if hasattr(algorithm, 'batches'):
-            kwargs = {'data': data, 'statistics_batch_num': statistics_batch_num}
+            kwargs.update(data=data, statistics_batch_num=statistics_batch_num)
             if pruning_algorithm == 'taylorfo':
                 kwargs['criterion'] = criterion
         self.algorithm = algorithm(model, inner_list, **kwargs)

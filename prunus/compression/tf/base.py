@@ -17,6 +17,7 @@ from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import Selection, select_layers
 from . import masking
+from .dependency import dependency_keeps, tied_groups
 from .layers import channel_mask, iter_layers, layer_refs, spec_of, variables_of
 
 CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
@@ -48,7 +49,14 @@ class Pruner:
     global_per_entry = False
     structured = True
 
-    def __init__(self, model: keras.Model, config_list: list[dict[str, Any]]):
+    def __init__(self, model: keras.Model, config_list: list[dict[str, Any]],
+                 dependency_aware: bool = False):
+        owner = type(self).__name__
+        if not isinstance(dependency_aware, bool):
+            raise TypeError(f'{owner}: dependency_aware must be a bool; got {dependency_aware!r}.')
+        if dependency_aware and (not self.structured or self.global_per_entry):
+            raise ValueError(f'{owner}: dependency_aware=True needs a pruner that ranks channels '
+                             f'per layer; {owner} does not.')
         if not isinstance(model, keras.Model):
             raise TypeError(f'model must be a keras.Model; got {type(model).__name__}.')
         if not model.built:
@@ -63,6 +71,8 @@ class Pruner:
         self._masks: masking.Masks = {}
         #: entry index -> sparsity used instead of the entry's own (set by schedules).
         self.overrides: dict[int, float] = {}
+        self.dependency_aware = dependency_aware
+        self._groups = tied_groups(model, owner) if dependency_aware else []
 
     # --- the algorithm: subclasses override these -------------------------------------
     def scores(self, name: str, layer: keras.layers.Layer) -> np.ndarray:
@@ -86,19 +96,23 @@ class Pruner:
         for sel in self.selections:
             by_entry[sel.entry.index].append(sel.layer.name)
             entries[sel.entry.index] = sel.entry
-        masks: masking.Masks = {}
+        keeps: dict[str, np.ndarray] = {}
+        local_scores: dict[str, np.ndarray] = {}
+        local_sparsity: dict[str, float] = {}
         for index, names in by_entry.items():
             entry = entries[index]
             key, sparsity = self.sparsity_of(entry)
             scores = {n: np.asarray(self.scores(n, self.layers[n]), dtype=np.float64) for n in names}
             if key == 'total_sparsity' or self.global_per_entry:
-                keeps = global_keep_masks(scores, sparsity, entry.get('max_sparsity_per_layer'),
-                                          where=entry.where)
+                keeps.update(global_keep_masks(scores, sparsity, entry.get('max_sparsity_per_layer'),
+                                               where=entry.where))
             else:
-                keeps = {n: keep_mask(s, sparsity) for n, s in scores.items()}
-            for name in names:
-                masks[name] = self.masks_from_keep(self.layers[name], keeps[name])
-        return masks
+                keeps.update({n: keep_mask(s, sparsity) for n, s in scores.items()})
+                local_scores.update(scores)
+                local_sparsity.update(dict.fromkeys(names, sparsity))
+        if self.dependency_aware:
+            keeps.update(dependency_keeps(self._groups, local_scores, local_sparsity))
+        return {name: self.masks_from_keep(self.layers[name], keep) for name, keep in keeps.items()}
 
     def masks_from_keep(self, layer: keras.layers.Layer, keep: np.ndarray) -> dict[str, np.ndarray]:
         """Weight (and bias) masks of ``layer`` from a keep vector over its output channels."""

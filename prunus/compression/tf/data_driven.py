@@ -32,8 +32,9 @@ class DataDrivenPruner(Pruner):
     """Base of the pruners that need batches of data; see the module docstring."""
 
     def __init__(self, model: keras.Model, config_list: list[dict[str, Any]], *,
-                 data: Iterable[Any] | None = None, statistics_batch_num: int | None = None):
-        super().__init__(model, config_list)
+                 data: Iterable[Any] | None = None, statistics_batch_num: int | None = None,
+                 dependency_aware: bool = False):
+        super().__init__(model, config_list, dependency_aware)
         if statistics_batch_num is not None and (
                 not isinstance(statistics_batch_num, int) or statistics_batch_num < 1):
             raise ValueError(f'statistics_batch_num must be an integer >= 1; '
@@ -59,8 +60,9 @@ class ActivationPruner(DataDrivenPruner):
     """Scores each output channel from ``activation(layer output)``, batch by batch."""
 
     def __init__(self, model, config_list, *, data=None, statistics_batch_num: int | None = None,
-                 activation: str | Callable = 'relu'):
-        super().__init__(model, config_list, data=data, statistics_batch_num=statistics_batch_num)
+                 activation: str | Callable = 'relu', dependency_aware: bool = False):
+        super().__init__(model, config_list, data=data, statistics_batch_num=statistics_batch_num,
+                         dependency_aware=dependency_aware)
         self.activation = keras.activations.get(activation)
 
     def channel_score(self, zeros: np.ndarray, sums: np.ndarray, count: int) -> np.ndarray:
@@ -140,8 +142,9 @@ class TaylorFOWeightFilterPruner(DataDrivenPruner):
     """
 
     def __init__(self, model, config_list, *, data=None, statistics_batch_num: int | None = None,
-                 criterion: Callable | None = None):
-        super().__init__(model, config_list, data=data, statistics_batch_num=statistics_batch_num)
+                 criterion: Callable | None = None, dependency_aware: bool = False):
+        super().__init__(model, config_list, data=data, statistics_batch_num=statistics_batch_num,
+                         dependency_aware=dependency_aware)
         if criterion is None and getattr(model, 'loss', None) is not None:
             criterion = keras.losses.get(model.loss)
         if criterion is None:

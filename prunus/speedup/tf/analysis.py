@@ -21,10 +21,22 @@ import numpy as np
 from keras import tree
 
 from .handlers import LayerHandler
+from .op_handlers import OP_HANDLERS
 
 
 class SpeedupError(ValueError):
     """speedup could not handle a layer; the model given to it is unchanged."""
+
+
+def require_graph(model: keras.Model) -> None:
+    """SpeedupError unless ``model`` is Sequential or Functional (its graph can be walked)."""
+    if isinstance(model, keras.Sequential) or (
+            hasattr(model, '_run_through_graph') and hasattr(model, '_nodes_by_depth')):
+        return
+    raise SpeedupError(
+        f"cannot rebuild '{model.name}' ({type(model).__name__}): it is a subclassed "
+        'model, whose structure lives in Python code; speedup needs a Functional or '
+        'Sequential model. Its masks still apply (pruner.strip() bakes them in).')
 
 
 @dataclass
@@ -64,8 +76,10 @@ def _uniform(flow: Flow) -> Flow:
 class Analysis:
     """Runs the flow pass over a Functional or Sequential model (nested ones included)."""
 
-    def __init__(self, handlers: dict[str, LayerHandler]):
+    def __init__(self, handlers: dict[str, LayerHandler],
+                 op_handlers: dict[str, LayerHandler] = OP_HANDLERS):
         self.handlers = handlers
+        self.op_handlers = op_handlers
         self.parent: list[int] = []
         self.blocked: dict[int, str] = {}
         self.plans: dict[int, Plan] = {}
@@ -102,6 +116,7 @@ class Analysis:
 
     # --- the pass -------------------------------------------------------------------
     def run(self, model: keras.Model) -> None:
+        require_graph(model)
         inputs = []
         for tensor in model.inputs:
             shape = tuple(1 if d is None else d for d in tensor.shape)
@@ -111,6 +126,37 @@ class Analysis:
             inputs.append(flow)
         for flow in tree.flatten(self.container(model, inputs)):
             self.block(flow.ids, 'model output')
+        self.balance_groups()
+
+    def balance_groups(self) -> None:
+        """Keeps extra channels until every grouped conv keeps equal channels per group.
+
+        A group with all its inputs and outputs removed is dropped; every other group keeps
+        the largest kept count of any group (at least one), on the input and output side.
+        Keeping a channel can unbalance another grouped conv, so this runs to a fixpoint
+        (it ends: the kept set only grows).
+        """
+        changed = True
+        while changed:
+            changed = False
+            for plan in self.plans.values():
+                if plan.role == 'mixing' and plan.handler.groups(plan.layer) > 1:
+                    changed |= self._balance(plan, plan.handler.groups(plan.layer))
+
+    def _balance(self, plan: Plan, g: int) -> bool:
+        sides = [ids.reshape(g, -1) for ids in (plan.in_ids[0], plan.out_ids)]
+        keeps = [self.kept(ids.reshape(-1)).reshape(g, -1) for ids in sides]
+        alive = keeps[0].any(axis=1) | keeps[1].any(axis=1)
+        changed = False
+        for ids, keep in zip(sides, keeps):
+            target = max(int(keep[alive].sum(axis=1).max(initial=0)), 1)
+            for b in np.flatnonzero(alive):
+                missing = target - int(keep[b].sum())
+                if missing > 0:
+                    self.block(ids[b, np.flatnonzero(~keep[b])[:missing]],
+                               f"grouped '{plan.layer.name}' keeps equal channels per group")
+                    changed = True
+        return changed
 
     def container(self, model: keras.Model, inputs: list[Flow]) -> Any:
         if isinstance(model, keras.Sequential):
@@ -118,11 +164,7 @@ class Analysis:
             for layer in model.layers:
                 flow = self.visit(layer, (flow,), {})
             return flow
-        if not hasattr(model, '_run_through_graph') or not hasattr(model, '_nodes_by_depth'):
-            raise SpeedupError(
-                f"cannot rebuild '{model.name}' ({type(model).__name__}): it is a subclassed "
-                'model, whose structure lives in Python code; speedup needs a Functional or '
-                'Sequential model. Its masks still apply (pruner.strip() bakes them in).')
+        require_graph(model)
         return model._run_through_graph(
             inputs, operation_fn=lambda op: (lambda *a, **k: self.visit(op, a, k)))
 
@@ -163,7 +205,8 @@ class Analysis:
 
     def _flow_out(self, layer, name: str, flows: list[Flow], out: Any) -> Any:
         outputs = tree.flatten(out)
-        handler = self.handlers.get(type(layer).__name__)
+        table = self.handlers if isinstance(layer, keras.layers.Layer) else self.op_handlers
+        handler = table.get(type(layer).__name__)
         reason = None if handler is not None else f"'{name}' ({type(layer).__name__}) has no handler"
         if reason is None:
             why = handler.supports(layer)
@@ -201,7 +244,7 @@ class Analysis:
             plan.out_ids = self.fresh(value.shape[-1])
         if getattr(getattr(layer, 'activation', None), '__name__', '') in ('softmax', 'log_softmax'):
             self.block(plan.out_ids, f"'{name}' ends in a softmax over its channels")
-        weights = {v.name: v.numpy() for v in layer.weights}
+        weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
         return Flow(plan.out_ids, value, plan.handler.constant_outputs(layer, weights))
 
     def _tied(self, layer, name, plan, flows, value, first) -> Flow:
@@ -211,7 +254,8 @@ class Analysis:
             self.block(flow.ids, f"'{name}' changes the channel count")
             return self._pinned(value, f"'{name}' changes the channel count")
         const = np.repeat(flow.const, mult)
-        own = plan.handler.constant_outputs(layer, {v.name: v.numpy() for v in layer.weights})
+        weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
+        own = plan.handler.constant_outputs(layer, weights)
         if own is not None:
             const = const | own
         return Flow(np.repeat(flow.ids, mult), value, const)
@@ -248,4 +292,4 @@ class Analysis:
         return self._pinned(value, reason)
 
 
-__all__ = ['Analysis', 'Flow', 'Plan', 'SpeedupError']
+__all__ = ['Analysis', 'Flow', 'Plan', 'SpeedupError', 'require_graph']

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from ...compression.tf.masking import _masked_variables, load_masks
-from .analysis import Analysis, SpeedupError
+from .analysis import Analysis, require_graph
 from .handlers import HANDLERS, LayerHandler
 from .rebuild import Rebuilder
 
@@ -26,11 +26,7 @@ def _as_masks(masks: Any) -> Mapping[str, Mapping[str, np.ndarray]]:
 
 def _masked_copy(model: keras.Model, masks) -> keras.Model:
     """A clone of ``model`` with the masks multiplied into its weights."""
-    if not isinstance(model, (keras.Sequential,)) and not hasattr(model, '_nodes_by_depth'):
-        raise SpeedupError(
-            f"cannot rebuild '{model.name}' ({type(model).__name__}): it is a subclassed model, "
-            'whose structure lives in Python code; speedup needs a Functional or Sequential '
-            'model. Its masks still apply (pruner.strip() bakes them in).')
+    require_graph(model)
     work = keras.models.clone_model(model)
     work.set_weights(model.get_weights())
     for _, _, variable, mask in _masked_variables(work, masks):

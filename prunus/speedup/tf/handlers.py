@@ -39,6 +39,11 @@ class LayerHandler:
         """Whether a spatially uniform constant input folds into the bias exactly."""
         return False
 
+    def groups(self, layer) -> int:
+        """Number of channel groups (grouped convolution): input block ``b`` feeds only
+        output block ``b``, and every kept block must keep as many channels as the others."""
+        return 1
+
     def fold(self, layer, weights: dict, const: np.ndarray) -> np.ndarray:
         """Bias change (over the original outputs) equal to the constant input ``const``."""
         raise NotImplementedError
@@ -72,25 +77,49 @@ class DenseHandler(LayerHandler):
 
 
 class ConvHandler(LayerHandler):
-    """Conv1D/2D/3D: kernel ``(*k, in, out)``."""
+    """Conv1D/2D/3D: kernel ``(*k, in / groups, out)``.
+
+    A grouped conv keeps its group structure: every kept group keeps the same number of
+    input and of output channels, and a group whose inputs and outputs are all removed is
+    dropped (``groups`` shrinks). The analysis balances removals to make this hold.
+    """
 
     role = 'mixing'
 
     def supports(self, layer):
-        if getattr(layer, 'groups', 1) != 1:
-            return f'grouped convolution (groups={layer.groups})'
         if layer.data_format != 'channels_last':
             return 'data_format channels_first'
         return None
 
+    def groups(self, layer):
+        return getattr(layer, 'groups', 1)
+
     def prune_out(self, layer, config, weights, keep):
+        g = self.groups(layer)
+        if g > 1:
+            config['groups'] = int(keep.reshape(g, -1).any(axis=1).sum())
         config['filters'] = int(keep.sum())
         weights['kernel'] = weights['kernel'][..., keep]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
 
     def prune_in(self, layer, config, weights, keep):
-        weights['kernel'] = weights['kernel'][..., keep, :]
+        g = self.groups(layer)
+        if g == 1:
+            weights['kernel'] = weights['kernel'][..., keep, :]
+            return
+        blocks = keep.reshape(g, -1)
+        width = int(blocks.sum(axis=1).max())
+        kernel, per_out = weights['kernel'], weights['kernel'].shape[-1] // g
+        parts = []
+        for b, row in enumerate(blocks):
+            if row.sum() not in (0, width):
+                raise ValueError(f'group {b} keeps {int(row.sum())} input channels, '
+                                 f'the others {width}')
+            # A dropped group keeps placeholder rows; prune_out removes its outputs.
+            rows = np.flatnonzero(row) if row.any() else np.arange(width)
+            parts.append(kernel[..., rows, b * per_out:(b + 1) * per_out])
+        weights['kernel'] = np.concatenate(parts, axis=-1)
 
     def absorbs(self, layer):
         # No zero padding reaches the kernel: every output sees the whole constant.
@@ -98,7 +127,10 @@ class ConvHandler(LayerHandler):
 
     def fold(self, layer, weights, const):
         kernel = weights['kernel']
-        return np.tensordot(kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1]).sum(axis=0).T, const, axes=1)
+        g = self.groups(layer)
+        per_in, out = kernel.shape[-2], kernel.shape[-1]
+        summed = kernel.reshape(-1, per_in, g, out // g).sum(axis=0)  # (in/g, g, out/g)
+        return np.einsum('jbo,bj->bo', summed, const.reshape(g, per_in)).reshape(-1)
 
     def constant_outputs(self, layer, weights):
         kernel = weights['kernel']
@@ -224,6 +256,14 @@ class LayerNormHandler(NoWeightHandler):
         return 'it normalizes over the channel axis' if rank - 1 in axes else None
 
 
+class PermuteHandler(NoWeightHandler):
+    """Permute that leaves the channel axis last (it only swaps spatial axes)."""
+
+    def supports(self, layer):
+        dims = tuple(layer.dims)
+        return None if dims[-1] == len(dims) else f'moves the channel axis (dims={dims})'
+
+
 class MergeHandler(LayerHandler):
     role = 'merge'
 
@@ -269,11 +309,12 @@ HANDLERS: dict[str, LayerHandler] = {
     **_named(MergeHandler(), 'Add', 'Subtract', 'Multiply', 'Average', 'Maximum', 'Minimum'),
     'Concatenate': ConcatHandler(),
     **_named(ReshapeHandler(), 'Flatten', 'Reshape'),
+    'Permute': PermuteHandler(),
     'LayerNormalization': LayerNormHandler(),
 }
 
 
 __all__ = ['LayerHandler', 'HANDLERS', 'DenseHandler', 'ConvHandler', 'ConvTransposeHandler',
            'SeparableConvHandler', 'DepthwiseHandler', 'ChannelVectorHandler', 'NoWeightHandler',
-           'LayerNormHandler',
+           'LayerNormHandler', 'PermuteHandler',
            'MergeHandler', 'ConcatHandler', 'ReshapeHandler']
