@@ -10,18 +10,8 @@ from torch import nn
 from prunus.compression import allocation, get_pruner
 from prunus.compression.torch import ADMMPruner, AGPPruner, LotteryTicketPruner
 
+from . import _recipes
 from ._digits import accuracy, make_model, train_epoch
-
-PRETRAIN, FINETUNE = 8, 14
-#: The first and last layers (288 and 1280 weights) stay dense, as usual; 91% of the two
-#: middle layers is 90.06% of all conv/linear weights.
-AGP_CONFIG = [{'initial_sparsity': 0.0, 'final_sparsity': 0.91, 'start_epoch': 0, 'end_epoch': 6,
-               'frequency': 1, 'op_types': ['default']}, {'exclude': True, 'op_names': ['conv1', 'fc2']}]
-
-
-def finetune_optimizer(model):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, [7, 10], 0.3)
 
 
 def weight_sparsity(masks) -> float:
@@ -29,42 +19,35 @@ def weight_sparsity(masks) -> float:
         m['weight'].numel() for m in masks.values())
 
 
-def pretrained(digits, seed):
-    model = make_model(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(PRETRAIN):
-        train_epoch(model, optimizer, digits, epoch)
-    return model
-
-
-def test_agp_reaches_90_percent_within_one_point_of_dense(digits):
-    seed = 0
-    base = pretrained(digits, seed)
-    dense = copy.deepcopy(base)
-    optimizer, scheduler = finetune_optimizer(dense)
-    for epoch in range(FINETUNE):
-        train_epoch(dense, optimizer, digits, 100 + epoch)
-        scheduler.step()
-    model = base
-    optimizer, scheduler = finetune_optimizer(model)
-    pruner = AGPPruner(model, AGP_CONFIG, optimizer, pruning_algorithm='level')
-    pruner.compress()
-    for epoch in range(FINETUNE):
-        pruner.update_epoch(epoch)
-        entry = pruner.entries[0]
-        expected = 0.91 + (0.0 - 0.91) * (1 - min(epoch, 6) / 6) ** 3
+def test_agp_default_ops_to_90_percent_global_within_one_point_of_dense():
+    """One seed of the recipe; benchmarks/training_digits.py sweeps seeds and CNNs."""
+    def check(pruner, epoch):
+        expected = 0.9 + (0.0 - 0.9) * (1 - min(epoch, _recipes.AGP_SPAN) / _recipes.AGP_SPAN) ** 3
         assert pruner.applied[0] == pytest.approx(expected)
-        for name, mask in pruner.get_masks().items():
-            assert int((mask['weight'] == 0).sum()) == allocation.prune_count(mask['weight'].numel(),
-                                                                              pruner.applied[0]), name
-        train_epoch(model, optimizer, digits, 100 + epoch)
-        scheduler.step()
-    masks = pruner.get_masks()
-    assert sorted(masks) == ['conv2', 'fc1'] and entry.get('final_sparsity') == 0.91
-    zeros = sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    assert zeros / total >= 0.9
-    assert accuracy(model, digits) >= accuracy(dense, digits) - 1.0
+        masks = pruner.get_masks()
+        total = sum(m['weight'].numel() for m in masks.values())
+        zeros = sum(int((m['weight'] == 0).sum()) for m in masks.values())
+        assert zeros == allocation.prune_count(total, pruner.applied[0])  # exact, ranked globally
+    outcome = _recipes.agp_run(seed=0, arch='demo', check=check)
+    assert outcome.applied[-1] == 0.9 and outcome.sparsity == pytest.approx(0.9, abs=1e-4)
+    assert set(outcome.layer_sparsity) == {'features.0', 'features.3', 'features.7', 'classifier'}
+    # Global ranking spares the small first conv and classifier (about 0.25 and 0.2).
+    assert outcome.layer_sparsity['features.0'] < 0.5 and outcome.layer_sparsity['classifier'] < 0.5
+    assert outcome.pruned >= outcome.dense - 1.0
+
+
+def test_agp_total_sparsity_is_validated():
+    model = make_model(0)
+    with pytest.raises(ValueError, match=r"config_list\[0\] sets both 'final_sparsity' and 'total_sparsity'"):
+        AGPPruner(model, [{'final_sparsity': 0.5, 'total_sparsity': 0.5, 'op_types': ['default']}])
+    with pytest.raises(ValueError, match=r"config_list\[0\]\['max_sparsity_per_layer'\] only applies together"):
+        AGPPruner(model, [{'final_sparsity': 0.5, 'max_sparsity_per_layer': 0.6, 'op_types': ['default']}])
+    pruner = AGPPruner(model, [{'total_sparsity': 0.9, 'max_sparsity_per_layer': 0.92, 'end_epoch': 1,
+                                'op_types': ['default']}])
+    pruner.compress()
+    pruner.update_epoch(1)
+    assert max(pruner.get_pruned_weights().values()) <= 0.92 + 1e-9
+    assert weight_sparsity(pruner.get_masks()) == pytest.approx(0.9, abs=1e-4)
 
 
 @pytest.mark.parametrize('algorithm', ['l1', 'fpgm', 'taylorfo'])
@@ -98,36 +81,29 @@ def test_agp_rejects_unknown_algorithm_and_bad_schedule():
     assert get_pruner('agp') is AGPPruner
 
 
-def test_lottery_ticket_five_rounds_to_80_percent_within_one_point(digits):
-    epochs = 6
-    model = make_model(2)
-    initial = copy.deepcopy(model.state_dict())
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.5)
-    pruner = LotteryTicketPruner(model, [{'prune_iterations': 5, 'sparsity': 0.8, 'op_types': ['default']}],
-                                 optimizer, scheduler)
-    pruner.compress()
-    accuracies, previous = [], None
-    for round_index in pruner.get_prune_iterations():
-        pruner.prune_iteration_start()
-        masks = pruner.get_masks()
+def test_lottery_ticket_five_rounds_to_80_percent_within_one_point():
+    """One seed of the recipe; benchmarks/training_digits.py sweeps seeds and CNNs."""
+    seen = {}
+
+    def check(pruner, round_index, optimizer, scheduler):
+        model, masks = pruner.bound_model, pruner.get_masks()
+        if round_index == 0:
+            seen['initial'] = copy.deepcopy(model.state_dict())
         expected = 1 - (1 - 0.8) ** (round_index / 5)
+        modules = dict(model.named_modules())
         for name, mask in masks.items():
             assert int((mask['weight'] == 0).sum()) == allocation.prune_count(mask['weight'].numel(), expected)
-            if previous is not None:  # nested: a pruned weight never comes back
-                assert not (mask['weight'] > previous[name]['weight']).any()
-            module = dict(model.named_modules())[name]  # survivors rewound to their initial values
-            assert torch.equal(module.weight.detach(), initial[f'{name}.weight'] * mask['weight'])
-        assert scheduler.last_epoch == 0 and optimizer.param_groups[0]['lr'] == 3e-3
-        previous = masks
-        for epoch in range(epochs):
-            train_epoch(model, optimizer, digits, epoch)
-            scheduler.step()
-        accuracies.append(accuracy(model, digits))
-    assert len(accuracies) == 6 and weight_sparsity(previous) == pytest.approx(0.8, abs=1e-4)
-    assert accuracies[-1] >= accuracies[0] - 1.0  # round 0 is the dense model, same seed and epochs
+            if 'previous' in seen:  # nested: a pruned weight never comes back
+                assert not (mask['weight'] > seen['previous'][name]['weight']).any()
+            # survivors rewound to their initial values
+            assert torch.equal(modules[name].weight.detach(), seen['initial'][f'{name}.weight'] * mask['weight'])
+        assert scheduler.last_epoch == 0 and optimizer.param_groups[0]['lr'] == 0.05
+        seen['previous'], seen['pruner'] = masks, pruner
+    outcome = _recipes.lottery_run(seed=0, arch='demo', check=check)
+    assert len(outcome.rounds) == 6 and weight_sparsity(seen['previous']) == pytest.approx(0.8, abs=1e-3)
+    assert outcome.rounds[-1] >= outcome.dense - 1.0  # round 0: dense, same per-round budget
     with pytest.raises(RuntimeError, match='all 5 prune iterations have run already'):
-        pruner.prune_iteration_start()
+        seen['pruner'].prune_iteration_start()
 
 
 def test_admm_prunes_exactly_with_callback_and_without(digits):

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from prunus.compression import allocation
-from prunus.compression.torch import (Pruning, WeightPruningConfig, get_masks, is_two_four,
-                                      prepare_pruning, semi_structured_available, to_semi_structured)
+from prunus.compression.torch import (Pruning, WeightPruningConfig, apply_masks, get_masks, is_two_four,
+                                      prepare_pruning, semi_structured, semi_structured_available,
+                                      to_semi_structured)
 from prunus.compression.torch.criteria import matrix_view
 
 from ._digits import make_model, train_epoch
@@ -129,18 +130,56 @@ def test_gradient_criterion_without_before_step_hook_is_an_error(digits):
         pruning.on_step_end()
 
 
-def test_semi_structured_conversion():
-    model = torch.nn.Sequential(torch.nn.Linear(128, 128))
-    mask = torch.tensor([1.0, 0.0, 1.0, 0.0]).repeat(128, 32)
-    from prunus.compression.torch import apply_masks
-    apply_masks(model, {'0': {'weight': mask}})
-    if not semi_structured_available():
-        with pytest.raises(RuntimeError, match="'0' cannot become semi-structured sparse"):
-            to_semi_structured(model)
-        assert 'weight_mask' in dict(model[0].named_buffers())  # unchanged
-        return
-    model = model.half().cuda()
+def _two_four_linear(cols: int = 128, rows: int = 128) -> torch.nn.Sequential:
+    model = torch.nn.Sequential(torch.nn.Linear(cols, rows))
+    apply_masks(model, {'0': {'weight': torch.tensor([1.0, 0.0, 1.0, 0.0]).repeat(rows, cols // 4)}})
+    return model
+
+
+def test_semi_structured_refuses_a_cpu_model_and_leaves_it_unchanged():
+    model = _two_four_linear()
+    before = model[0].weight.detach().clone()
+    with pytest.raises(RuntimeError, match="'0' cannot become semi-structured sparse: it is on the CPU; "
+                                           'move the model to a CUDA GPU of compute capability >= 8.0 first'):
+        to_semi_structured(model)
+    assert 'weight_mask' in dict(model[0].named_buffers()) and torch.equal(model[0].weight, before)
+    with pytest.raises(ValueError, match='found no nn.Linear with an exact 2:4 weight mask'):
+        to_semi_structured(torch.nn.Sequential(torch.nn.Linear(8, 8)))
+
+
+def test_semi_structured_rules_match_torch():
+    """Our dtype/shape table is PyTorch's (sparse side) for the 2:4 dtypes."""
+    classes = {'cusparselt': getattr(torch.sparse, 'SparseSemiStructuredTensorCUSPARSELT', None),
+               'cutlass': getattr(torch.sparse, 'SparseSemiStructuredTensorCUTLASS', None)}
+    for name, cls in classes.items():
+        table = getattr(cls, '_DTYPE_SHAPE_CONSTRAINTS', None)
+        if table is None:
+            pytest.skip('this PyTorch keeps no _DTYPE_SHAPE_CONSTRAINTS table')
+        for dtype in semi_structured.DTYPES:
+            rule = table[dtype]
+            assert semi_structured.MIN_BLOCK[name][dtype] == (rule.sparse_min_rows, rule.sparse_min_cols)
+    half = torch.zeros(48, 64, dtype=torch.float16)
+    assert semi_structured.weight_problem(half, 'cusparselt') is None
+    assert semi_structured.weight_problem(half, 'cutlass') == (
+        'has a 48x64 weight; with cutlass and torch.float16 both dimensions must be positive multiples of 32x64')
+    assert semi_structured.weight_problem(torch.zeros(64, 64), 'cusparselt').startswith(
+        'has torch.float32 weights; the 2:4 format takes float16, bfloat16 or int8')
+    if not torch.cuda.is_available():
+        assert not semi_structured_available()
+        assert semi_structured.unavailable_reason() == (
+            'it needs a CUDA GPU of compute capability >= 8.0, and CUDA is not available')
+
+
+@pytest.mark.skipif(not semi_structured_available(), reason='needs a CUDA GPU with semi-structured sparsity')
+def test_semi_structured_conversion_on_gpu():
+    model = _two_four_linear().half().cuda()
     x = torch.randn(64, 128, dtype=torch.half, device='cuda')
     dense = model(x)
     to_semi_structured(model)
+    assert isinstance(model[0].weight.data, torch.sparse.SparseSemiStructuredTensor)
+    assert 'weight_mask' not in dict(model[0].named_buffers())
     assert torch.allclose(model(x), dense, atol=1e-2, rtol=1e-2)
+    odd = _two_four_linear(cols=128, rows=40).half().cuda()
+    with pytest.raises(RuntimeError, match="'0' cannot become semi-structured sparse: has a 40x128 weight"):
+        to_semi_structured(odd)
+    assert 'weight_mask' in dict(odd[0].named_buffers())

@@ -14,7 +14,7 @@ from .base import Pruner
 from .collect import Collector
 from .data_pruners import DataDrivenFilterPruner
 from .delegate import build_algorithm
-from .distributed import broadcast_masks
+from .distributed import average_scores, broadcast_masks
 from .masking import apply_masks
 
 _DEFAULT_END_EPOCH = 10
@@ -33,6 +33,12 @@ class AGPPruner(Pruner):
     * NNI 1.x: config keys ``initial_sparsity``, ``final_sparsity`` (or ``sparsity``),
       ``start_epoch``, ``end_epoch`` (default 10), ``frequency``; call ``compress()`` once,
       then ``pruner.update_epoch(epoch)`` at the start of every epoch of your own loop.
+
+    The final sparsity may instead be given as ``total_sparsity`` (optionally with
+    ``max_sparsity_per_layer``): every point of the curve is then a budget over all the
+    entry's layers together, ranked globally, so small layers such as the first conv and
+    the classifier keep the weights that matter instead of losing the same fraction as the
+    big ones. That is the form to use for high sparsity over ``op_types: ['default']``.
     * NNI >= 2.3: pass ``trainer`` and ``criterion``; ``compress()`` runs
       ``num_iterations`` rounds, each pruning to the next point of the curve and then
       training ``epochs_per_iteration`` epochs with
@@ -49,8 +55,9 @@ class AGPPruner(Pruner):
             train_one_epoch(model, optimizer)
     """
 
-    config_spec = ConfigSpec(targets=('final_sparsity', 'sparsity'),
-                             extra=('initial_sparsity', 'start_epoch', 'end_epoch', 'frequency'))
+    config_spec = ConfigSpec(targets=('final_sparsity', 'sparsity', 'total_sparsity'),
+                             extra=('initial_sparsity', 'start_epoch', 'end_epoch', 'frequency',
+                                    'max_sparsity_per_layer'))
     schedules_itself = True
 
     def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
@@ -91,7 +98,10 @@ class AGPPruner(Pruner):
 
     @staticmethod
     def final_of(entry: ConfigEntry) -> float:
-        return entry.get('final_sparsity', entry.get('sparsity', 0.0))
+        for key in ('final_sparsity', 'sparsity', 'total_sparsity'):
+            if key in entry:
+                return entry.get(key)
+        return 0.0
 
     # -- the schedule -----------------------------------------------------------------
     def sparsity_at_epoch(self, entry: ConfigEntry, epoch: int) -> float:
@@ -131,7 +141,10 @@ class AGPPruner(Pruner):
                 masks = {n: self.algorithm.expand_keep(n, torch.ones(self._items(n), dtype=torch.bool))
                          for n in self.targets}
             else:
-                masks = self.algorithm.generate_masks(self.algorithm.compute_scores(self._collect()))
+                # Averaged so that every rank's batches count for data-driven scores; the
+                # broadcast below then removes any floating-point disagreement.
+                scores = average_scores(self.algorithm.compute_scores(self._collect()))
+                masks = self.algorithm.generate_masks(scores)
         except Exception:
             self.algorithm.scheduled = dict(self.applied)  # a failed update changes nothing
             raise
