@@ -1,7 +1,6 @@
 """The speedup pass: mask, trace, plan, remove, verify; all on a copy of the model."""
 from __future__ import annotations
 
-import copy
 import time
 from functools import partial
 from typing import Any
@@ -12,8 +11,8 @@ from torch.utils._pytree import tree_flatten
 from prunus._interop import guard_triton_after_tensorflow
 
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
+from prunus.speedup.copying import copy_model  # noqa: E402
+from prunus.speedup.flops import FlopCount  # noqa: E402
 from prunus.speedup.handlers import Handler, find_handler
 from prunus.speedup.masks import apply_masks, load_masks, strip_masks
 from prunus.speedup.plan import Plan, make_plan
@@ -91,7 +90,8 @@ def _attribute_hint(model: nn.Module, path: list[str], changed: dict[int, int]) 
             ': compute it from the tensor shape in forward, or update it in a custom handler')
 
 
-def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
+def _failing_path(model: nn.Module, inputs: Any) -> list[str]:
+    """Run ``model`` again with module hooks and return the module path where it fails."""
     path: list[str] = []
     handles = []
 
@@ -105,18 +105,28 @@ def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tupl
         handles.append(module.register_forward_pre_hook(partial(push, _n=name)))
         handles.append(module.register_forward_hook(pop))
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            call_model(model, inputs)
+    except Exception:  # the failure being located
+        return path
+    finally:
+        for h in handles:
+            h.remove()
+    return []
+
+
+def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
+    try:
+        with torch.no_grad(), FlopCount() as counter:
             out = call_model(model, inputs)
-        return out, counter.get_total_flops()
+        return out, counter.total
     except Exception as exc:
+        path = _failing_path(model, inputs)  # only on failure: hooks cost time on success
         where = path[-1] if path else '<model>'
         where_type = type(model.get_submodule(where)).__name__ if path else ''
         raise SpeedupError(
             f"The sped-up model fails in '{where}' ({where_type}): {exc}"
             f'{_attribute_hint(model, path, changed)}; the model is unchanged.') from exc
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _compare(ref: Any, out: Any) -> float:
@@ -152,14 +162,13 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
                   ) -> tuple[nn.Module, SpeedupSummary]:
     start = time.perf_counter()
     mask_dict = load_masks(masks)
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     strip_masks(work)
     apply_masks(work, mask_dict)
     work.eval()
     params_before = _param_count(work)
-    with FlopCounterMode(display=False) as counter:
-        trace = trace_model(work, inputs, custom)
-    flops_before = counter.get_total_flops()
+    trace = trace_model(work, inputs, custom)
+    flops_before = trace.flops
     plan = make_plan(trace)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}

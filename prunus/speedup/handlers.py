@@ -185,15 +185,13 @@ class ConvHandler(Handler):
         return unpadded or module.padding_mode != 'zeros' or bool((values == 0).all())
 
     def fold_in(self, module, removed, values):
-        per = module.in_channels // module.groups
-        out_per = module.out_channels // module.groups
-        sums = module.weight.data.flatten(2).sum(2)
-        extra = torch.zeros(module.out_channels, dtype=sums.dtype)
-        for p, v in zip(removed.tolist(), values.tolist()):
-            grp = p // per
-            rows = slice(grp * out_per, (grp + 1) * out_per)
-            extra[rows] += sums[rows, p - grp * per] * v
-        _add_bias(module, extra)
+        g = module.groups
+        sums = module.weight.data.flatten(2).sum(2)  # (out, in/groups)
+        dense = torch.zeros(module.in_channels, dtype=sums.dtype)
+        dense[removed] = values.to(sums.dtype)
+        # each output sums the constants of the removed inputs of its own group
+        extra = torch.einsum('goi,gi->go', sums.view(g, -1, sums.shape[1]), dense.view(g, -1))
+        _add_bias(module, extra.reshape(-1))
 
 
 class ConvTransposeHandler(Handler):

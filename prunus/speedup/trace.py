@@ -25,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from torch.utils._pytree import tree_flatten
 
 from prunus.speedup import ops
+from prunus.speedup.flops import op_flops
 from prunus.speedup.handlers import Handler, find_handler
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
@@ -65,6 +66,7 @@ class Trace:
         uniform: (where, ids, pieces): an even split (chunk) of these ids, which must lose
             the same number of channels in every piece.
         output: the model's output on the example input.
+        flops: FLOPs of that forward (torch's FLOP formulas, a MAC counts 2).
     """
 
     uf: UnionFind
@@ -73,6 +75,7 @@ class Trace:
     blocked: dict[int, str]
     uniform: list[tuple[str, torch.Tensor, int]]
     output: Any
+    flops: int = 0
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
@@ -84,9 +87,27 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def _tensors(obj: Any, acc: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """The tensors in an op's arguments or a module's inputs/outputs, in order (a lean
+    ``tree_flatten``: this runs for every recorded operator)."""
+    acc = [] if acc is None else acc
+    if isinstance(obj, torch.Tensor):
+        acc.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            _tensors(item, acc)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _tensors(item, acc)
+    return acc
+
+
 class _Tracer:
-    def __init__(self, model: nn.Module, custom: dict[type, Handler] | None) -> None:
+    def __init__(self, model: nn.Module, custom: dict[type, Handler] | None,
+                 constants: bool) -> None:
         self.uf = UnionFind()
+        self.constants = constants
+        self.flops = 0
         self.labels: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
         self.sites: dict[str, Site] = {}
         self.params: dict[str, tuple[int, torch.Tensor]] = {}
@@ -118,6 +139,11 @@ class _Tracer:
                 return lab, False
         return none_like(t.shape), False
 
+    def known(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` may carry labels or be input-dependent (else its ops are skipped)."""
+        entry = self.labels.get(id(t))
+        return (entry is not None and entry[0] is t) or id(t) in self.owned
+
     def put(self, t: Any, lab: torch.Tensor, dynamic: bool) -> None:
         if isinstance(t, torch.Tensor) and (dynamic or bool((lab != 0).any())):
             if lab.dim() != t.dim():
@@ -134,8 +160,10 @@ class _Tracer:
 
     # -- operators -------------------------------------------------------------------
     def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        if not tensors:
+        tensors = _tensors(args)
+        if kwargs:
+            _tensors(kwargs, tensors)
+        if not any(self.known(t) for t in tensors):
             return
         got = [self.get(t) for t in tensors]
         dynamic = any(d for _, d in got)
@@ -271,8 +299,7 @@ class _Tracer:
         site = self.sites.get(name)
         if site is None:
             site = self.sites[name] = Site(name, module, handler)
-        ins = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
-        outs = [o for o in tree_flatten(output)[0] if isinstance(o, torch.Tensor)]
+        ins, outs = _tensors(args), _tensors(output)
         got = [self.get(t) for t in ins]
         dynamic = any(d for _, d in got)
         if getattr(handler, 'keeps_all', False) or not outs:
@@ -309,8 +336,11 @@ class _Tracer:
         ids = expand_dims(lab, x.shape, [d]).reshape(-1)
         if not bool((ids != 0).any()):
             return None, None
-        flat = x.detach().movedim(d, -1).reshape(-1, x.shape[d]).float()
-        lo, hi = flat.amin(0), flat.amax(0)
+        if not self.constants:
+            return ids, None
+        rest = [v for v in range(x.dim()) if v != d]
+        xf = x.detach().float()
+        lo, hi = (xf.amin(rest), xf.amax(rest)) if rest else (xf, xf)
         const = torch.where(lo == hi, lo, torch.full_like(lo, float('nan')))
         return ids, const
 
@@ -323,6 +353,7 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.tracer.flops += op_flops(func, args, kwargs, out)
         if self.tracer.skip == 0:
             self.tracer.on_op(func, args, kwargs, out)
         return out
@@ -373,18 +404,21 @@ def _install_hooks(model: nn.Module, tracer: _Tracer) -> list[Any]:
 
 
 def trace_model(model: nn.Module, inputs: Any,
-                custom_handlers: dict[type, Handler] | None = None) -> Trace:
+                custom_handlers: dict[type, Handler] | None = None, *,
+                constants: bool = True) -> Trace:
     """Run ``model`` once on ``inputs`` (eval mode, no grad) and record channel labels.
 
     Args:
         model: the (already masked) model; it is not modified.
         inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         custom_handlers: extra handlers by layer type, taking precedence over the table.
+        constants: record each handled layer's per-channel constant inputs
+            (``Call.const``, needed to fold removed channels; not for grouping).
 
     Returns:
         The :class:`Trace`, whose ``output`` is the model's output for ``inputs``.
     """
-    tracer = _Tracer(model, custom_handlers)
+    tracer = _Tracer(model, custom_handlers, constants)
     for t in tree_flatten(inputs)[0]:
         if isinstance(t, torch.Tensor):
             tracer.labels[id(t)] = (t, none_like(t.shape), True)
@@ -399,4 +433,4 @@ def trace_model(model: nn.Module, inputs: Any,
         if isinstance(t, torch.Tensor):
             tracer.block(tracer.get(t)[0], 'part of the model output')
     return Trace(tracer.uf, tracer.sites, tracer.params, tracer.blocked, tracer.uniform,
-                 output)
+                 output, tracer.flops)
