@@ -11,10 +11,10 @@ from torch.utils._pytree import tree_flatten
 from prunus._interop import guard_triton_after_tensorflow
 
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
-from prunus.speedup.copying import copy_model  # noqa: E402
+from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount  # noqa: E402
-from prunus.speedup.handlers import Handler, find_handler
-from prunus.speedup.masks import apply_masks, load_masks, strip_masks
+from prunus.speedup.handlers import HANDLERS, Handler, find_handler
+from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.plan import Plan, make_plan
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
 from prunus.speedup.trace import Trace, call_model, trace_model
@@ -162,9 +162,8 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
                   ) -> tuple[nn.Module, SpeedupSummary]:
     start = time.perf_counter()
     mask_dict = load_masks(masks)
-    work = copy_model(model)
-    strip_masks(work)
-    apply_masks(work, mask_dict)
+    work = shared_copy(model)
+    bake_masks(work, model, mask_dict)
     work.eval()
     params_before = _param_count(work)
     trace = trace_model(work, inputs, custom)
@@ -172,6 +171,10 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
     plan = make_plan(trace)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
+    builtin = set(map(id, HANDLERS.values()))
+    for site in trace.sites.values():
+        if id(site.handler) not in builtin:  # a user's handler may write in place
+            unshare(site.module, model)
     with torch.no_grad():
         _apply_plan(trace, plan, work)
     out, flops_after = _run_checked(work, inputs, _counts_changed(trace, before))
@@ -180,6 +183,7 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
         raise SpeedupError(f'The sped-up model differs from the masked model by {error:.2e} '
                            f'of the output scale (tolerance {tolerance:.0e}); this is a '
                            'prunus bug, please report it with the model; the model is unchanged.')
+    unshare(work, model)
     work.train(model.training)
     summary = _summarize(trace, plan, before, work)
     summary.params_before, summary.params_after = params_before, _param_count(work)

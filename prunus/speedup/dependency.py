@@ -23,10 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunus.speedup.copying import copy_model
 from prunus.speedup.handlers import Handler
-from prunus.speedup.masks import strip_masks
-from prunus.speedup.trace import trace_model
+from prunus.speedup.structure import trace_structure
 
 __all__ = ['ChannelGroup', 'dependency_groups', 'channel_groups']
 
@@ -58,10 +56,7 @@ def dependency_groups(model: nn.Module, dummy_input: Any,
                       custom_handlers: dict[type, Handler] | None = None
                       ) -> list[ChannelGroup]:
     """Trace ``model`` on ``dummy_input`` and return its :class:`ChannelGroup` list."""
-    work = copy_model(model)
-    strip_masks(work)
-    work.eval()
-    trace = trace_model(work, dummy_input, custom_handlers, constants=False)
+    trace = trace_structure(model, dummy_input, custom_handlers)
     uf = trace.uf
     roots = {}
     for n, s in trace.sites.items():

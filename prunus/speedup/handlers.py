@@ -109,16 +109,16 @@ class LinearHandler(Handler):
         return module.out_features
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data[:, keep])
+        _set(module, 'weight', module.weight.data.index_select(1, keep))
         module.in_features = len(keep)
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
-        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        _set(module, 'weight', module.weight.data.index_select(0, keep))
+        _set(module, 'bias', None if module.bias is None else module.bias.data.index_select(0, keep))
         module.out_features = len(keep)
 
     def dead_out(self, module):
-        return (module.weight.data == 0).flatten(1).all(1)
+        return _all_zero_rows(module.weight.data)
 
     def can_fold(self, module, values):
         return True
@@ -128,13 +128,18 @@ class LinearHandler(Handler):
         _add_bias(module, extra)
 
 
+def _all_zero_rows(weight: torch.Tensor) -> torch.Tensor:
+    """Bool per row (dim 0) of ``weight``: every entry is zero (a NaN is not)."""
+    return weight.flatten(1).abs().amax(1) == 0
+
+
 def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
     if not bool((extra != 0).any()):
         return
     if module.bias is None:
         module.bias = nn.Parameter(extra.clone(), module.weight.requires_grad)
     else:
-        module.bias.data = module.bias.data + extra
+        _set(module, 'bias', module.bias.data + extra)
 
 
 class ConvHandler(Handler):
@@ -159,7 +164,7 @@ class ConvHandler(Handler):
         g, per = module.groups, module.in_channels // module.groups
         weight = module.weight.data
         if g == 1:
-            weight = weight[:, keep]
+            weight = weight.index_select(1, keep)
         else:
             local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
             out_per = weight.shape[0] // g
@@ -170,14 +175,14 @@ class ConvHandler(Handler):
         module.in_channels = len(keep)
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
-        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        _set(module, 'weight', module.weight.data.index_select(0, keep))
+        _set(module, 'bias', None if module.bias is None else module.bias.data.index_select(0, keep))
         if self.tied(module):
             module.in_channels = module.groups = len(keep)
         module.out_channels = len(keep)
 
     def dead_out(self, module):
-        return (module.weight.data == 0).flatten(1).all(1)
+        return _all_zero_rows(module.weight.data)
 
     def can_fold(self, module, values):
         padding = module.padding
@@ -207,7 +212,7 @@ class ConvTransposeHandler(Handler):
         return module.groups, module.groups, False
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
+        _set(module, 'weight', module.weight.data.index_select(0, keep))
         module.in_channels = len(keep)
 
     def prune_out(self, module, keep):
@@ -216,16 +221,16 @@ class ConvTransposeHandler(Handler):
         local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
         weight = module.weight.data
         in_per = weight.shape[0] // g
-        chunks = [weight[j * in_per:(j + 1) * in_per][:, local[j]] for j in range(g)]
+        chunks = [weight[j * in_per:(j + 1) * in_per].index_select(1, local[j]) for j in range(g)]
         _set(module, 'weight', torch.cat(chunks, 0))
-        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        _set(module, 'bias', None if module.bias is None else module.bias.data.index_select(0, keep))
         module.out_channels = len(keep)
 
     def dead_out(self, module):
         g = module.groups
         w = module.weight.data
         w = w.view(g, w.shape[0] // g, w.shape[1], -1)
-        return (w == 0).all(3).all(1).reshape(-1)
+        return (w.abs().amax((1, 3)) == 0).reshape(-1)
 
 
 class EmbeddingHandler(Handler):
@@ -244,11 +249,11 @@ class EmbeddingHandler(Handler):
         raise NotImplementedError('nn.Embedding has no input channels')
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data[:, keep])
+        _set(module, 'weight', module.weight.data.index_select(1, keep))
         module.embedding_dim = len(keep)
 
     def dead_out(self, module):
-        return (module.weight.data == 0).all(0)
+        return _all_zero_rows(module.weight.data.t())
 
 
 class NormHandler(Handler):
@@ -263,7 +268,7 @@ class NormHandler(Handler):
     def prune_in(self, module, keep):
         for name in ('weight', 'bias', 'running_mean', 'running_var'):
             value = getattr(module, name, None)
-            _set(module, name, None if value is None else value.data[keep])
+            _set(module, name, None if value is None else value.data.index_select(0, keep))
         module.num_features = len(keep)
 
 
@@ -283,7 +288,7 @@ class GroupNormHandler(Handler):
         per = module.num_channels // module.num_groups
         for name in ('weight', 'bias'):
             value = getattr(module, name)
-            _set(module, name, None if value is None else value.data[keep])
+            _set(module, name, None if value is None else value.data.index_select(0, keep))
         module.num_channels = len(keep)
         module.num_groups = len(keep) // per
 
@@ -301,7 +306,7 @@ class PReLUHandler(Handler):
         return module.num_parameters
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
+        _set(module, 'weight', module.weight.data.index_select(0, keep))
         module.num_parameters = len(keep)
 
 

@@ -104,8 +104,9 @@ def _tensors(obj: Any, acc: list[torch.Tensor] | None = None) -> list[torch.Tens
 
 class _Tracer:
     def __init__(self, model: nn.Module, custom: dict[type, Handler] | None,
-                 constants: bool) -> None:
+                 constants: bool, strict: bool) -> None:
         self.uf = UnionFind()
+        self.strict = strict
         self.constants = constants
         self.flops = 0
         self.labels: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
@@ -176,6 +177,8 @@ class _Tracer:
         try:
             result = getattr(self, '_' + rule)(func, args, kwargs, tensors, got, outs)
         except Exception:  # an op the rule did not foresee: keep its channels, never crash
+            if self.strict:
+                raise
             result = self._block(func, args, kwargs, tensors, got, outs)
         for o, lab in zip(outs, result):
             self.put(o, lab, dynamic)
@@ -405,7 +408,7 @@ def _install_hooks(model: nn.Module, tracer: _Tracer) -> list[Any]:
 
 def trace_model(model: nn.Module, inputs: Any,
                 custom_handlers: dict[type, Handler] | None = None, *,
-                constants: bool = True) -> Trace:
+                constants: bool = True, strict: bool = False) -> Trace:
     """Run ``model`` once on ``inputs`` (eval mode, no grad) and record channel labels.
 
     Args:
@@ -414,11 +417,13 @@ def trace_model(model: nn.Module, inputs: Any,
         custom_handlers: extra handlers by layer type, taking precedence over the table.
         constants: record each handled layer's per-channel constant inputs
             (``Call.const``, needed to fold removed channels; not for grouping).
+        strict: raise where a rule fails on an operator instead of keeping its channels
+            (a meta-device trace then falls back to a real run; see :mod:`.structure`).
 
     Returns:
         The :class:`Trace`, whose ``output`` is the model's output for ``inputs``.
     """
-    tracer = _Tracer(model, custom_handlers, constants)
+    tracer = _Tracer(model, custom_handlers, constants, strict)
     for t in tree_flatten(inputs)[0]:
         if isinstance(t, torch.Tensor):
             tracer.labels[id(t)] = (t, none_like(t.shape), True)
