@@ -46,11 +46,10 @@ def run_prunus(model, x):
     pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}],
                             dependency_aware=True, dummy_input=x)
     pruner.compress()
-    with torch.no_grad():
-        ref = copy.deepcopy(model).eval()(x)
     decide = time.perf_counter() - start
     small, summary = speedup(model, x, pruner, return_summary=True)
-    with torch.no_grad():
+    with torch.no_grad():  # measured outside the timings: the masked model is unchanged
+        ref = model.eval()(x)
         err = float((small(x) - ref).abs().max() / ref.abs().max())
     return small, decide + summary.seconds, summary.seconds, err
 

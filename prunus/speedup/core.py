@@ -11,12 +11,14 @@ from torch.utils._pytree import tree_flatten
 from prunus._interop import guard_triton_after_tensorflow
 
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
+from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount  # noqa: E402
 from prunus.speedup.handlers import HANDLERS, Handler, find_handler
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.plan import Plan, make_plan
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
+from prunus.speedup.replay import replay
 from prunus.speedup.trace import Trace, call_model, trace_model
 
 __all__ = ['SpeedupError', 'speedup', 'ModelSpeedup']
@@ -157,17 +159,25 @@ def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> Spee
     return summary
 
 
-def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
-                  custom: dict[type, Handler] | None, tolerance: float
-                  ) -> tuple[nn.Module, SpeedupSummary]:
-    start = time.perf_counter()
-    mask_dict = load_masks(masks)
-    work = shared_copy(model)
+def _masked_trace(work: nn.Module, inputs: Any, custom: dict[type, Handler] | None,
+                  cached: Trace | None) -> tuple[Trace, bool]:
+    """The masked work model's trace: the pruner's structure trace re-checked by one
+    plain run when there is one that still fits, else a full trace."""
+    if cached is not None:
+        trace = replay(cached, work, inputs, custom)
+        if trace is not None:
+            return trace, True
+    return trace_model(work, inputs, custom), False
+
+
+def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
+             custom: dict[type, Handler] | None, tolerance: float, cached: Trace | None
+             ) -> tuple[nn.Module, SpeedupSummary]:
+    work = shared_copy(model)  # shares tensors with model; they get replaced, not written
     bake_masks(work, model, mask_dict)
     work.eval()
     params_before = _param_count(work)
-    trace = trace_model(work, inputs, custom)
-    flops_before = trace.flops
+    trace, reused = _masked_trace(work, inputs, custom, cached)
     plan = make_plan(trace)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
@@ -187,7 +197,24 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
     work.train(model.training)
     summary = _summarize(trace, plan, before, work)
     summary.params_before, summary.params_after = params_before, _param_count(work)
-    summary.flops_before, summary.flops_after = flops_before, flops_after
+    summary.flops_before, summary.flops_after = trace.flops, flops_after
+    summary.trace_reused = reused
+    return work, summary
+
+
+def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
+                  custom: dict[type, Handler] | None, tolerance: float
+                  ) -> tuple[nn.Module, SpeedupSummary]:
+    start = time.perf_counter()
+    mask_dict = load_masks(masks)
+    cached = recall(model, inputs, custom)
+    try:
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached)
+    except SpeedupError:
+        if cached is None:
+            raise
+        # the reused structure may be what failed: decide again from a fresh trace
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, None)
     summary.seconds = time.perf_counter() - start
     return work, summary
 

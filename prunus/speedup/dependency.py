@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunus.speedup.cache import remember
 from prunus.speedup.handlers import Handler
 from prunus.speedup.structure import trace_structure
 
@@ -57,6 +58,7 @@ def dependency_groups(model: nn.Module, dummy_input: Any,
                       ) -> list[ChannelGroup]:
     """Trace ``model`` on ``dummy_input`` and return its :class:`ChannelGroup` list."""
     trace = trace_structure(model, dummy_input, custom_handlers)
+    remember(model, dummy_input, custom_handlers, trace)  # the speedup may reuse it
     uf = trace.uf
     roots = {}
     for n, s in trace.sites.items():

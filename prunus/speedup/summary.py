@@ -34,6 +34,8 @@ class SpeedupSummary:
         zero_weights: weights that are zero in the result (unstructured masks stay as
             zeros; they are not an error).
         seconds: wall time of the speedup pass.
+        trace_reused: the dependency-aware pruner's trace of this model and input was
+            reused (checked by one plain run of the masked model) instead of tracing again.
 
     Example::
 
@@ -49,6 +51,7 @@ class SpeedupSummary:
     kept: dict[str, int] = field(default_factory=dict)
     zero_weights: int = 0
     seconds: float = 0.0
+    trace_reused: bool = False
 
     @property
     def masked_channels(self) -> int:

@@ -30,7 +30,8 @@ from prunus.speedup.handlers import Handler, find_handler
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
 
-__all__ = ['Call', 'Site', 'Trace', 'trace_model', 'call_model']
+__all__ = ['Call', 'Site', 'Trace', 'trace_model', 'call_model', 'channel_constants',
+           'op_signature']
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Trace:
             the same number of channels in every piece.
         output: the model's output on the example input.
         flops: FLOPs of that forward (torch's FLOP formulas, a MAC counts 2).
+        signature: every operator run outside handled layers, with its output shapes, in
+            order: a later run with the same signature propagates the same labels.
     """
 
     uf: UnionFind
@@ -76,6 +79,7 @@ class Trace:
     uniform: list[tuple[str, torch.Tensor, int]]
     output: Any
     flops: int = 0
+    signature: list[tuple[Any, tuple]] = field(default_factory=list)
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
@@ -109,6 +113,7 @@ class _Tracer:
         self.strict = strict
         self.constants = constants
         self.flops = 0
+        self.signature: list[tuple[Any, tuple]] = []
         self.labels: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
         self.sites: dict[str, Site] = {}
         self.params: dict[str, tuple[int, torch.Tensor]] = {}
@@ -339,13 +344,21 @@ class _Tracer:
         ids = expand_dims(lab, x.shape, [d]).reshape(-1)
         if not bool((ids != 0).any()):
             return None, None
-        if not self.constants:
-            return ids, None
-        rest = [v for v in range(x.dim()) if v != d]
-        xf = x.detach().float()
-        lo, hi = (xf.amin(rest), xf.amax(rest)) if rest else (xf, xf)
-        const = torch.where(lo == hi, lo, torch.full_like(lo, float('nan')))
-        return ids, const
+        return ids, channel_constants(x, d) if self.constants else None
+
+
+def channel_constants(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per index along ``dim``: the value of ``x`` where it is the same everywhere, NaN
+    where it varies (float32, on the CPU)."""
+    rest = [v for v in range(x.dim()) if v != dim]
+    xf = x.detach().float()
+    lo, hi = (xf.amin(rest), xf.amax(rest)) if rest else (xf, xf)
+    return torch.where(lo == hi, lo, torch.full_like(lo, float('nan'))).cpu()
+
+
+def op_signature(func: Any, out: Any) -> tuple[Any, tuple]:
+    """What :attr:`Trace.signature` records for one operator."""
+    return func, tuple(tuple(o.shape) for o in _tensors(out))
 
 
 class _Recorder(TorchDispatchMode):
@@ -358,6 +371,7 @@ class _Recorder(TorchDispatchMode):
         out = func(*args, **kwargs)
         self.tracer.flops += op_flops(func, args, kwargs, out)
         if self.tracer.skip == 0:
+            self.tracer.signature.append(op_signature(func, out))
             self.tracer.on_op(func, args, kwargs, out)
         return out
 
@@ -438,4 +452,4 @@ def trace_model(model: nn.Module, inputs: Any,
         if isinstance(t, torch.Tensor):
             tracer.block(tracer.get(t)[0], 'part of the model output')
     return Trace(tracer.uf, tracer.sites, tracer.params, tracer.blocked, tracer.uniform,
-                 output, tracer.flops)
+                 output, tracer.flops, tracer.signature)
