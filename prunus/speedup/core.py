@@ -170,9 +170,21 @@ def _masked_trace(work: nn.Module, inputs: Any, custom: dict[type, Handler] | No
     return trace_model(work, inputs, custom), False
 
 
+def _verify(work: nn.Module, inputs: Any, trace: Trace, before: dict, tolerance: float
+            ) -> int:
+    """Run the sped-up model, compare with the masked model's output; return its FLOPs."""
+    out, flops_after = _run_checked(work, inputs, _counts_changed(trace, before))
+    error = _compare(trace.output, out)
+    if error > tolerance:
+        raise SpeedupError(f'The sped-up model differs from the masked model by {error:.2e} '
+                           f'of the output scale (tolerance {tolerance:.0e}); this is a '
+                           'prunus bug, please report it with the model; the model is unchanged.')
+    return flops_after
+
+
 def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
-             custom: dict[type, Handler] | None, tolerance: float, cached: Trace | None
-             ) -> tuple[nn.Module, SpeedupSummary]:
+             custom: dict[type, Handler] | None, tolerance: float | None,
+             cached: Trace | None) -> tuple[nn.Module, SpeedupSummary]:
     work = shared_copy(model)  # shares tensors with model; they get replaced, not written
     bake_masks(work, model, mask_dict)
     work.eval()
@@ -187,12 +199,7 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
             unshare(site.module, model)
     with torch.no_grad():
         _apply_plan(trace, plan, work)
-    out, flops_after = _run_checked(work, inputs, _counts_changed(trace, before))
-    error = _compare(trace.output, out)
-    if error > tolerance:
-        raise SpeedupError(f'The sped-up model differs from the masked model by {error:.2e} '
-                           f'of the output scale (tolerance {tolerance:.0e}); this is a '
-                           'prunus bug, please report it with the model; the model is unchanged.')
+    flops_after = None if tolerance is None else _verify(work, inputs, trace, before, tolerance)
     unshare(work, model)
     work.train(model.training)
     summary = _summarize(trace, plan, before, work)
@@ -203,15 +210,16 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
 
 
 def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
-                  custom: dict[type, Handler] | None, tolerance: float
+                  custom: dict[type, Handler] | None, tolerance: float | None
                   ) -> tuple[nn.Module, SpeedupSummary]:
+    """The sped-up copy and its summary; ``tolerance=None`` skips the exactness check."""
     start = time.perf_counter()
     mask_dict = load_masks(masks)
     cached = recall(model, inputs, custom)
     try:
         work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached)
     except SpeedupError:
-        if cached is None:
+        if cached is None or tolerance is None:
             raise
         # the reused structure may be what failed: decide again from a fresh trace
         work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, None)
@@ -221,7 +229,7 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
 
 def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
             custom_handlers: dict[type, Handler] | None = None, *,
-            return_summary: bool = False, tolerance: float = 1e-4) -> Any:
+            return_summary: bool = False, tolerance: float = 1e-4, check: bool = True) -> Any:
     """Return a copy of ``model`` with the masked channels physically removed.
 
     The copy computes, in eval mode, the same outputs as the masked model (checked on
@@ -236,6 +244,10 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
         custom_handlers: ``{LayerType: Handler()}`` for layers the table does not know.
         return_summary: also return the :class:`SpeedupSummary`.
         tolerance: allowed relative output difference.
+        check: run the sped-up model on ``example_inputs`` and compare (the default). With
+            False the result is not run: it is exact by construction, but a model that
+            fails after the speedup (a channel count kept in an attribute) fails later in
+            your code, and ``summary.flops_after`` is None.
 
     Returns:
         The smaller model, or ``(model, summary)`` with ``return_summary=True``.
@@ -247,7 +259,8 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
 
         small = speedup(model, torch.randn(1, 3, 64, 64), pruner)
     """
-    small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers, tolerance)
+    small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers,
+                                   tolerance if check else None)
     return (small, summary) if return_summary else small
 
 
@@ -256,12 +269,15 @@ class ModelSpeedup:
 
     The work happens on a copy; only when it succeeded are the copy's submodules and
     parameters swapped into ``model``, so a failure leaves ``model`` as it was. The
-    :class:`SpeedupSummary` is in ``self.summary`` afterwards.
+    :class:`SpeedupSummary` is in ``self.summary`` afterwards. ``check=False`` skips
+    running the result (see :func:`speedup`).
     """
 
     def __init__(self, model: nn.Module, dummy_input: Any, masks_file_or_dict: Any = None,
-                 custom_handlers: dict[type, Handler] | None = None) -> None:
+                 custom_handlers: dict[type, Handler] | None = None, *,
+                 check: bool = True) -> None:
         self.model = model
+        self.check = check
         self.dummy_input = dummy_input
         self.masks = masks_file_or_dict
         self.custom_handlers = custom_handlers
@@ -270,7 +286,7 @@ class ModelSpeedup:
     def speedup_model(self) -> nn.Module:
         """Shrink ``self.model`` in place and return it."""
         small, self.summary = _speedup_copy(self.model, self.dummy_input, self.masks,
-                                            self.custom_handlers, 1e-4)
+                                            self.custom_handlers, 1e-4 if self.check else None)
         state = dict(small.__dict__)
         self.model.__dict__.clear()
         self.model.__dict__.update(state)
