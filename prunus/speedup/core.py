@@ -154,7 +154,8 @@ def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> Spee
         summary.layers.append(LayerSummary(
             name, type(m).__name__, old_in, None if old_in is None else h.count_in(m),
             old_out, h.count_out(m), plan.masked.get(name, 0), site.out_ids is not None))
-    summary.zero_weights = sum(int((p == 0).sum()) for n, p in model.named_parameters()
+    summary.zero_weights = sum(p.numel() - int(torch.count_nonzero(p))
+                               for n, p in model.named_parameters()
                                if n.endswith('weight') and p.dim() > 1)
     return summary
 

@@ -124,13 +124,16 @@ class LinearHandler(Handler):
         return True
 
     def fold_in(self, module, removed, values):
+        if not bool(values.any()):
+            return
         extra = module.weight.data[:, removed] @ values.to(module.weight.dtype)
         _add_bias(module, extra)
 
 
 def _all_zero_rows(weight: torch.Tensor) -> torch.Tensor:
     """Bool per row (dim 0) of ``weight``: every entry is zero (a NaN is not)."""
-    return weight.flatten(1).abs().amax(1) == 0
+    rows = weight.flatten(1)
+    return (rows.amax(1) == 0) & (rows.amin(1) == 0)  # no |w| temporary
 
 
 def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
@@ -190,6 +193,8 @@ class ConvHandler(Handler):
         return unpadded or module.padding_mode != 'zeros' or bool((values == 0).all())
 
     def fold_in(self, module, removed, values):
+        if not bool(values.any()):  # zeros add nothing; skip summing the whole weight
+            return
         g = module.groups
         sums = module.weight.data.flatten(2).sum(2)  # (out, in/groups)
         dense = torch.zeros(module.in_channels, dtype=sums.dtype)
