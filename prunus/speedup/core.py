@@ -19,7 +19,8 @@ from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.plan import Plan, make_plan
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
 from prunus.speedup.replay import replay
-from prunus.speedup.trace import Trace, call_model, trace_model
+from prunus.speedup.observe import call_model
+from prunus.speedup.trace import Trace, trace_model
 
 __all__ = ['SpeedupError', 'speedup', 'ModelSpeedup']
 

@@ -50,6 +50,10 @@ def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
 class Handler:
     """How one layer type loses channels. Subclass and override what differs.
 
+    Prune by assigning new tensors (``module.weight = nn.Parameter(...)``), never by
+    writing into the old ones: the built-in layers are pruned on a copy that shares its
+    tensors with the user's model (a custom handler's layers get their own copies first).
+
     Attributes:
         in_dim: channel dim of the layer's input tensor (None: no prunable input).
         out_dim: channel dim of the layer's output tensor.

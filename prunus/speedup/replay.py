@@ -19,8 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 
 from prunus.speedup.flops import op_flops
 from prunus.speedup.handlers import Handler, find_handler
-from prunus.speedup.trace import (Call, Site, Trace, _tensors, call_model, channel_constants,
-                                  op_signature)
+from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
+from prunus.speedup.trace import Call, Site, Trace
 
 __all__ = ['replay']
 
@@ -72,7 +72,7 @@ def _hooks(model, trace, sites, mode, custom):
         if site is None or len(site.calls) >= len(old.calls):
             raise _Mismatch(_name)
         recorded = old.calls[len(site.calls)]
-        ins, outs = _tensors(args), _tensors(output)
+        ins, outs = tensors_in(args), tensors_in(output)
         x = ins[0] if ins else None
         shapes = (tuple(x.shape) if x is not None else (), tuple(outs[0].shape) if outs else ())
         if shapes != (recorded.in_shape, recorded.out_shape):

@@ -26,12 +26,12 @@ from torch.utils._pytree import tree_flatten
 
 from prunus.speedup import ops
 from prunus.speedup.flops import op_flops
+from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
 from prunus.speedup.handlers import Handler, find_handler
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
 
-__all__ = ['Call', 'Site', 'Trace', 'trace_model', 'call_model', 'channel_constants',
-           'op_signature']
+__all__ = ['Call', 'Site', 'Trace', 'trace_model']
 
 
 @dataclass
@@ -80,30 +80,6 @@ class Trace:
     output: Any
     flops: int = 0
     signature: list[tuple[Any, tuple]] = field(default_factory=list)
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keywords."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
-def _tensors(obj: Any, acc: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """The tensors in an op's arguments or a module's inputs/outputs, in order (a lean
-    ``tree_flatten``: this runs for every recorded operator)."""
-    acc = [] if acc is None else acc
-    if isinstance(obj, torch.Tensor):
-        acc.append(obj)
-    elif isinstance(obj, (tuple, list)):
-        for item in obj:
-            _tensors(item, acc)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            _tensors(item, acc)
-    return acc
 
 
 class _Tracer:
@@ -165,19 +141,23 @@ class _Tracer:
         return self.path[-1] if self.path else '<model>'
 
     # -- operators -------------------------------------------------------------------
+    def rule(self, func: Any) -> str:
+        rule = self.rules.get(func)
+        if rule is None:
+            rule = self.rules[func] = ops.rule_name(func)
+        return rule
+
     def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        tensors = _tensors(args)
+        tensors = tensors_in(args)
         if kwargs:
-            _tensors(kwargs, tensors)
+            tensors_in(kwargs, tensors)
         if not any(self.known(t) for t in tensors):
             return
         got = [self.get(t) for t in tensors]
         dynamic = any(d for _, d in got)
         if not dynamic and not any(bool((lab != 0).any()) for lab, _ in got):
             return
-        rule = self.rules.get(func)
-        if rule is None:
-            rule = self.rules[func] = ops.rule_name(func)
+        rule = self.rule(func)
         outs = out if isinstance(out, (tuple, list)) else [out]
         try:
             result = getattr(self, '_' + rule)(func, args, kwargs, tensors, got, outs)
@@ -307,7 +287,7 @@ class _Tracer:
         site = self.sites.get(name)
         if site is None:
             site = self.sites[name] = Site(name, module, handler)
-        ins, outs = _tensors(args), _tensors(output)
+        ins, outs = tensors_in(args), tensors_in(output)
         got = [self.get(t) for t in ins]
         dynamic = any(d for _, d in got)
         if getattr(handler, 'keeps_all', False) or not outs:
@@ -347,28 +327,24 @@ class _Tracer:
         return ids, channel_constants(x, d) if self.constants else None
 
 
-def channel_constants(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Per index along ``dim``: the value of ``x`` where it is the same everywhere, NaN
-    where it varies (float32, on the CPU)."""
-    rest = [v for v in range(x.dim()) if v != dim]
-    xf = x.detach().float()
-    lo, hi = (xf.amin(rest), xf.amax(rest)) if rest else (xf, xf)
-    return torch.where(lo == hi, lo, torch.full_like(lo, float('nan'))).cpu()
-
-
-def op_signature(func: Any, out: Any) -> tuple[Any, tuple]:
-    """What :attr:`Trace.signature` records for one operator."""
-    return func, tuple(tuple(o.shape) for o in _tensors(out))
-
-
 class _Recorder(TorchDispatchMode):
     def __init__(self, tracer: _Tracer) -> None:
         super().__init__()
         self.tracer = tracer
 
+    def _inplace_on_meta(self, func: Any, args: tuple) -> bool:
+        """An in-place pointwise op (``relu_``, ``hardtanh_``, ``add_``) on a meta tensor,
+        whose result is its first argument unchanged."""
+        return (bool(args) and isinstance(args[0], torch.Tensor) and args[0].is_meta
+                and func.overloadpacket.__name__.endswith('_')
+                and self.tracer.rule(func) == 'pointwise')
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        if self._inplace_on_meta(func, args):
+            out = args[0]  # the meta kernel would only check broadcasting, slowly in Python
+        else:
+            out = func(*args, **kwargs)
         self.tracer.flops += op_flops(func, args, kwargs, out)
         if self.tracer.skip == 0:
             self.tracer.signature.append(op_signature(func, out))
