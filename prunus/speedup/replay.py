@@ -78,7 +78,7 @@ def _hooks(model, trace, sites, mode, custom):
         if shapes != (recorded.in_shape, recorded.out_shape):
             raise _Mismatch(_name)
         const = None
-        if recorded.in_ids is not None:
+        if recorded.in_ids is not None and not _h.tied(mod):  # tied layers never fold
             with _disable_current_modes():  # our measuring is not part of the model's run
                 const = channel_constants(x, _h.in_dim % x.dim())
         site.calls.append(Call(recorded.in_ids, const, *shapes))

@@ -324,7 +324,9 @@ class _Tracer:
         ids = expand_dims(lab, x.shape, [d]).reshape(-1)
         if not bool((ids != 0).any()):
             return None, None
-        return ids, channel_constants(x, d) if self.constants else None
+        # tied layers (norms, depthwise convs) lose channels with their input: no folding
+        fold = self.constants and not handler.tied(module)
+        return ids, channel_constants(x, d) if fold else None
 
 
 class _Recorder(TorchDispatchMode):
