@@ -16,10 +16,10 @@ from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount  # noqa: E402
 from prunus.speedup.handlers import HANDLERS, Handler, find_handler
 from prunus.speedup.masks import bake_masks, load_masks
-from prunus.speedup.plan import Plan, make_plan
-from prunus.speedup.summary import LayerSummary, SpeedupSummary
-from prunus.speedup.replay import replay
 from prunus.speedup.observe import call_model
+from prunus.speedup.plan import Plan, make_plan
+from prunus.speedup.replay import replay
+from prunus.speedup.summary import LayerSummary, SpeedupSummary
 from prunus.speedup.trace import Trace, trace_model
 
 __all__ = ['SpeedupError', 'speedup', 'ModelSpeedup']

@@ -113,12 +113,12 @@ class LinearHandler(Handler):
         return module.out_features
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data.index_select(1, keep))
+        _set(module, 'weight', _take(module.weight.data, 1, keep))
         module.in_features = len(keep)
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data.index_select(0, keep))
-        _set(module, 'bias', None if module.bias is None else module.bias.data.index_select(0, keep))
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
+        _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
         module.out_features = len(keep)
 
     def dead_out(self, module):
@@ -130,8 +130,14 @@ class LinearHandler(Handler):
     def fold_in(self, module, removed, values):
         if not bool(values.any()):
             return
-        extra = module.weight.data[:, removed] @ values.to(module.weight.dtype)
+        w = module.weight.data
+        extra = w[:, removed.to(w.device)] @ values.to(w.device, w.dtype)
         _add_bias(module, extra)
+
+
+def _take(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
+    """``t``'s entries at ``keep`` along ``dim`` (the indices may live on the CPU)."""
+    return t.index_select(dim, keep.to(t.device))
 
 
 def _all_zero_rows(weight: torch.Tensor) -> torch.Tensor:
@@ -171,19 +177,19 @@ class ConvHandler(Handler):
         g, per = module.groups, module.in_channels // module.groups
         weight = module.weight.data
         if g == 1:
-            weight = weight.index_select(1, keep)
+            weight = _take(weight, 1, keep)
         else:
             local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
             out_per = weight.shape[0] // g
-            idx = local.repeat_interleave(out_per, 0)
+            idx = local.repeat_interleave(out_per, 0).to(weight.device)
             shape = idx.shape + (1,) * (weight.dim() - 2)
             weight = weight.gather(1, idx.view(shape).expand(-1, -1, *weight.shape[2:]))
         _set(module, 'weight', weight)
         module.in_channels = len(keep)
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data.index_select(0, keep))
-        _set(module, 'bias', None if module.bias is None else module.bias.data.index_select(0, keep))
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
+        _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
         if self.tied(module):
             module.in_channels = module.groups = len(keep)
         module.out_channels = len(keep)
@@ -201,8 +207,8 @@ class ConvHandler(Handler):
             return
         g = module.groups
         sums = module.weight.data.flatten(2).sum(2)  # (out, in/groups)
-        dense = torch.zeros(module.in_channels, dtype=sums.dtype)
-        dense[removed] = values.to(sums.dtype)
+        dense = torch.zeros(module.in_channels, dtype=sums.dtype, device=sums.device)
+        dense[removed.to(sums.device)] = values.to(sums.device, sums.dtype)
         # each output sums the constants of the removed inputs of its own group
         extra = torch.einsum('goi,gi->go', sums.view(g, -1, sums.shape[1]), dense.view(g, -1))
         _add_bias(module, extra.reshape(-1))
@@ -221,7 +227,7 @@ class ConvTransposeHandler(Handler):
         return module.groups, module.groups, False
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data.index_select(0, keep))
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
         module.in_channels = len(keep)
 
     def prune_out(self, module, keep):
@@ -230,9 +236,9 @@ class ConvTransposeHandler(Handler):
         local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
         weight = module.weight.data
         in_per = weight.shape[0] // g
-        chunks = [weight[j * in_per:(j + 1) * in_per].index_select(1, local[j]) for j in range(g)]
+        chunks = [_take(weight[j * in_per:(j + 1) * in_per], 1, local[j]) for j in range(g)]
         _set(module, 'weight', torch.cat(chunks, 0))
-        _set(module, 'bias', None if module.bias is None else module.bias.data.index_select(0, keep))
+        _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
         module.out_channels = len(keep)
 
     def dead_out(self, module):
@@ -258,7 +264,7 @@ class EmbeddingHandler(Handler):
         raise NotImplementedError('nn.Embedding has no input channels')
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data.index_select(1, keep))
+        _set(module, 'weight', _take(module.weight.data, 1, keep))
         module.embedding_dim = len(keep)
 
     def dead_out(self, module):
@@ -277,7 +283,7 @@ class NormHandler(Handler):
     def prune_in(self, module, keep):
         for name in ('weight', 'bias', 'running_mean', 'running_var'):
             value = getattr(module, name, None)
-            _set(module, name, None if value is None else value.data.index_select(0, keep))
+            _set(module, name, None if value is None else _take(value.data, 0, keep))
         module.num_features = len(keep)
 
 
@@ -297,7 +303,7 @@ class GroupNormHandler(Handler):
         per = module.num_channels // module.num_groups
         for name in ('weight', 'bias'):
             value = getattr(module, name)
-            _set(module, name, None if value is None else value.data.index_select(0, keep))
+            _set(module, name, None if value is None else _take(value.data, 0, keep))
         module.num_channels = len(keep)
         module.num_groups = len(keep) // per
 
@@ -315,7 +321,7 @@ class PReLUHandler(Handler):
         return module.num_parameters
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data.index_select(0, keep))
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
         module.num_parameters = len(keep)
 
 
