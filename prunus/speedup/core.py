@@ -1,7 +1,6 @@
 """The speedup pass: mask, trace, plan, remove, verify; all on a copy of the model."""
 from __future__ import annotations
 
-import copy
 import time
 from functools import partial
 from typing import Any
@@ -12,13 +11,16 @@ from torch.utils._pytree import tree_flatten
 from prunus._interop import guard_triton_after_tensorflow
 
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from prunus.speedup.handlers import Handler, find_handler
-from prunus.speedup.masks import apply_masks, load_masks, strip_masks
+from prunus.speedup.cache import recall  # noqa: E402
+from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
+from prunus.speedup.flops import FlopCount  # noqa: E402
+from prunus.speedup.handlers import HANDLERS, Handler, find_handler
+from prunus.speedup.masks import bake_masks, load_masks
+from prunus.speedup.observe import call_model
 from prunus.speedup.plan import Plan, make_plan
+from prunus.speedup.replay import replay
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
-from prunus.speedup.trace import Trace, call_model, trace_model
+from prunus.speedup.trace import Trace, trace_model
 
 __all__ = ['SpeedupError', 'speedup', 'ModelSpeedup']
 
@@ -91,7 +93,8 @@ def _attribute_hint(model: nn.Module, path: list[str], changed: dict[int, int]) 
             ': compute it from the tensor shape in forward, or update it in a custom handler')
 
 
-def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
+def _failing_path(model: nn.Module, inputs: Any) -> list[str]:
+    """Run ``model`` again with module hooks and return the module path where it fails."""
     path: list[str] = []
     handles = []
 
@@ -105,18 +108,28 @@ def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tupl
         handles.append(module.register_forward_pre_hook(partial(push, _n=name)))
         handles.append(module.register_forward_hook(pop))
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            call_model(model, inputs)
+    except Exception:  # the failure being located
+        return path
+    finally:
+        for h in handles:
+            h.remove()
+    return []
+
+
+def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
+    try:
+        with torch.no_grad(), FlopCount() as counter:
             out = call_model(model, inputs)
-        return out, counter.get_total_flops()
+        return out, counter.total
     except Exception as exc:
+        path = _failing_path(model, inputs)  # only on failure: hooks cost time on success
         where = path[-1] if path else '<model>'
         where_type = type(model.get_submodule(where)).__name__ if path else ''
         raise SpeedupError(
             f"The sped-up model fails in '{where}' ({where_type}): {exc}"
             f'{_attribute_hint(model, path, changed)}; the model is unchanged.') from exc
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _compare(ref: Any, out: Any) -> float:
@@ -142,46 +155,83 @@ def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> Spee
         summary.layers.append(LayerSummary(
             name, type(m).__name__, old_in, None if old_in is None else h.count_in(m),
             old_out, h.count_out(m), plan.masked.get(name, 0), site.out_ids is not None))
-    summary.zero_weights = sum(int((p == 0).sum()) for n, p in model.named_parameters()
+    summary.zero_weights = sum(p.numel() - int(torch.count_nonzero(p))
+                               for n, p in model.named_parameters()
                                if n.endswith('weight') and p.dim() > 1)
     return summary
 
 
-def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
-                  custom: dict[type, Handler] | None, tolerance: float
-                  ) -> tuple[nn.Module, SpeedupSummary]:
-    start = time.perf_counter()
-    mask_dict = load_masks(masks)
-    work = copy.deepcopy(model)
-    strip_masks(work)
-    apply_masks(work, mask_dict)
-    work.eval()
-    params_before = _param_count(work)
-    with FlopCounterMode(display=False) as counter:
-        trace = trace_model(work, inputs, custom)
-    flops_before = counter.get_total_flops()
-    plan = make_plan(trace)
-    before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
-                  s.handler.count_out(s.module)) for n, s in trace.sites.items()}
-    with torch.no_grad():
-        _apply_plan(trace, plan, work)
+def _masked_trace(work: nn.Module, inputs: Any, custom: dict[type, Handler] | None,
+                  cached: Trace | None) -> tuple[Trace, bool]:
+    """The masked work model's trace: the pruner's structure trace re-checked by one
+    plain run when there is one that still fits, else a full trace."""
+    if cached is not None:
+        trace = replay(cached, work, inputs, custom)
+        if trace is not None:
+            return trace, True
+    return trace_model(work, inputs, custom), False
+
+
+def _verify(work: nn.Module, inputs: Any, trace: Trace, before: dict, tolerance: float
+            ) -> int:
+    """Run the sped-up model, compare with the masked model's output; return its FLOPs."""
     out, flops_after = _run_checked(work, inputs, _counts_changed(trace, before))
     error = _compare(trace.output, out)
     if error > tolerance:
         raise SpeedupError(f'The sped-up model differs from the masked model by {error:.2e} '
                            f'of the output scale (tolerance {tolerance:.0e}); this is a '
                            'prunus bug, please report it with the model; the model is unchanged.')
+    return flops_after
+
+
+def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
+             custom: dict[type, Handler] | None, tolerance: float | None,
+             cached: Trace | None) -> tuple[nn.Module, SpeedupSummary]:
+    work = shared_copy(model)  # shares tensors with model; they get replaced, not written
+    bake_masks(work, model, mask_dict)
+    work.eval()
+    params_before = _param_count(work)
+    trace, reused = _masked_trace(work, inputs, custom, cached)
+    plan = make_plan(trace)
+    before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
+                  s.handler.count_out(s.module)) for n, s in trace.sites.items()}
+    builtin = set(map(id, HANDLERS.values()))
+    for site in trace.sites.values():
+        if id(site.handler) not in builtin:  # a user's handler may write in place
+            unshare(site.module, model)
+    with torch.no_grad():
+        _apply_plan(trace, plan, work)
+    flops_after = None if tolerance is None else _verify(work, inputs, trace, before, tolerance)
+    unshare(work, model)
     work.train(model.training)
     summary = _summarize(trace, plan, before, work)
     summary.params_before, summary.params_after = params_before, _param_count(work)
-    summary.flops_before, summary.flops_after = flops_before, flops_after
+    summary.flops_before, summary.flops_after = trace.flops, flops_after
+    summary.trace_reused = reused
+    return work, summary
+
+
+def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
+                  custom: dict[type, Handler] | None, tolerance: float | None
+                  ) -> tuple[nn.Module, SpeedupSummary]:
+    """The sped-up copy and its summary; ``tolerance=None`` skips the exactness check."""
+    start = time.perf_counter()
+    mask_dict = load_masks(masks)
+    cached = recall(model, inputs, custom)
+    try:
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached)
+    except SpeedupError:
+        if cached is None or tolerance is None:
+            raise
+        # the reused structure may be what failed: decide again from a fresh trace
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, None)
     summary.seconds = time.perf_counter() - start
     return work, summary
 
 
 def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
             custom_handlers: dict[type, Handler] | None = None, *,
-            return_summary: bool = False, tolerance: float = 1e-4) -> Any:
+            return_summary: bool = False, tolerance: float = 1e-4, check: bool = True) -> Any:
     """Return a copy of ``model`` with the masked channels physically removed.
 
     The copy computes, in eval mode, the same outputs as the masked model (checked on
@@ -196,6 +246,10 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
         custom_handlers: ``{LayerType: Handler()}`` for layers the table does not know.
         return_summary: also return the :class:`SpeedupSummary`.
         tolerance: allowed relative output difference.
+        check: run the sped-up model on ``example_inputs`` and compare (the default). With
+            False the result is not run: it is exact by construction, but a model that
+            fails after the speedup (a channel count kept in an attribute) fails later in
+            your code, and ``summary.flops_after`` is None.
 
     Returns:
         The smaller model, or ``(model, summary)`` with ``return_summary=True``.
@@ -207,7 +261,8 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
 
         small = speedup(model, torch.randn(1, 3, 64, 64), pruner)
     """
-    small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers, tolerance)
+    small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers,
+                                   tolerance if check else None)
     return (small, summary) if return_summary else small
 
 
@@ -216,12 +271,15 @@ class ModelSpeedup:
 
     The work happens on a copy; only when it succeeded are the copy's submodules and
     parameters swapped into ``model``, so a failure leaves ``model`` as it was. The
-    :class:`SpeedupSummary` is in ``self.summary`` afterwards.
+    :class:`SpeedupSummary` is in ``self.summary`` afterwards. ``check=False`` skips
+    running the result (see :func:`speedup`).
     """
 
     def __init__(self, model: nn.Module, dummy_input: Any, masks_file_or_dict: Any = None,
-                 custom_handlers: dict[type, Handler] | None = None) -> None:
+                 custom_handlers: dict[type, Handler] | None = None, *,
+                 check: bool = True) -> None:
         self.model = model
+        self.check = check
         self.dummy_input = dummy_input
         self.masks = masks_file_or_dict
         self.custom_handlers = custom_handlers
@@ -230,7 +288,7 @@ class ModelSpeedup:
     def speedup_model(self) -> nn.Module:
         """Shrink ``self.model`` in place and return it."""
         small, self.summary = _speedup_copy(self.model, self.dummy_input, self.masks,
-                                            self.custom_handlers, 1e-4)
+                                            self.custom_handlers, 1e-4 if self.check else None)
         state = dict(small.__dict__)
         self.model.__dict__.clear()
         self.model.__dict__.update(state)

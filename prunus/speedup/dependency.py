@@ -15,17 +15,17 @@ Example (a residual block)::
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from prunus.speedup.cache import remember
 from prunus.speedup.handlers import Handler
-from prunus.speedup.masks import strip_masks
-from prunus.speedup.trace import trace_model
+from prunus.speedup.structure import trace_structure
 
 __all__ = ['ChannelGroup', 'dependency_groups', 'channel_groups']
 
@@ -57,39 +57,41 @@ def dependency_groups(model: nn.Module, dummy_input: Any,
                       custom_handlers: dict[type, Handler] | None = None
                       ) -> list[ChannelGroup]:
     """Trace ``model`` on ``dummy_input`` and return its :class:`ChannelGroup` list."""
-    work = copy.deepcopy(model)
-    strip_masks(work)
-    work.eval()
-    trace = trace_model(work, dummy_input, custom_handlers)
+    trace = trace_structure(model, dummy_input, custom_handlers)
+    remember(model, dummy_input, custom_handlers, trace)  # the speedup may reuse it
     uf = trace.uf
     roots = {}
     for n, s in trace.sites.items():
         if getattr(s.handler, 'keeps_all', False):
             continue
         if s.out_ids is not None:
-            roots[n] = uf.roots(s.out_ids)
+            roots[n] = uf.roots(s.out_ids).numpy()
         elif s.handler.tied(s.module) and s.calls and s.calls[0].in_ids is not None:
             # depthwise convs and norms follow the channels they are tied to
-            roots[n] = uf.roots(s.calls[0].in_ids)
-    owner: dict[int, int] = {}
+            roots[n] = uf.roots(s.calls[0].in_ids).numpy()
+    # owner[r]: the group that first claimed class r (-1: none yet); a layer joins the
+    # group owning the first of its classes that has one
+    owner = np.full(len(uf.parent), -1, dtype=np.int64)
     groups: list[ChannelGroup] = []
     for name, r in roots.items():
-        hit = next((owner[x] for x in r.tolist() if x in owner), None)
-        if hit is None:
-            hit = len(groups)
+        claimed = owner[r]
+        hits = claimed[claimed >= 0]
+        hit = int(hits[0]) if len(hits) else len(groups)
+        if hit == len(groups):
             groups.append(ChannelGroup([]))
         groups[hit].names.append(name)
-        for x in r.tolist():
-            owner.setdefault(x, hit)
-    blocked_roots = {uf.find(i) for i in trace.blocked}
+        owner[r[claimed < 0]] = hit
+    blocked = np.zeros(len(uf.parent), dtype=bool)
+    blocked[[uf.find(i) for i in trace.blocked]] = True
+    position = np.full(len(uf.parent), -1, dtype=np.int64)
     for g in groups:
-        order: dict[int, int] = {}
-        for name in g.names:
-            for x in roots[name].tolist():
-                order.setdefault(x, len(order))
-        g.channels = {n: torch.tensor([order[x] for x in roots[n].tolist()]) for n in g.names}
+        every = np.concatenate([roots[n] for n in g.names])
+        _, first = np.unique(every, return_index=True)
+        order = every[np.sort(first)]  # classes in order of first appearance
+        position[order] = np.arange(len(order))
+        g.channels = {n: torch.from_numpy(position[roots[n]]) for n in g.names}
         g.size = len(order)
-        g.blocked = torch.tensor([x in blocked_roots for x in order], dtype=torch.bool)
+        g.blocked = torch.from_numpy(blocked[order])
     _group_constraints(trace, roots, owner, groups)
     return groups
 
@@ -100,16 +102,16 @@ def _group_constraints(trace, roots, owner, groups) -> None:
         sides = [(roots.get(name), g_out)]
         call = next((c for c in site.calls if c.in_ids is not None), None)
         if call is not None:
-            sides.append((trace.uf.roots(call.in_ids), g_in))
+            sides.append((trace.uf.roots(call.in_ids).numpy(), g_in))
         for r, g in sides:
             if r is None or g <= 1:
                 continue
-            for x in r.tolist():
-                if x in owner:
-                    grp = groups[owner[x]]
-                    if grp.size % g == 0:
-                        grp.groups = grp.groups * g // math.gcd(grp.groups, g)
-                    break
+            claimed = owner[r]
+            claimed = claimed[claimed >= 0]
+            if len(claimed):
+                grp = groups[int(claimed[0])]
+                if grp.size % g == 0:
+                    grp.groups = grp.groups * g // math.gcd(grp.groups, g)
 
 
 def channel_groups(model: nn.Module, dummy_input: Any,

@@ -50,6 +50,10 @@ def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
 class Handler:
     """How one layer type loses channels. Subclass and override what differs.
 
+    Prune by assigning new tensors (``module.weight = nn.Parameter(...)``), never by
+    writing into the old ones: the built-in layers are pruned on a copy that shares its
+    tensors with the user's model (a custom handler's layers get their own copies first).
+
     Attributes:
         in_dim: channel dim of the layer's input tensor (None: no prunable input).
         out_dim: channel dim of the layer's output tensor.
@@ -109,23 +113,37 @@ class LinearHandler(Handler):
         return module.out_features
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data[:, keep])
+        _set(module, 'weight', _take(module.weight.data, 1, keep))
         module.in_features = len(keep)
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
-        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
+        _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
         module.out_features = len(keep)
 
     def dead_out(self, module):
-        return (module.weight.data == 0).flatten(1).all(1)
+        return _all_zero_rows(module.weight.data)
 
     def can_fold(self, module, values):
         return True
 
     def fold_in(self, module, removed, values):
-        extra = module.weight.data[:, removed] @ values.to(module.weight.dtype)
+        if not bool(values.any()):
+            return
+        w = module.weight.data
+        extra = w[:, removed.to(w.device)] @ values.to(w.device, w.dtype)
         _add_bias(module, extra)
+
+
+def _take(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
+    """``t``'s entries at ``keep`` along ``dim`` (the indices may live on the CPU)."""
+    return t.index_select(dim, keep.to(t.device))
+
+
+def _all_zero_rows(weight: torch.Tensor) -> torch.Tensor:
+    """Bool per row (dim 0) of ``weight``: every entry is zero (a NaN is not)."""
+    rows = weight.flatten(1)
+    return (rows.amax(1) == 0) & (rows.amin(1) == 0)  # no |w| temporary
 
 
 def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
@@ -134,7 +152,7 @@ def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
     if module.bias is None:
         module.bias = nn.Parameter(extra.clone(), module.weight.requires_grad)
     else:
-        module.bias.data = module.bias.data + extra
+        _set(module, 'bias', module.bias.data + extra)
 
 
 class ConvHandler(Handler):
@@ -159,25 +177,25 @@ class ConvHandler(Handler):
         g, per = module.groups, module.in_channels // module.groups
         weight = module.weight.data
         if g == 1:
-            weight = weight[:, keep]
+            weight = _take(weight, 1, keep)
         else:
             local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
             out_per = weight.shape[0] // g
-            idx = local.repeat_interleave(out_per, 0)
+            idx = local.repeat_interleave(out_per, 0).to(weight.device)
             shape = idx.shape + (1,) * (weight.dim() - 2)
             weight = weight.gather(1, idx.view(shape).expand(-1, -1, *weight.shape[2:]))
         _set(module, 'weight', weight)
         module.in_channels = len(keep)
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
-        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
+        _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
         if self.tied(module):
             module.in_channels = module.groups = len(keep)
         module.out_channels = len(keep)
 
     def dead_out(self, module):
-        return (module.weight.data == 0).flatten(1).all(1)
+        return _all_zero_rows(module.weight.data)
 
     def can_fold(self, module, values):
         padding = module.padding
@@ -185,15 +203,15 @@ class ConvHandler(Handler):
         return unpadded or module.padding_mode != 'zeros' or bool((values == 0).all())
 
     def fold_in(self, module, removed, values):
-        per = module.in_channels // module.groups
-        out_per = module.out_channels // module.groups
-        sums = module.weight.data.flatten(2).sum(2)
-        extra = torch.zeros(module.out_channels, dtype=sums.dtype)
-        for p, v in zip(removed.tolist(), values.tolist()):
-            grp = p // per
-            rows = slice(grp * out_per, (grp + 1) * out_per)
-            extra[rows] += sums[rows, p - grp * per] * v
-        _add_bias(module, extra)
+        if not bool(values.any()):  # zeros add nothing; skip summing the whole weight
+            return
+        g = module.groups
+        sums = module.weight.data.flatten(2).sum(2)  # (out, in/groups)
+        dense = torch.zeros(module.in_channels, dtype=sums.dtype, device=sums.device)
+        dense[removed.to(sums.device)] = values.to(sums.device, sums.dtype)
+        # each output sums the constants of the removed inputs of its own group
+        extra = torch.einsum('goi,gi->go', sums.view(g, -1, sums.shape[1]), dense.view(g, -1))
+        _add_bias(module, extra.reshape(-1))
 
 
 class ConvTransposeHandler(Handler):
@@ -209,7 +227,7 @@ class ConvTransposeHandler(Handler):
         return module.groups, module.groups, False
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
         module.in_channels = len(keep)
 
     def prune_out(self, module, keep):
@@ -218,16 +236,16 @@ class ConvTransposeHandler(Handler):
         local = keep.view(g, -1) - torch.arange(g).unsqueeze(1) * per
         weight = module.weight.data
         in_per = weight.shape[0] // g
-        chunks = [weight[j * in_per:(j + 1) * in_per][:, local[j]] for j in range(g)]
+        chunks = [_take(weight[j * in_per:(j + 1) * in_per], 1, local[j]) for j in range(g)]
         _set(module, 'weight', torch.cat(chunks, 0))
-        _set(module, 'bias', None if module.bias is None else module.bias.data[keep])
+        _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
         module.out_channels = len(keep)
 
     def dead_out(self, module):
         g = module.groups
         w = module.weight.data
         w = w.view(g, w.shape[0] // g, w.shape[1], -1)
-        return (w == 0).all(3).all(1).reshape(-1)
+        return (w.abs().amax((1, 3)) == 0).reshape(-1)
 
 
 class EmbeddingHandler(Handler):
@@ -246,11 +264,11 @@ class EmbeddingHandler(Handler):
         raise NotImplementedError('nn.Embedding has no input channels')
 
     def prune_out(self, module, keep):
-        _set(module, 'weight', module.weight.data[:, keep])
+        _set(module, 'weight', _take(module.weight.data, 1, keep))
         module.embedding_dim = len(keep)
 
     def dead_out(self, module):
-        return (module.weight.data == 0).all(0)
+        return _all_zero_rows(module.weight.data.t())
 
 
 class NormHandler(Handler):
@@ -265,7 +283,7 @@ class NormHandler(Handler):
     def prune_in(self, module, keep):
         for name in ('weight', 'bias', 'running_mean', 'running_var'):
             value = getattr(module, name, None)
-            _set(module, name, None if value is None else value.data[keep])
+            _set(module, name, None if value is None else _take(value.data, 0, keep))
         module.num_features = len(keep)
 
 
@@ -285,7 +303,7 @@ class GroupNormHandler(Handler):
         per = module.num_channels // module.num_groups
         for name in ('weight', 'bias'):
             value = getattr(module, name)
-            _set(module, name, None if value is None else value.data[keep])
+            _set(module, name, None if value is None else _take(value.data, 0, keep))
         module.num_channels = len(keep)
         module.num_groups = len(keep) // per
 
@@ -303,7 +321,7 @@ class PReLUHandler(Handler):
         return module.num_parameters
 
     def prune_in(self, module, keep):
-        _set(module, 'weight', module.weight.data[keep])
+        _set(module, 'weight', _take(module.weight.data, 0, keep))
         module.num_parameters = len(keep)
 
 

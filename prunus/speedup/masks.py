@@ -7,7 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ['Masks', 'load_masks', 'strip_masks', 'apply_masks']
+from prunus.compression.torch import masking
+
+__all__ = ['Masks', 'load_masks', 'bake_masks']
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -27,35 +29,7 @@ def load_masks(masks: Any) -> Masks:
     return masks
 
 
-def strip_masks(model: nn.Module) -> None:
-    """Bake prunus mask buffers into the weights and remove them and their hooks.
-
-    Stands in for ``prunus.compression.torch.masking.strip`` until that lands on main:
-    buffers named ``weight_mask``/``bias_mask`` multiply their parameter, then go, and so
-    do forward pre-hooks defined in ``prunus.compression``.
-    """
-    try:
-        from prunus.compression.torch.masking import strip  # noqa: PLC0415
-    except ImportError:
-        strip = None
-    if strip is not None:
-        strip(model)
-        return
-    for module in model.modules():
-        for pname in ('weight', 'bias'):
-            mask = module._buffers.pop(f'{pname}_mask', None)
-            param = getattr(module, pname, None)
-            if mask is not None and isinstance(param, torch.Tensor):
-                param.data.mul_(mask.to(param.dtype))
-        for key, hook in list(module._forward_pre_hooks.items()):
-            owner = getattr(getattr(hook, '__func__', hook), '__module__', '') or ''
-            if owner.startswith('prunus.compression'):
-                del module._forward_pre_hooks[key]
-
-
-def apply_masks(model: nn.Module, masks: Masks) -> None:
-    """Multiply each named module's parameters by their masks (checks names and shapes)."""
-    modules = dict(model.named_modules())
+def _check(modules: dict[str, nn.Module], masks: Masks) -> None:
     for name, entry in masks.items():
         if name not in modules:
             raise ValueError(f"masks name module '{name}', which the model does not have.")
@@ -67,4 +41,40 @@ def apply_masks(model: nn.Module, masks: Masks) -> None:
             if tuple(mask.shape) != tuple(param.shape):
                 raise ValueError(f"masks['{name}']['{pname}'] has shape {tuple(mask.shape)}, "
                                  f'but the parameter has shape {tuple(param.shape)}.')
-            param.data.mul_(mask.to(param.device, param.dtype))
+
+
+def _masks_on(model: nn.Module) -> Masks:
+    """The prunus mask buffers attached to ``model`` (not copied)."""
+    found: Masks = {}
+    for name, module in model.named_modules():
+        for pname in getattr(module, masking._MASKED_ATTR, ()):
+            found.setdefault(name, {})[pname] = module._buffers[f'{pname}_mask']
+    return found
+
+
+def bake_masks(work: nn.Module, model: nn.Module, masks: Masks) -> None:
+    """Give ``work`` (a :func:`~prunus.speedup.copying.shared_copy` of ``model``) new,
+    masked parameters: those masked on ``model`` times those in ``masks``.
+
+    The shared originals are only read, so ``model`` is unchanged (its masked weights
+    are normally zero already; baking keeps the result exact even when they are not).
+    """
+    modules = dict(work.named_modules())
+    _check(modules, masks)
+    on_model = _masks_on(model)
+    for name in {**on_model, **masks}:
+        first, extra = on_model.get(name, {}), masks.get(name, {})
+        module = modules[name]
+        for pname in {**first, **extra}:
+            table = module._parameters if pname in module._parameters else module._buffers
+            if table.get(pname) is None:
+                raise ValueError(f"masks['{name}']['{pname}']: '{pname}' of module '{name}' "
+                                 'is not a parameter or buffer, so it cannot be masked.')
+            param = table[pname]
+            baked = param.detach().clone() if pname not in first else \
+                param.detach() * first[pname].to(param.device, param.dtype)
+            mask = extra.get(pname)
+            if mask is not None and not (pname in first and torch.equal(mask, first[pname])):
+                baked.mul_(mask.to(param.device, param.dtype))
+            table[pname] = (nn.Parameter(baked, param.requires_grad)
+                            if isinstance(param, nn.Parameter) else baked)

@@ -70,37 +70,40 @@ class _Decider:
         self.dead = {n: s.handler.dead_out(s.module) for n, s in trace.sites.items()
                      if s.out_ids is not None}
         self.reason: dict[int, str] = {}
-        self.removed: set[int] = set()
+        # removed[r]: the class with root id r goes; indexed by root, so checks vectorize
+        self.removed = torch.zeros(len(uf.parent), dtype=torch.bool)
 
     def initial(self) -> None:
         blocked = {self.trace.uf.find(i): r for i, r in self.trace.blocked.items()}
-        live: dict[int, str] = {}
-        dead_roots: set[int] = set()
+        dead = torch.zeros_like(self.removed)
+        live = torch.zeros_like(self.removed)
         for name, roots in self.out_roots.items():
-            for j, (r, d) in enumerate(zip(roots.tolist(), self.dead[name].tolist())):
-                if d:
-                    dead_roots.add(r)
-                else:
-                    live.setdefault(r, f"tied to channels of '{name}' that its mask keeps")
-        for r in dead_roots:
-            if r in blocked:
-                self.reason[r] = blocked[r]
-            elif r in live:
-                self.reason[r] = live[r]
-            else:
-                self.removed.add(r)
+            dead[roots[self.dead[name]]] = True
+            live[roots[~self.dead[name]]] = True
+        for name, roots in self.out_roots.items():  # first live producer names the reason
+            for r in roots[~self.dead[name] & dead[roots]].tolist():
+                self.reason.setdefault(r, f"tied to channels of '{name}' that its mask keeps")
+        for r, why in blocked.items():
+            if dead[r]:
+                self.reason[r] = why
+        dead[0] = False
+        blocked_mask = torch.zeros_like(dead)
+        blocked_mask[list(blocked)] = True
+        self.removed = dead & ~live & ~blocked_mask
 
-    def keep(self, roots: list[int] | set[int], why: str) -> bool:
-        changed = False
-        for r in roots:
-            if r in self.removed:
-                self.removed.discard(r)
-                self.reason.setdefault(r, why)
-                changed = True
-        return changed
+    def keep(self, roots: torch.Tensor | list[int] | set[int], why: str) -> bool:
+        roots = torch.as_tensor(list(roots) if isinstance(roots, set) else roots,
+                                dtype=torch.int64).reshape(-1)
+        hit = roots[self.removed[roots]].unique()
+        if not len(hit):
+            return False
+        self.removed[hit] = False
+        for r in hit.tolist():
+            self.reason.setdefault(r, why)
+        return True
 
     def gone(self, roots: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([r in self.removed for r in roots.tolist()], dtype=torch.bool)
+        return self.removed[roots]
 
     def check_site(self, name: str, site: Site) -> bool:
         changed = False
@@ -109,7 +112,7 @@ class _Decider:
             gones = [self.gone(r) for _, r in calls]
             agree = torch.stack(gones).all(0)
             for g, (_, r) in zip(gones, calls):
-                changed |= self.keep(set(r[g & ~agree].tolist()),
+                changed |= self.keep(r[g & ~agree],
                                      f"'{name}' is called with different channels")
             if not site.handler.tied(site.module):
                 changed |= self._check_fold(name, site, calls, agree)
@@ -122,13 +125,13 @@ class _Decider:
         vals = torch.stack([c.const[idx] for c, _ in calls])
         roots = calls[0][1]
         varying = torch.isnan(vals).any(0) | (vals != vals[:1]).any(0)
-        changed |= self.keep(set(roots[idx[varying]].tolist()),
+        changed |= self.keep(roots[idx[varying]],
                              f"its value reaching '{name}' is not a constant "
                              '(padding/pooling border effects or input-dependent)')
         ok = ~varying
         if not site.handler.can_fold(site.module, vals[0][ok]):
             nonzero = ok & (vals[0] != 0)
-            changed |= self.keep(set(roots[idx[nonzero]].tolist()),
+            changed |= self.keep(roots[idx[nonzero]],
                                  f"a non-zero constant reaches '{name}', which cannot fold "
                                  'it exactly (zero padding)')
         return changed
@@ -155,19 +158,21 @@ class _Decider:
         per = gone.shape[1]
         if whole:
             partial = (counts > 0) & (counts < per)
-            changed |= self.keep(set(roots.view(g, -1)[partial].flatten().tolist()),
+            changed |= self.keep(roots.view(g, -1)[partial].flatten(),
                                  f"'{name}' normalizes whole groups")
             counts = self.gone(roots).view(g, -1).sum(1)
             if bool((counts == per).all()):
-                changed |= self.keep(set(roots.view(g, -1)[0].tolist()),
+                changed |= self.keep(roots.view(g, -1)[0],
                                      f"'{name}' must keep a channel")
             return changed
         target = min(int(counts.min()), per - 1)
-        for j in range(g):
-            extra = gone[j].nonzero().flatten()[target:]
-            changed |= self.keep(set(roots.view(g, -1)[j][extra].tolist()),
-                                 f"'{name}' has {g} groups that must stay equal in size")
-        return changed
+        if bool((counts == target).all()):
+            return False
+        # the first `target` removed channels of each group go, the others stay
+        rank = gone.cumsum(1)
+        extra = gone & (rank > target)
+        return self.keep(roots.view(g, -1)[extra],
+                         f"'{name}' has {g} groups that must stay equal in size")
 
 
 def make_plan(trace: Trace) -> Plan:
@@ -209,8 +214,7 @@ def _build(trace: Trace, dec: _Decider) -> Plan:
         if bool(gone.any()):
             plan.params[pname] = (dim, (~gone).nonzero().flatten())
     for name, roots in dec.out_roots.items():
-        dead = dec.dead[name]
-        for r in roots[dead].tolist():
-            if r not in dec.removed:
-                plan.kept_reasons[dec.reason.get(r, 'kept')] += 1
+        kept = roots[dec.dead[name] & ~dec.gone(roots)]
+        for r in kept.tolist():
+            plan.kept_reasons[dec.reason.get(r, 'kept')] += 1
     return plan

@@ -29,11 +29,14 @@ class SpeedupSummary:
         layers: one :class:`LayerSummary` per handled layer, in execution order.
         params_before / params_after: parameter counts.
         flops_before / flops_after: FLOPs of one forward on the example input, counted
-            by ``torch.utils.flop_counter.FlopCounterMode`` (a MAC counts as 2 FLOPs).
+            by the formulas of ``torch.utils.flop_counter`` (a MAC counts as 2 FLOPs);
+            ``flops_after`` is None when the speedup ran with ``check=False``.
         kept: reason -> number of masked output channels that could not be removed.
         zero_weights: weights that are zero in the result (unstructured masks stay as
             zeros; they are not an error).
         seconds: wall time of the speedup pass.
+        trace_reused: the dependency-aware pruner's trace of this model and input was
+            reused (checked by one plain run of the masked model) instead of tracing again.
 
     Example::
 
@@ -45,10 +48,11 @@ class SpeedupSummary:
     params_before: int = 0
     params_after: int = 0
     flops_before: int = 0
-    flops_after: int = 0
+    flops_after: int | None = 0
     kept: dict[str, int] = field(default_factory=dict)
     zero_weights: int = 0
     seconds: float = 0.0
+    trace_reused: bool = False
 
     @property
     def masked_channels(self) -> int:
@@ -67,8 +71,9 @@ class SpeedupSummary:
             cin = '-' if s.in_before is None else f'{s.in_before}->{s.in_after}'
             rows.append(f'{s.name[:40]:40s} {s.type[:18]:18s} {cin:>11s} '
                         f'{f"{s.out_before}->{s.out_after}":>11s} {s.masked_out:6d}')
+        after = 'not run' if self.flops_after is None else f'{self.flops_after:,}'
         rows.append(f'params {self.params_before:,} -> {self.params_after:,}; '
-                    f'FLOPs {self.flops_before:,} -> {self.flops_after:,}; '
+                    f'FLOPs {self.flops_before:,} -> {after}; '
                     f'{self.removed_channels}/{self.masked_channels} masked channels '
                     f'removed in {self.seconds:.3f} s')
         for reason, n in sorted(self.kept.items(), key=lambda kv: -kv[1]):

@@ -25,11 +25,13 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from torch.utils._pytree import tree_flatten
 
 from prunus.speedup import ops
+from prunus.speedup.flops import op_flops
+from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
 from prunus.speedup.handlers import Handler, find_handler
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
 
-__all__ = ['Call', 'Site', 'Trace', 'trace_model', 'call_model']
+__all__ = ['Call', 'Site', 'Trace', 'trace_model']
 
 
 @dataclass
@@ -65,6 +67,9 @@ class Trace:
         uniform: (where, ids, pieces): an even split (chunk) of these ids, which must lose
             the same number of channels in every piece.
         output: the model's output on the example input.
+        flops: FLOPs of that forward (torch's FLOP formulas, a MAC counts 2).
+        signature: every operator run outside handled layers, with its output shapes, in
+            order: a later run with the same signature propagates the same labels.
     """
 
     uf: UnionFind
@@ -73,20 +78,18 @@ class Trace:
     blocked: dict[int, str]
     uniform: list[tuple[str, torch.Tensor, int]]
     output: Any
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keywords."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+    flops: int = 0
+    signature: list[tuple[Any, tuple]] = field(default_factory=list)
 
 
 class _Tracer:
-    def __init__(self, model: nn.Module, custom: dict[type, Handler] | None) -> None:
+    def __init__(self, model: nn.Module, custom: dict[type, Handler] | None,
+                 constants: bool, strict: bool) -> None:
         self.uf = UnionFind()
+        self.strict = strict
+        self.constants = constants
+        self.flops = 0
+        self.signature: list[tuple[Any, tuple]] = []
         self.labels: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
         self.sites: dict[str, Site] = {}
         self.params: dict[str, tuple[int, torch.Tensor]] = {}
@@ -118,6 +121,11 @@ class _Tracer:
                 return lab, False
         return none_like(t.shape), False
 
+    def known(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` may carry labels or be input-dependent (else its ops are skipped)."""
+        entry = self.labels.get(id(t))
+        return (entry is not None and entry[0] is t) or id(t) in self.owned
+
     def put(self, t: Any, lab: torch.Tensor, dynamic: bool) -> None:
         if isinstance(t, torch.Tensor) and (dynamic or bool((lab != 0).any())):
             if lab.dim() != t.dim():
@@ -133,21 +141,29 @@ class _Tracer:
         return self.path[-1] if self.path else '<model>'
 
     # -- operators -------------------------------------------------------------------
+    def rule(self, func: Any) -> str:
+        rule = self.rules.get(func)
+        if rule is None:
+            rule = self.rules[func] = ops.rule_name(func)
+        return rule
+
     def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        if not tensors:
+        tensors = tensors_in(args)
+        if kwargs:
+            tensors_in(kwargs, tensors)
+        if not any(self.known(t) for t in tensors):
             return
         got = [self.get(t) for t in tensors]
         dynamic = any(d for _, d in got)
         if not dynamic and not any(bool((lab != 0).any()) for lab, _ in got):
             return
-        rule = self.rules.get(func)
-        if rule is None:
-            rule = self.rules[func] = ops.rule_name(func)
+        rule = self.rule(func)
         outs = out if isinstance(out, (tuple, list)) else [out]
         try:
             result = getattr(self, '_' + rule)(func, args, kwargs, tensors, got, outs)
         except Exception:  # an op the rule did not foresee: keep its channels, never crash
+            if self.strict:
+                raise
             result = self._block(func, args, kwargs, tensors, got, outs)
         for o, lab in zip(outs, result):
             self.put(o, lab, dynamic)
@@ -271,8 +287,7 @@ class _Tracer:
         site = self.sites.get(name)
         if site is None:
             site = self.sites[name] = Site(name, module, handler)
-        ins = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
-        outs = [o for o in tree_flatten(output)[0] if isinstance(o, torch.Tensor)]
+        ins, outs = tensors_in(args), tensors_in(output)
         got = [self.get(t) for t in ins]
         dynamic = any(d for _, d in got)
         if getattr(handler, 'keeps_all', False) or not outs:
@@ -309,10 +324,9 @@ class _Tracer:
         ids = expand_dims(lab, x.shape, [d]).reshape(-1)
         if not bool((ids != 0).any()):
             return None, None
-        flat = x.detach().movedim(d, -1).reshape(-1, x.shape[d]).float()
-        lo, hi = flat.amin(0), flat.amax(0)
-        const = torch.where(lo == hi, lo, torch.full_like(lo, float('nan')))
-        return ids, const
+        # tied layers (norms, depthwise convs) lose channels with their input: no folding
+        fold = self.constants and not handler.tied(module)
+        return ids, channel_constants(x, d) if fold else None
 
 
 class _Recorder(TorchDispatchMode):
@@ -320,10 +334,22 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.tracer = tracer
 
+    def _inplace_on_meta(self, func: Any, args: tuple) -> bool:
+        """An in-place pointwise op (``relu_``, ``hardtanh_``, ``add_``) on a meta tensor,
+        whose result is its first argument unchanged."""
+        return (bool(args) and isinstance(args[0], torch.Tensor) and args[0].is_meta
+                and func.overloadpacket.__name__.endswith('_')
+                and self.tracer.rule(func) == 'pointwise')
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        if self._inplace_on_meta(func, args):
+            out = args[0]  # the meta kernel would only check broadcasting, slowly in Python
+        else:
+            out = func(*args, **kwargs)
+        self.tracer.flops += op_flops(func, args, kwargs, out)
         if self.tracer.skip == 0:
+            self.tracer.signature.append(op_signature(func, out))
             self.tracer.on_op(func, args, kwargs, out)
         return out
 
@@ -373,18 +399,23 @@ def _install_hooks(model: nn.Module, tracer: _Tracer) -> list[Any]:
 
 
 def trace_model(model: nn.Module, inputs: Any,
-                custom_handlers: dict[type, Handler] | None = None) -> Trace:
+                custom_handlers: dict[type, Handler] | None = None, *,
+                constants: bool = True, strict: bool = False) -> Trace:
     """Run ``model`` once on ``inputs`` (eval mode, no grad) and record channel labels.
 
     Args:
         model: the (already masked) model; it is not modified.
         inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         custom_handlers: extra handlers by layer type, taking precedence over the table.
+        constants: record each handled layer's per-channel constant inputs
+            (``Call.const``, needed to fold removed channels; not for grouping).
+        strict: raise where a rule fails on an operator instead of keeping its channels
+            (a meta-device trace then falls back to a real run; see :mod:`.structure`).
 
     Returns:
         The :class:`Trace`, whose ``output`` is the model's output for ``inputs``.
     """
-    tracer = _Tracer(model, custom_handlers)
+    tracer = _Tracer(model, custom_handlers, constants, strict)
     for t in tree_flatten(inputs)[0]:
         if isinstance(t, torch.Tensor):
             tracer.labels[id(t)] = (t, none_like(t.shape), True)
@@ -399,4 +430,4 @@ def trace_model(model: nn.Module, inputs: Any,
         if isinstance(t, torch.Tensor):
             tracer.block(tracer.get(t)[0], 'part of the model output')
     return Trace(tracer.uf, tracer.sites, tracer.params, tracer.blocked, tracer.uniform,
-                 output)
+                 output, tracer.flops, tracer.signature)

@@ -171,3 +171,13 @@ def test_dependency_aware_l1_lets_speedup_remove_all_on_resnet18():
     naive.compress()
     assert speedup(naive.bound_model.eval(), x, naive, return_summary=True)[1] \
         .removed_channels < summary.removed_channels
+
+
+def test_check_false_skips_running_the_result_and_stays_exact():
+    torch.manual_seed(0)
+    model = randomize_norms(ResidualAdd().eval())
+    masks = l1_masks(model)
+    small, summary = speedup(model, X, masks, return_summary=True, check=False)
+    assert summary.flops_after is None and 'not run' in str(summary)
+    assert summary.removed_channels > 0
+    assert max_rel_error(masked_copy(model, masks)(X), small(X)) < 1e-4

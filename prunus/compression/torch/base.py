@@ -95,6 +95,11 @@ class Pruner:
 
     def generate_masks(self, scores: Scores) -> Masks:
         """Exact masks from scores, per layer or ranked across an entry's layers."""
+        keeps = self.generate_keeps(scores)
+        return {name: self.expand_keep(name, torch.from_numpy(keep)) for name, keep in keeps.items()}
+
+    def generate_keeps(self, scores: Scores) -> dict[str, np.ndarray]:
+        """Flat keep vectors (bool per channel or weight) from scores, before expansion."""
         keeps: dict[str, np.ndarray] = {}
         for entry in self.entries:
             names = [n for n in self.targets if self.entry_of[n] is entry]
@@ -106,7 +111,7 @@ class Pruner:
                                                self._layer_caps(entry, scores, names), entry.where))
             else:
                 keeps.update({n: keep_mask(_to_numpy(scores[n]), sparsity) for n in names})
-        return {name: self.expand_keep(name, torch.from_numpy(keep)) for name, keep in keeps.items()}
+        return keeps
 
     def _layer_caps(self, entry: ConfigEntry, scores: Scores, names: list[str]) -> Any:
         """The per-layer cap of a global ranking: the user's, or for structured pruning

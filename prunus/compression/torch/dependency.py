@@ -15,14 +15,15 @@ import torch
 
 from ..allocation import keep_mask
 
-__all__ = ['dependency_masks']
+__all__ = ['dependency_keeps']
 
 
-def dependency_masks(pruner: Any, scores: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Masks for every targeted layer of a tied group of ``pruner.bound_model``."""
+def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Keep vectors (bool per output channel) for every targeted layer of a tied group of
+    ``pruner.bound_model``; the pruner expands them into masks."""
     from prunus.speedup.dependency import dependency_groups  # noqa: PLC0415 (torch-only)
 
-    masks = {}
+    keeps = {}
     for group in dependency_groups(pruner.bound_model, pruner.dummy_input):
         names = [n for n in group.names if n in pruner.targets and n in scores
                  and not pruner.is_global(pruner.entry_of[n])]
@@ -34,7 +35,6 @@ def dependency_masks(pruner: Any, scores: dict[str, torch.Tensor]) -> dict[str, 
         sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
         blocks = total.view(group.groups, -1).numpy()
         keep = np.concatenate([keep_mask(b, sparsity) for b in blocks])
-        keep = torch.from_numpy(keep)
         for n in names:
-            masks[n] = pruner.expand_keep(n, keep[group.channels[n]])
-    return masks
+            keeps[n] = keep[group.channels[n].numpy()]
+    return keeps

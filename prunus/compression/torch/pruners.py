@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..registry import register_pruner
 from . import layers, metrics
 from .base import Pruner, Scores
-from .dependency import dependency_masks
-from .masking import Masks
+from .dependency import dependency_keeps
 from .regularization import BatchNormL1Subgradient
 
 
@@ -53,12 +53,12 @@ class FilterPruner(Pruner):
         self.dependency_aware = dependency_aware
         self.dummy_input = dummy_input
 
-    def generate_masks(self, scores: Scores) -> Masks:
-        """Per-layer masks; with ``dependency_aware`` tied layers share their channels."""
-        masks = super().generate_masks(scores)
+    def generate_keeps(self, scores: Scores) -> dict[str, np.ndarray]:
+        """Per-layer keeps; with ``dependency_aware`` tied layers share their channels."""
+        keeps = super().generate_keeps(scores)
         if self.dependency_aware:
-            masks.update(dependency_masks(self, scores))
-        return masks
+            keeps.update(dependency_keeps(self, scores))
+        return keeps
 
     def filters(self, name: str) -> torch.Tensor:
         module = self.targets[name]
