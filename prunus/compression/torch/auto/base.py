@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import zlib
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -57,6 +58,14 @@ def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tu
     score = float(evaluator(*evaluator_args, candidate))
     state = {k: v.detach().clone() for k, v in candidate.state_dict().items()} if fine_tuner else None
     return score, state
+
+
+def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weight and bias masks removing the output channels where ``keep`` is False."""
+    masks = {'weight': layers.channel_mask_to_weight(module, keep, module.weight)}
+    if getattr(module, 'bias', None) is not None:
+        masks['bias'] = keep.to(device=module.bias.device, dtype=module.bias.dtype)
+    return masks
 
 
 def check_base_algo(owner: str, base_algo: str) -> type:
@@ -143,11 +152,29 @@ class AutoPruner(Pruner):
     def counts(self, allocation: Mapping[str, float]) -> dict[str, int]:
         return {n: prune_count(self.units(n), allocation.get(n, 0.0)) for n in self.targets}
 
-    def masks_for(self, allocation: Mapping[str, float]) -> Masks:
-        """Masks realizing ``allocation`` with the base criterion's scores."""
-        scores = self.base_scores()
-        return {n: self._base.expand_keep(n, torch.from_numpy(keep_mask(_to_numpy(scores[n]), s)))
-                for n, s in allocation.items() if s > 0}
+    def masks_for(self, allocation: Mapping[str, float], scores: Scores | None = None) -> Masks:
+        """Masks realizing ``allocation`` with the base criterion's ``scores`` (default:
+        those of the bound model)."""
+        scores = self.base_scores() if scores is None else scores
+        masks: Masks = {}
+        modules = dict(self.bound_model.named_modules())
+        for name, sparsity in allocation.items():
+            if sparsity <= 0:
+                continue
+            keep = torch.from_numpy(keep_mask(_to_numpy(scores[name]), sparsity))
+            masks[name] = self._base.expand_keep(name, keep)
+            if self.structured:
+                for follower, index in self.followers.get(name, {}).items():
+                    masks[follower] = channel_masks(modules[follower], keep[index])
+        return masks
+
+    @property
+    def followers(self) -> dict[str, dict[str, torch.Tensor]]:
+        """BatchNorm/depthwise layers tied to each searchable layer (needs dummy_input;
+        without it only the searched layers are masked, as in legacy NNI)."""
+        if self.dummy_input is None:
+            return {}
+        return self.cost.followers
 
     @property
     def cost(self) -> CostModel:
@@ -198,8 +225,9 @@ class AutoPruner(Pruner):
     def evaluate(self, allocations: Sequence[Allocation], history: SearchHistory, *,
                  model: nn.Module | None = None, fine_tuner: Callable | None = None,
                  evaluator_args: Sequence[Any] = (), extra: Mapping[str, Any] | None = None,
-                 keep_state: bool = False) -> list[tuple[float, dict | None]]:
-        """Scores allocations (through the executor when given); recorded trials are reused."""
+                 keep_state: bool = False, scores: Scores | None = None) -> list[tuple[float, dict | None]]:
+        """Scores allocations (through the executor when given); recorded trials are reused,
+        except when ``keep_state`` asks for the fine-tuned weights of each candidate."""
         model = self.bound_model if model is None else model
         keys = [allocation_key(self.counts(a)) + (f"|{extra['round']}" if extra and 'round' in extra else '')
                 for a in allocations]
@@ -211,8 +239,8 @@ class AutoPruner(Pruner):
                 results.append((known['score'], None))
                 continue
             results.append(None)
-            args = (model, self.masks_for(alloc), self.evaluator, fine_tuner,
-                    self.seed + len(history.trials) + i, tuple(evaluator_args))
+            args = (model, self.masks_for(alloc, scores), self.evaluator, fine_tuner,
+                    (self.seed + zlib.crc32(key.encode())) % 2 ** 31, tuple(evaluator_args))
             pending[i] = self.executor.submit(score_candidate, *args) if self.executor else args
         for i, job in pending.items():
             results[i] = job.result() if self.executor else score_candidate(*job)

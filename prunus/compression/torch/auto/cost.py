@@ -119,20 +119,31 @@ def _channelwise(module: nn.Module) -> bool:
     return not isinstance(module, (nn.Linear, nn.Bilinear, nn.Embedding))
 
 
-def removable_alone(model: nn.Module, dummy_input: Any, names: list[str]) -> list[str]:
-    """Those of ``names`` whose output channels the speedup removes when only they are
-    masked: alone in their channel group (BatchNorm and depthwise followers aside),
-    not blocked by an operation that needs every channel, and not grouped."""
+def removable_alone(model: nn.Module, dummy_input: Any, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """Those of ``names`` whose output channels the speedup removes when only they lose
+    them, each with its channel followers.
+
+    A layer qualifies when it is the only conv/linear of its channel group (no residual
+    tie), the group is not blocked (not the model output, no op needing every channel)
+    and not split by a grouped conv. Its followers are the BatchNorm and depthwise layers
+    tied to it: ``{follower: index}`` where the follower's channel ``j`` carries the
+    layer's channel ``index[j]``. Masking the followers too makes a pruned channel exactly
+    zero, so the speedup can drop it even after training gave its BatchNorm a bias.
+    """
     from prunus.speedup import dependency_groups  # lazy: prunus.speedup imports this package
     modules = dict(model.named_modules())
-    alone = set()
+    alone: dict[str, dict[str, torch.Tensor]] = {}
     for group in dependency_groups(model, dummy_input):
         mixing = [n for n in group.names if isinstance(modules[n], layers.FILTERED)
                   and not _channelwise(modules[n])]
         blocked = group.blocked is not None and bool(group.blocked.any())
-        if len(mixing) == 1 and not blocked and group.groups == 1:
-            alone.add(mixing[0])
-    return [n for n in names if n in alone]
+        if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names:
+            continue
+        own = group.channels[mixing[0]]
+        to_layer = torch.empty(group.size, dtype=torch.long)
+        to_layer[own] = torch.arange(len(own))
+        alone[mixing[0]] = {n: to_layer[group.channels[n]] for n in group.names if n != mixing[0]}
+    return {n: alone[n] for n in names if n in alone}
 
 
 class CostModel:
@@ -157,7 +168,8 @@ class CostModel:
         self.inputs = probe_input(dummy_input)
         #: prunable layers whose channels a speedup can remove on their own: the only
         #: conv/linear of their channel group (no residual tie) and not blocked (not the output)
-        self.useful = removable_alone(model, dummy_input, prunable)
+        self.followers = removable_alone(model, dummy_input, prunable)
+        self.useful = list(self.followers)
         model = probe_copy(model)
         self.leaves = _weighted_leaves(model)
         reference = dead_fractions(model, self.inputs, self.leaves)
