@@ -58,13 +58,15 @@ def scale_to_budget(raw: Mapping[str, float], measure: Measure, target: float,
 
 
 def refine_to_budget(allocation: Mapping[str, float], units: Mapping[str, int], measure: Measure,
-                     target: float, max_sparsity: float = 0.95, rounds: int = 50) -> Allocation:
+                     target: float, max_sparsity: float = 0.95, rounds: int = 50,
+                     floor: Mapping[str, float] | None = None) -> Allocation:
     """Moves single units (one channel more or fewer in one layer) while that brings the
     measure nearer to ``target``, so coarse layers combine to land close to the budget.
 
     ``units[name]`` is the layer's number of prunable units; values become exact
-    multiples of ``1 / units[name]``.
+    multiples of ``1 / units[name]`` and never go below ``floor`` (default 0).
     """
+    floor = floor or {}
     current = {n: round(v * units[n]) / units[n] for n, v in allocation.items()}
     gap = abs(measure(current) - target)
     for _ in range(rounds):
@@ -72,7 +74,7 @@ def refine_to_budget(allocation: Mapping[str, float], units: Mapping[str, int], 
         for name in current:
             for step in (-1, 1):
                 value = current[name] + step / units[name]
-                if not -1e-12 <= value <= max_sparsity + 1e-12:
+                if not floor.get(name, 0.0) - 1e-12 <= value <= max_sparsity + 1e-12:
                     continue
                 moved = abs(measure({**current, name: value}) - target)
                 if moved < best_gap - 1e-12:

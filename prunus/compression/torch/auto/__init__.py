@@ -1,7 +1,10 @@
 """Automatic pruners: searches for a per-layer sparsity allocation under one budget."""
 from .annealing import SimulatedAnnealingPruner
 from .base import AutoPruner
-from .netadapt import NetAdaptPruner
 from .cost import CostModel, pruned_flops
+from .netadapt import NetAdaptPruner
+from .sensitivity import SensitivityPruner
+from .sensitivity_analysis import SensitivityAnalysis
 
-__all__ = ['AutoPruner', 'CostModel', 'pruned_flops', 'SimulatedAnnealingPruner', 'NetAdaptPruner']
+__all__ = ['AutoPruner', 'CostModel', 'pruned_flops', 'SimulatedAnnealingPruner', 'NetAdaptPruner',
+           'SensitivityPruner', 'SensitivityAnalysis']

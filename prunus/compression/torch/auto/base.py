@@ -72,10 +72,14 @@ def check_base_algo(owner: str, base_algo: str) -> type:
     """The registered one-shot pruner class named ``base_algo``, or a clear error."""
     cls = get_pruner(base_algo)
     weighted = {t.__name__ for t in layers.FILTERED}
-    if not getattr(cls, 'conformance', True) or not weighted & set(layers.names(cls.supported_types)):
+    how = ''
+    if not getattr(cls, 'conformance', True):
+        how = ' by a search'
+    elif getattr(cls, 'schedules_itself', False):
+        how = ' while training'
+    if how or not weighted & set(layers.names(cls.supported_types)):
         raise ValueError(f"{owner}: base_algo must be a one-shot pruner of Conv/Linear layers; "
-                         f"'{base_algo}' prunes {', '.join(layers.names(cls.supported_types))}"
-                         + (' by a search' if not getattr(cls, 'conformance', True) else '') + '.')
+                         f"'{base_algo}' prunes {', '.join(layers.names(cls.supported_types))}{how}.")
     return cls
 
 
@@ -117,6 +121,9 @@ class AutoPruner(Pruner):
         self.structured = bool(getattr(self.base_cls, 'structured', True))
         self.target_sparsity = self._single_target()
         self._scores: Scores | None = None
+        # The base criterion bound to the model: scores channels and expands keep vectors.
+        self._base = self.base_cls(self.bound_model, [{'sparsity': 0.0, 'op_names': sorted(self.targets)}],
+                                   **self.base_kwargs)
         self._cost: CostModel | None = None
         self.best_allocation: Allocation | None = None
         self.best_score: float | None = None
@@ -136,12 +143,10 @@ class AutoPruner(Pruner):
         """Channel (or weight) scores of the base criterion on ``model`` (default: bound)."""
         if model is None and self._scores is not None:
             return self._scores
-        target = self.bound_model if model is None else model
-        config = [{'sparsity': 0.0, 'op_names': sorted(self.targets)}]
-        base = self.base_cls(target, config, **self.base_kwargs)
+        base = self._base if model is None else self.base_cls(model, self._base.config_list, **self.base_kwargs)
         scores = base.compute_scores(base.collect())
         if model is None:
-            self._scores, self._base = scores, base
+            self._scores = scores
         return scores
 
     def units(self, name: str) -> int:

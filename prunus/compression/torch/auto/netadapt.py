@@ -12,7 +12,7 @@ from torch import nn
 
 from ...history import SearchHistory
 from ...registry import register_pruner
-from ...search import Allocation, solve_layer
+from ...search import Allocation, refine_to_budget, solve_layer
 from .. import layers
 from ..masking import apply_masks
 from .base import AutoPruner
@@ -69,13 +69,20 @@ class NetAdaptPruner(AutoPruner):
         return {**super().settings(), 'sparsity_per_iteration': self.sparsity_per_iteration}
 
     def candidates(self, current: Allocation, step_target: float) -> list[Allocation]:
-        """One allocation per layer that reaches ``step_target`` by pruning that layer alone."""
+        """One allocation per layer that reaches ``step_target`` by pruning that layer alone;
+        on the last step, single channels elsewhere may move too, to land on the budget."""
         found = []
+        units = {n: self.units(n) for n in current}
         for name in current:
             value = solve_layer(current, name, self.measure, step_target, self.max_sparsity)
-            if value is not None:
-                units = self.units(name)
-                found.append({**current, name: min(self.max_sparsity, round(value * units) / units)})
+            if value is None:
+                continue
+            candidate = {**current, name: min(self.max_sparsity, round(value * units[name]) / units[name])}
+            if step_target >= self.target_sparsity:
+                candidate = refine_to_budget(candidate, units, self.measure, step_target, self.max_sparsity,
+                                             floor=current)
+            if candidate not in found:
+                found.append(candidate)
         return found
 
     def _resume(self, history: SearchHistory, working: nn.Module) -> tuple[int, Allocation] | None:
@@ -86,6 +93,7 @@ class NetAdaptPruner(AutoPruner):
         if state.get('settings') != history.settings:
             return None
         working.load_state_dict(state['model'])
+        self._reached = state['reached']
         apply_masks(working, self.masks_for(state['allocation'], self.base_scores(working)))
         logger.info('NetAdaptPruner: resuming after iteration %d', state['iteration'])
         return state['iteration'], state['allocation']
@@ -94,6 +102,7 @@ class NetAdaptPruner(AutoPruner):
         history = SearchHistory(self.experiment_data_dir, 'netadapt', self.settings())
         working = copy.deepcopy(self.bound_model)
         current: Allocation = {n: 0.0 for n in self.searchable()}
+        self._reached = False
         iteration, resumed = 0, self._resume(history, working)
         if resumed is not None:
             iteration, current = resumed
@@ -101,7 +110,9 @@ class NetAdaptPruner(AutoPruner):
         self.best_score = None
         with self.progress_bar(total, 'netadapt') as bar:
             bar.update(min(iteration, total))
-            while self.measure(current) < self.target_sparsity - 1e-3:
+            # Whole channels cannot always hit the target exactly: the step that aims at
+            # the target is the last one, wherever within half a channel it lands.
+            while self.measure(current) < self.target_sparsity and not self._reached:
                 step = min(self.target_sparsity, self.measure(current) + self.sparsity_per_iteration)
                 candidates = self.candidates(current, step)
                 if not candidates:
@@ -116,8 +127,10 @@ class NetAdaptPruner(AutoPruner):
                 working.load_state_dict(results[pick][1])
                 apply_masks(working, self.masks_for(current, scores))
                 iteration += 1
+                self._reached = step >= self.target_sparsity
                 torch.save({'settings': history.settings, 'iteration': iteration, 'allocation': current,
-                            'model': working.state_dict()}, self.experiment_data_dir / CHECKPOINT)
+                            'model': working.state_dict(), 'reached': self._reached},
+                           self.experiment_data_dir / CHECKPOINT)
                 bar.set_postfix(best=f'{self.best_score:.4f}', budget=f'{self.measure(current):.3f}')
                 bar.update(1)
         self._history, self._working = history, working

@@ -1,0 +1,76 @@
+"""Invariants every registered automatic pruner keeps on a tiny CNN."""
+import json
+
+import pytest
+import torch
+
+from prunus.compression import available_pruners
+from prunus.compression.torch import get_masks, pruned_flops
+
+from .factories import FACTORIES
+from .models import Fidelity, example_input, tiny_model
+
+AUTO = sorted(name for name, cls in available_pruners('torch').items() if not getattr(cls, 'conformance', True))
+
+
+def test_every_search_pruner_has_a_factory_here():
+    assert set(AUTO) <= set(FACTORIES), 'add a factory for the new pruner in tests/auto/factories.py'
+    assert {'simulated_annealing', 'netadapt', 'sensitivity'} <= set(AUTO)
+
+
+def run(name, directory, **kwargs):
+    model = tiny_model()
+    fidelity = Fidelity(model)
+    pruner = FACTORIES[name](model, fidelity, directory, **kwargs)
+    return pruner, pruner.compress(), fidelity
+
+
+def weight_sparsity(pruner, model):
+    masks = get_masks(model)
+    removed = sum(float((1 - masks[n]['weight']).sum()) for n in pruner.targets if n in masks)
+    return removed / sum(m.weight.numel() for m in pruner.targets.values())
+
+
+@pytest.mark.parametrize('name', AUTO)
+def test_weight_budget_is_met(name, tmp_path):
+    pruner, model, _ = run(name, tmp_path)
+    assert abs(weight_sparsity(pruner, model) - 0.5) <= 0.01
+
+
+@pytest.mark.parametrize('name', AUTO)
+def test_flops_budget_is_met_after_speedup(name, tmp_path):
+    x = example_input()
+    dense = pruned_flops(tiny_model(), x, {})
+    _, model, _ = run(name, tmp_path, budget='flops', dummy_input=x)
+    assert abs(1 - pruned_flops(model, x) / dense - 0.5) <= 0.01
+
+
+@pytest.mark.parametrize('name', AUTO)
+def test_deterministic_given_the_seed(name, tmp_path):
+    _, a, _ = run(name, tmp_path / 'a', seed=5)
+    _, b, _ = run(name, tmp_path / 'b', seed=5)
+    masks_a, masks_b = get_masks(a), get_masks(b)
+    assert masks_a.keys() == masks_b.keys()
+    assert all(torch.equal(masks_a[n]['weight'], masks_b[n]['weight']) for n in masks_a)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize('name', AUTO)
+def test_experiment_dir_holds_history_best_config_and_masks_and_resumes(name, tmp_path):
+    pruner, model, first = run(name, tmp_path)
+    history = json.loads((tmp_path / 'search_history.json').read_text())
+    assert history['trials'] and all('score' in t for t in history['trials'])
+    best = json.loads((tmp_path / 'best_config.json').read_text())
+    assert best['config_list'] and abs(best['achieved'] - 0.5) <= 0.01
+    saved = torch.load(tmp_path / 'best_masks.pth')
+    assert all(torch.equal(saved[n]['weight'], m['weight']) for n, m in get_masks(model).items())
+    again, model_again, second = run(name, tmp_path)
+    assert second.calls < first.calls
+    assert all(torch.equal(get_masks(model)[n]['weight'], m['weight']) for n, m in get_masks(model_again).items())
+
+
+@pytest.mark.parametrize('name', AUTO)
+def test_conv_layers_only_when_selected(name, tmp_path):
+    pruner, model, _ = run(name, tmp_path)
+    assert set(pruner.targets) == {'conv1', 'conv2', 'conv3'}
+    assert 'fc' not in get_masks(model)
