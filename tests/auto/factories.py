@@ -1,7 +1,7 @@
 """How to build each registered automatic pruner for a tiny, fast search."""
 from __future__ import annotations
 
-from prunus.compression.torch import NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
+from prunus.compression.torch import AMCPruner, NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 
 from .models import FineTune
 
@@ -23,4 +23,12 @@ def sensitivity(model, fidelity, directory, **kwargs):
                              checkpoint_dir=directory, sparsities=[0.25, 0.5, 0.75], progress=False, **kwargs)
 
 
-FACTORIES = {'simulated_annealing': simulated_annealing, 'netadapt': netadapt, 'sensitivity': sensitivity}
+def amc(model, fidelity, directory, budget='sparsity', dummy_input=None, **kwargs):
+    # AMC's budget is always FLOPs (flops_ratio); the weight-budget test reads its FLOPs instead.
+    loader = [(fidelity.x, None)]
+    return AMCPruner(model, [{'op_types': ['Conv2d']}], lambda data, m: fidelity(m), loader, flops_ratio=0.5,
+                     channel_round=1, train_episode=6, warmup=3, bsize=8, hidden1=16, hidden2=16,
+                     output_dir=directory, progress=False, **kwargs)
+
+
+FACTORIES = {'simulated_annealing': simulated_annealing, 'netadapt': netadapt, 'sensitivity': sensitivity, 'amc': amc}

@@ -6,7 +6,7 @@ Example::
     pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}])
     model = pruner.compress()
 """
-from .auto import (NetAdaptPruner, SensitivityAnalysis, SensitivityPruner, SimulatedAnnealingPruner,
+from .auto import (AMCPruner, AutoCompressPruner, NetAdaptPruner, SensitivityAnalysis, SensitivityPruner, SimulatedAnnealingPruner,
                    pruned_flops)
 from .base import Pruner
 from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
@@ -23,4 +23,5 @@ __all__ = [
     'apply_compression_results', 'load_masks', 'apply_masks', 'get_masks', 'strip',
     'bn_l1_penalty', 'SparsityReport',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
+    'AMCPruner', 'AutoCompressPruner',
 ]

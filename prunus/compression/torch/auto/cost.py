@@ -219,6 +219,12 @@ class CostModel:
         frac = self.fractions(allocation)
         return self.total_params - sum(b * (1.0 - self._keep(n, frac)) for n, b in self.base_params.items())
 
+    def params_of(self, names: list[str], allocation: Mapping[str, float]) -> float:
+        """Estimated parameters of the layers ``names`` after pruning ``allocation``
+        (their inputs shrink too when a producer loses channels)."""
+        frac = self.fractions(allocation)
+        return sum(self.base_params.get(n, 0) * self._keep(n, frac) for n in names)
+
     def layer_flops(self, name: str, allocation: Mapping[str, float]) -> float:
         """Estimated FLOPs of one layer under ``allocation``."""
         return self.base_flops.get(name, 0) * self._keep(name, self.fractions(allocation))
