@@ -79,3 +79,19 @@ def test_conv_layers_only_when_selected(name, tmp_path):
     pruner, model, _ = run(name, tmp_path)
     assert set(pruner.targets) == {'conv1', 'conv2', 'conv3'}
     assert 'fc' not in get_masks(model)
+
+
+@pytest.mark.parametrize('name', [n for n in AUTO if n != 'amc'])
+def test_a_process_pool_gives_the_serial_result(name, tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+    _, serial, _ = run(name, tmp_path / 's')
+    with ProcessPoolExecutor(2) as pool:
+        _, parallel, _ = run(name, tmp_path / 'p', executor=pool)
+    assert all(torch.equal(get_masks(serial)[n]['weight'], m['weight']) for n, m in get_masks(parallel).items())
+    assert all(torch.equal(p, q) for p, q in zip(serial.state_dict().values(), parallel.state_dict().values()))
+
+
+@pytest.mark.parametrize('name', [n for n in AUTO if n != 'amc'])
+def test_flops_budget_needs_a_channel_criterion(name, tmp_path):
+    with pytest.raises(ValueError, match="budget='flops' needs a channel criterion as base_algo; 'level'"):
+        run(name, tmp_path, budget='flops', dummy_input=example_input(), base_algo='level')

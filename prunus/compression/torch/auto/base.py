@@ -119,6 +119,9 @@ class AutoPruner(Pruner):
         self.seed, self.executor, self.progress = seed, executor, progress
         self.budget, self.dummy_input, self.max_sparsity = budget, dummy_input, max_sparsity_per_layer
         self.structured = bool(getattr(self.base_cls, 'structured', True))
+        if budget == 'flops' and not self.structured:
+            raise ValueError(f"{owner}: budget='flops' needs a channel criterion as base_algo; "
+                             f"'{base_algo}' prunes single weights, which a speedup cannot remove.")
         self.target_sparsity = self._single_target()
         self._scores: Scores | None = None
         # The base criterion bound to the model: scores channels and expands keep vectors.
