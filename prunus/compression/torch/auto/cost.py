@@ -101,15 +101,21 @@ def _newly_dead(dead: torch.Tensor | None, before: torch.Tensor | None) -> tuple
 
 
 def probe_input(dummy_input: Any, batch: int = 8, seed: int = 0) -> Any:
-    """A random batch shaped like ``dummy_input`` (a tensor, or a tuple of tensors)."""
+    """A random batch shaped like ``dummy_input`` (a tensor, or a tuple/dict of tensors;
+    non-float entries such as token ids are kept as given)."""
     generator = torch.Generator().manual_seed(seed)
 
     def one(t: Any) -> Any:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             return t
         return torch.randn((batch, *t.shape[1:]), generator=generator, dtype=t.dtype).to(t.device)
+    if isinstance(dummy_input, dict):
+        return {k: one(v) for k, v in dummy_input.items()}
     if isinstance(dummy_input, (tuple, list)):
         return type(dummy_input)(one(t) for t in dummy_input)
+    if not isinstance(dummy_input, torch.Tensor) or not dummy_input.is_floating_point():
+        raise TypeError('counting FLOPs after pruning needs dummy_input as a float tensor, or a tuple or dict '
+                        f'holding float tensors; got {type(dummy_input).__name__}.')
     return one(dummy_input)
 
 
@@ -159,13 +165,13 @@ class CostModel:
         self.leaves = _weighted_leaves(model)
         modules = dict(model.named_modules())
         self.channels = {n: layers.out_channels(modules[n]) for n in prunable}
+        self.inputs = probe_input(dummy_input)  # validates dummy_input before anything runs
         flops = module_flops(model, dummy_input)
         self.total_flops = int(flops.get('', 0))
         self.total_params = sum(p.numel() for p in model.parameters())
         self.base_flops = {n: int(flops.get(n, 0)) for n in self.leaves}
         self.base_params = {n: sum(p.numel() for p in m.parameters(recurse=False)) for n, m in self.leaves.items()}
         self.channelwise = {n: _channelwise(m) for n, m in self.leaves.items()}
-        self.inputs = probe_input(dummy_input)
         #: prunable layers whose channels a speedup can remove on their own: the only
         #: conv/linear of their channel group (no residual tie) and not blocked (not the output)
         self.followers = removable_alone(model, dummy_input, prunable)
