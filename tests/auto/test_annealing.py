@@ -114,3 +114,10 @@ def test_one_budget_per_search():
     with pytest.raises(ValueError, match=r"one overall budget, but config_list\[0\] asks 0.5, "
                                          r"config_list\[1\] asks 0.3"):
         SimulatedAnnealingPruner(model, config, Fidelity(model))
+
+
+def test_a_base_algo_passed_where_optimize_mode_goes_gets_a_hint():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="got 'l1' \\(it names a pruner: the legacy signature puts optimize_mode "
+                                         "before base_algo; pass base_algo='l1' by keyword\\)"):
+        SimulatedAnnealingPruner(model, CONFIG, Fidelity(model), 'l1')
