@@ -33,7 +33,7 @@ from ...allocation import keep_mask, prune_count
 from ...config import ConfigSpec
 from ...history import SearchHistory
 from ...registry import get_pruner
-from ...search import Allocation, better, refine_to_budget, scale_to_budget
+from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
 from .. import layers
 from ..base import Pruner, Scores, _to_numpy
 from ..masking import Masks, apply_masks
@@ -101,7 +101,6 @@ class AutoPruner(Pruner):
                budget: str = 'sparsity', dummy_input: Any = None, max_sparsity_per_layer: float = 0.95,
                progress: bool = True, base_kwargs: Mapping[str, Any] | None = None) -> None:
         owner = type(self).__name__
-        from ...search import check_optimize_mode
         if evaluator is not None and not callable(evaluator):
             raise TypeError(f'{owner}: evaluator must be callable; got {type(evaluator).__name__}.')
         if budget not in BUDGETS:
