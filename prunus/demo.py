@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from prunus.compression import get_pruner
 from prunus.compression.torch import get_masks
 from prunus.compression.torch.flops import module_flops
+from prunus.speedup import speedup
 
 ONE_SHOT = ('level', 'l1', 'l2', 'fpgm', 'slim', 'apoz', 'mean_activation', 'taylorfo')
 
@@ -104,6 +105,29 @@ class DemoRow:
     params: int
     flops: int
     seconds: float
+    params_small: int = 0
+    flops_small: int = 0
+    latency_ratio: float = 1.0
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 300) -> float:
+    """Median CPU latency of one forward pass, in milliseconds."""
+    model.eval()
+    for _ in range(20):
+        model(example)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(example)
+        times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def shrink(model: nn.Module, example: torch.Tensor, dense_ms: float) -> tuple[int, int, float]:
+    """Physically removes the pruned channels; returns params, FLOPs, latency ratio."""
+    small, summary = speedup(model, example, get_masks(model), return_summary=True)
+    return summary.params_after, summary.flops_after, latency_ms(small, example) / dense_ms
 
 
 def _pruner_kwargs(name: str, calib: list, model: nn.Module, train_data: tuple) -> dict:
@@ -140,26 +164,33 @@ def run_demo(sparsity: float = 0.5, epochs: int = 15, finetune_epochs: int = 3, 
     dense_acc = accuracy(dense, x_test, y_test)
     dense_params, dense_flops = nonzero_params(dense), effective_flops(dense, {}, example)
     calib = batches(x_train, y_train, 128)[:4]
+    dense_ms = latency_ms(dense, example)
     rows = []
     for name in tqdm(list(pruners), desc='pruning', disable=not progress):
         start = time.perf_counter()
         model = prune_one(name, dense, sparsity, calib, (x_train, y_train))
         pruned_acc = accuracy(model, x_test, y_test)
         train(model, x_train, y_train, finetune_epochs, lr=0.01, seed=seed + 100)
-        rows.append(DemoRow(name, sparsity, pruned_acc, accuracy(model, x_test, y_test),
-                            nonzero_params(model), effective_flops(model, get_masks(model), example),
-                            time.perf_counter() - start))
+        tuned_acc = accuracy(model, x_test, y_test)
+        params, flops = nonzero_params(model), effective_flops(model, get_masks(model), example)
+        seconds = time.perf_counter() - start
+        rows.append(DemoRow(name, sparsity, pruned_acc, tuned_acc, params, flops, seconds,
+                            *shrink(model, example, dense_ms)))
     return dense_acc, dense_params, dense_flops, rows
 
 
 def format_table(dense_acc: float, dense_params: int, dense_flops: int, rows: Iterable[DemoRow]) -> str:
-    header = f"{'pruner':<16}{'sparsity':>9}{'acc pruned':>12}{'acc tuned':>11}{'params':>10}{'FLOPs':>11}{'time s':>8}"
+    """Masked columns count non-zero weights; 'after speedup' is the physically smaller model."""
+    header = (f"{'pruner':<16}{'sparsity':>9}{'acc pruned':>12}{'acc tuned':>11}{'params':>10}{'FLOPs':>11}"
+              f"{'time s':>8}  | after speedup:{'params':>9}{'FLOPs':>11}{'latency':>9}")
     lines = [header, '-' * len(header),
-             f"{'dense':<16}{'-':>9}{dense_acc:>12.2%}{'-':>11}{dense_params:>10,}{dense_flops:>11,}{'-':>8}"]
+             f"{'dense':<16}{'-':>9}{dense_acc:>12.2%}{'-':>11}{dense_params:>10,}{dense_flops:>11,}{'-':>8}"
+             f"  | {'':>13}{dense_params:>9,}{dense_flops:>11,}{1.0:>9.2f}"]
     for r in rows:
         lines.append(f'{r.pruner:<16}{r.sparsity:>9.0%}{r.accuracy_pruned:>12.2%}{r.accuracy_finetuned:>11.2%}'
-                     f'{r.params:>10,}{r.flops:>11,}{r.seconds:>8.2f}')
-    return '\n'.join(lines)
+                     f'{r.params:>10,}{r.flops:>11,}{r.seconds:>8.2f}  | {"":>13}{r.params_small:>9,}'
+                     f'{r.flops_small:>11,}{r.latency_ratio:>9.2f}')
+    return '\n'.join(lines) + '\n(latency: CPU batch-1 forward time relative to the dense model)'
 
 
 def main(sparsity: float = 0.5, epochs: int = 15, finetune_epochs: int = 3) -> None:

@@ -2,6 +2,10 @@
 allocation, schedules and the pruner registry. Imports neither torch nor tensorflow."""
 from .allocation import global_keep_masks, keep_mask, lowest, prune_count
 from .config import ConfigEntry, ConfigSpec, validate_config_list
+from .patterns import BlockPattern, NMPattern, Pattern, parse_pattern
+from .pruning_config import WeightPruningConfig
+from .pruning_yaml import config_from_mapping, load_pruning_yaml
+from .schedules import DECAY_TYPES, StepSchedule, agp_sparsity, decay_sparsity, lottery_round_sparsity
 from .registry import available_pruners, get_pruner, register_pruner
 from .selection import LayerRef, Selection, select_layers
 
@@ -10,4 +14,7 @@ __all__ = [
     'LayerRef', 'Selection', 'select_layers',
     'prune_count', 'lowest', 'keep_mask', 'global_keep_masks',
     'register_pruner', 'available_pruners', 'get_pruner',
+    'Pattern', 'BlockPattern', 'NMPattern', 'parse_pattern',
+    'WeightPruningConfig', 'config_from_mapping', 'load_pruning_yaml',
+    'DECAY_TYPES', 'StepSchedule', 'agp_sparsity', 'decay_sparsity', 'lottery_round_sparsity',
 ]

@@ -9,7 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
+from prunus._interop import guard_triton_after_tensorflow
+
+guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from prunus.speedup.handlers import Handler, find_handler
 from prunus.speedup.masks import apply_masks, load_masks, strip_masks

@@ -6,22 +6,34 @@ Example::
     pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}])
     model = pruner.compress()
 """
-from .auto import (AMCPruner, AutoCompressPruner, NetAdaptPruner, SensitivityAnalysis, SensitivityPruner, SimulatedAnnealingPruner,
-                   pruned_flops)
+from .admm import ADMMPruner
+from .agp import AGPPruner
+from .auto import (AMCPruner, AutoCompressPruner, NetAdaptPruner, SensitivityAnalysis, SensitivityPruner,
+                   SimulatedAnnealingPruner, pruned_flops)
 from .base import Pruner
 from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
                            TaylorFOWeightFilterPruner)
+from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
+from .lottery import LotteryTicketPruner
 from .masking import apply_masks, get_masks, strip
 from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
 from .regularization import bn_l1_penalty
 from .report import SparsityReport
+from .semi_structured import is_two_four, semi_structured_available, to_semi_structured
+from .training import Pruning, prepare_pruning
+from ..pruning_config import WeightPruningConfig
+from ..pruning_yaml import load_pruning_yaml
 
 __all__ = [
     'Pruner', 'LevelPruner', 'L1FilterPruner', 'L2FilterPruner', 'FPGMPruner', 'SlimPruner',
     'ActivationAPoZRankFilterPruner', 'ActivationMeanRankFilterPruner', 'TaylorFOWeightFilterPruner',
     'apply_compression_results', 'load_masks', 'apply_masks', 'get_masks', 'strip',
     'bn_l1_penalty', 'SparsityReport',
+    'AGPPruner', 'LotteryTicketPruner', 'ADMMPruner',
+    'Pruning', 'prepare_pruning', 'WeightPruningConfig', 'load_pruning_yaml',
+    'average_scores', 'broadcast_masks',
+    'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
     'AMCPruner', 'AutoCompressPruner',
 ]

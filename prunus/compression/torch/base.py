@@ -145,6 +145,10 @@ class Pruner:
         """Recomputes and re-attaches masks (training-aware pruners call this on a schedule)."""
         self.compress()
 
+    def update_epoch(self, epoch: int) -> None:
+        """Tells the pruner an epoch began; one-shot pruners ignore it (as in NNI), so one
+        training loop can drive any pruner."""
+
     def sparsity_report(self, dummy_input: Any = None) -> SparsityReport:
         """Per layer: shape, achieved sparsity, parameters and (given an input) FLOPs."""
         return _report(self.bound_model, self.get_masks(), dummy_input)

@@ -5,7 +5,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from prunus._interop import guard_triton_after_tensorflow
+
+guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:

@@ -1,0 +1,208 @@
+"""Configuration of the training API (``Pruning``): global settings plus local pruners.
+
+A config has global settings and a list of local pruner entries; every entry inherits the
+global settings and overrides any of them (local wins). The key names of Intel Neural
+Compressor's configs and of its predecessors are accepted as aliases, so configs written
+for any of them read the same::
+
+    >>> config = WeightPruningConfig([{'op_names': ['fc.*'], 'pattern': '2:4'}],
+    ...                              target_sparsity=0.5, start_step=0, end_step=10)
+    >>> settings = config.resolved()[0]
+    >>> settings['pattern'], settings['target_sparsity'], settings['pruning_type']
+    ('2:4', 0.5, 'snip_momentum')
+
+Each key's rule is declared once in :data:`PRUNING_KEYS`; messages are rendered from it
+(``pruners[1]['pattern'] must be ...; got ...``) and an unknown key is an error naming
+it, with the closest known key as a hint.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping, Sequence
+
+from .config import KeyRule, _is_int, _is_number, _is_str_list, _compiles
+from .patterns import parse_pattern
+from .schedules import DECAY_TYPES
+
+#: The group lasso coefficient used when a regularized entry sets no 'reg_coeff'.
+DEFAULT_REG_COEFF = 1e-4
+
+PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso')
+_TYPE_ALIASES = {'basic_magnitude': 'magnitude', 'grouplasso': 'group_lasso'}
+
+
+def _is_pattern(value: Any) -> bool:
+    try:
+        parse_pattern(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _one_of(choices: Sequence[str]) -> KeyRule:
+    return KeyRule(lambda v: isinstance(v, str), 'a string', lambda v: v in choices,
+                   'one of ' + ', '.join(repr(c) for c in choices))
+
+
+_FRACTION = KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
+_STEP = KeyRule(_is_int, 'an integer', lambda v: v >= 0, 'an integer >= 0')
+_REGEXES = KeyRule(_is_str_list, 'a list of strings', _compiles, 'a list of valid regular expressions')
+
+#: Canonical key -> rule. Aliases (below) are renamed to these before checking.
+PRUNING_KEYS: dict[str, KeyRule] = {
+    'target_sparsity': _FRACTION,
+    'initial_sparsity': _FRACTION,
+    'pruning_type': _one_of(PRUNING_TYPES),
+    'pattern': KeyRule(lambda v: isinstance(v, str), 'a string', _is_pattern,
+                       "a pattern such as 'unstructured', '4x1', '1xchannel' or '2:4'"),
+    'op_names': _REGEXES,
+    'names': KeyRule(_is_str_list, 'a list of strings'),
+    'excluded_op_names': _REGEXES,
+    'pruning_op_types': KeyRule(_is_str_list, 'a list of strings', lambda v: len(v) > 0,
+                                'a non-empty list of layer type names'),
+    'start_step': _STEP,
+    'end_step': _STEP,
+    'pruning_frequency': KeyRule(_is_int, 'an integer', lambda v: v >= 1, 'an integer >= 1'),
+    'start_epoch': _STEP,
+    'end_epoch': _STEP,
+    'update_frequency': KeyRule(_is_number, 'a number', lambda v: v > 0, 'a number > 0'),
+    'pruning_scope': _one_of(('global', 'local')),
+    'sparsity_decay_type': _one_of(DECAY_TYPES),
+    'max_sparsity_ratio_per_op': KeyRule(_is_number, 'a number', lambda v: 0 < v <= 1,
+                                         'a number in (0, 1]'),
+    'reg_type': KeyRule(lambda v: v is None or isinstance(v, str), 'a string or None',
+                        lambda v: v in (None, 'group_lasso'), "'group_lasso' or None"),
+    'reg_coeff': KeyRule(_is_number, 'a number', lambda v: v >= 0, 'a number >= 0'),
+    'momentum': KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)'),
+}
+
+#: Names used by older configs -> canonical names.
+KEY_ALIASES = {
+    'prune_type': 'pruning_type',
+    'exclude_names': 'excluded_op_names',
+    'not_to_prune_names': 'excluded_op_names',
+    'prune_layer_type': 'pruning_op_types',
+    'update_frequency_on_step': 'pruning_frequency',
+    'frequency': 'update_frequency',
+    'prune_domain': 'pruning_scope',
+    'max_sparsity_ratio_per_layer': 'max_sparsity_ratio_per_op',
+}
+
+DEFAULTS: dict[str, Any] = {
+    'target_sparsity': 0.9,
+    'initial_sparsity': 0.0,
+    'pruning_type': 'snip_momentum',
+    'pattern': '4x1',
+    'op_names': [],
+    'excluded_op_names': [],
+    'pruning_op_types': ['Conv', 'Linear'],
+    'start_step': 0,
+    'end_step': 0,
+    'pruning_frequency': 1,
+    'pruning_scope': 'global',
+    'sparsity_decay_type': 'exp',
+    'max_sparsity_ratio_per_op': 0.98,
+    'reg_type': None,
+    'reg_coeff': None,  # group lasso then uses DEFAULT_REG_COEFF
+    'momentum': 0.9,
+}
+
+
+def _unknown(where: str, key: Any) -> ValueError:
+    known = sorted(set(PRUNING_KEYS) | set(KEY_ALIASES))
+    if not isinstance(key, str):
+        return ValueError(f'{where} has a key {key!r} that is not a string.')
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" did you mean '{close[0]}'?" if close else f" accepted keys: {', '.join(known)}."
+    return ValueError(f"{where} has unknown key '{key}';{hint}")
+
+
+def _check(where: str, key: str, value: Any) -> None:
+    rule = PRUNING_KEYS[key]
+    if not rule.type_schema(value):
+        raise TypeError(f"{where}['{key}'] must be {rule.type_text}; got {value!r} "
+                        f'of type {type(value).__name__}.')
+    if rule.value_schema is not None and not rule.value_schema(value):
+        raise ValueError(f"{where}['{key}'] must be {rule.value_text}; got {value!r}.")
+
+
+def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Renames aliases, normalizes pruning types and checks every key of one mapping."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f'{where} must be a mapping of settings; got {type(raw).__name__}.')
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        canonical = KEY_ALIASES.get(key, key) if isinstance(key, str) else key
+        if canonical not in PRUNING_KEYS:
+            raise _unknown(where, key)
+        if canonical == 'pruning_type' and isinstance(value, str):
+            value = value.lower().replace('-', '_')
+            value = _TYPE_ALIASES.get(value, value)
+        if canonical in out:
+            raise ValueError(f"{where} sets '{canonical}' twice (once as '{key}').")
+        _check(where, canonical, value)
+        out[canonical] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _check_schedule(settings: dict[str, Any], where: str) -> None:
+    epochs = 'start_epoch' in settings or 'end_epoch' in settings
+    if epochs and not ('start_epoch' in settings and 'end_epoch' in settings):
+        raise ValueError(f"{where} gives only one of 'start_epoch' and 'end_epoch'; give both.")
+    start, end = ('start_epoch', 'end_epoch') if epochs else ('start_step', 'end_step')
+    if settings[end] < settings[start]:
+        raise ValueError(f"{where}['{end}'] ({settings[end]}) must be >= '{start}' ({settings[start]}).")
+    if not epochs and 'update_frequency' in settings:
+        if not _is_int(settings['update_frequency']):
+            raise ValueError(f"{where}['update_frequency'] counts steps here and must be an integer; "
+                             f"got {settings['update_frequency']!r}.")
+        settings['pruning_frequency'] = settings.pop('update_frequency')
+    if settings['initial_sparsity'] > settings['target_sparsity']:
+        raise ValueError(f"{where}['initial_sparsity'] ({settings['initial_sparsity']}) must not exceed "
+                         f"'target_sparsity' ({settings['target_sparsity']}).")
+
+
+class WeightPruningConfig:
+    """Global settings and local pruner entries of the training API.
+
+    Args:
+        pruning_configs: local entries, each a dict of settings overriding the global ones
+            for the layers it selects (``op_names`` regexes, ``pruning_op_types``).
+        **settings: global settings; see :data:`PRUNING_KEYS` and :data:`KEY_ALIASES`.
+
+    Raises:
+        TypeError, ValueError: a key is unknown or a value breaks its rule (the message
+            names the entry and the key); nothing is bound to a model yet.
+    """
+
+    def __init__(self, pruning_configs: Sequence[Mapping[str, Any]] | None = None, **settings: Any):
+        if pruning_configs is None:
+            pruning_configs = [{}]
+        if isinstance(pruning_configs, Mapping) or not isinstance(pruning_configs, (list, tuple)):
+            raise TypeError('pruning_configs must be a list of dicts; got '
+                            f'{type(pruning_configs).__name__}.')
+        self.global_settings = normalize_settings(settings, 'pruning config')
+        self.pruning_configs = [normalize_settings(local, f'pruners[{i}]')
+                                for i, local in enumerate(pruning_configs or [{}])]
+        self.train: dict[str, Any] = {}
+        self.resolved()  # validates the merged entries now, not when bound to a model
+
+    def resolved(self) -> list[dict[str, Any]]:
+        """Per local entry: defaults, then global settings, then the entry's own (local wins;
+        ``excluded_op_names`` is the exception: global and local exclusions both apply)."""
+        merged = []
+        for index, local in enumerate(self.pruning_configs):
+            settings = {**DEFAULTS, **self.global_settings, **local}
+            # Exclusions add up: a global "do not prune" list holds for every local entry.
+            settings['excluded_op_names'] = (self.global_settings.get('excluded_op_names', [])
+                                             + local.get('excluded_op_names', []))
+            _check_schedule(settings, f'pruners[{index}]')
+            merged.append(settings)
+        return merged
+
+    def __repr__(self) -> str:
+        return f'WeightPruningConfig({self.pruning_configs!r}, **{self.global_settings!r})'
+
+
+__all__ = ['DEFAULT_REG_COEFF', 'PRUNING_KEYS', 'KEY_ALIASES', 'DEFAULTS', 'PRUNING_TYPES', 'WeightPruningConfig',
+           'normalize_settings']

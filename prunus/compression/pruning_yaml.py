@@ -1,0 +1,120 @@
+"""Loading a :class:`WeightPruningConfig` from YAML, in the layouts older tools used.
+
+Accepted layouts (every level is checked; an unknown key is an error naming it)::
+
+    version: 1.0                       # optional, as are model: {name, framework}
+    pruning:
+      train:                           # optional epoch schedule defaults
+        start_epoch: 0
+        end_epoch: 4
+        frequency: 1
+      approach:
+        weight_compression:            # or weight_compression_pytorch
+          target_sparsity: 0.8         # global settings ...
+          pruners:                     # ... and local overrides, one '!Pruner' each
+            - !Pruner
+                pattern: 2:4
+                exclude_names: ['conv1']
+
+The root may also be the settings mapping itself (global keys plus ``pruners:``). The
+``!Pruner`` tag marks a local entry; a plain mapping is accepted too. The loader is
+``yaml.SafeLoader`` plus that one tag, so no YAML can construct arbitrary objects.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import yaml
+
+from .pruning_config import WeightPruningConfig
+
+APPROACHES = ('weight_compression', 'weight_compression_pytorch')
+#: Keys of a ``train:`` section; only the schedule ones drive pruning, the others
+#: (how older tools built their own training loop) are kept in ``config.train``.
+TRAIN_KEYS = ('start_epoch', 'end_epoch', 'frequency', 'iteration', 'dataloader', 'criterion',
+              'optimizer', 'epoch')
+_TRAIN_SCHEDULE = ('start_epoch', 'end_epoch', 'frequency')
+
+
+class _PrunerEntry(dict):
+    """A mapping read from a ``!Pruner`` node."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also understands ``!Pruner``."""
+
+
+def _construct_pruner(loader: yaml.SafeLoader, node: yaml.Node) -> _PrunerEntry:
+    if not isinstance(node, yaml.MappingNode):
+        raise ValueError(f'a !Pruner entry must be a mapping of settings (line {node.start_mark.line + 1}).')
+    return _PrunerEntry(loader.construct_mapping(node, deep=True))
+
+
+_Loader.add_constructor('!Pruner', _construct_pruner)
+
+
+def _only(mapping: Any, allowed: tuple[str, ...], where: str) -> Mapping[str, Any]:
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f'{where} must be a mapping; got {type(mapping).__name__}.')
+    for key in mapping:
+        if key not in allowed:
+            raise ValueError(f"{where} has unknown key '{key}'; accepted keys: {', '.join(allowed)}.")
+    return mapping
+
+
+def _settings_mapping(doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """(settings, train section) of a parsed document in any accepted layout."""
+    if 'pruning' not in doc:
+        return doc, {}
+    _only(doc, ('version', 'model', 'pruning'), 'the YAML root')
+    if 'model' in doc:
+        _only(doc['model'], ('name', 'framework'), "'model'")
+    pruning = _only(doc['pruning'], ('train', 'approach'), "'pruning'")
+    if 'approach' not in pruning:
+        raise ValueError("'pruning' needs an 'approach' section holding 'weight_compression'.")
+    approach = _only(pruning['approach'], APPROACHES, "'pruning.approach'")
+    if len(approach) != 1:
+        raise ValueError(f"'pruning.approach' needs exactly one of {', '.join(APPROACHES)}.")
+    train = _only(pruning.get('train') or {}, TRAIN_KEYS, "'pruning.train'")
+    return next(iter(approach.values())) or {}, train
+
+
+def config_from_mapping(doc: Any) -> WeightPruningConfig:
+    """A :class:`WeightPruningConfig` from an already parsed document (see module doc)."""
+    if not isinstance(doc, Mapping):
+        raise TypeError(f'a pruning config document must be a mapping; got {type(doc).__name__}.')
+    settings, train = _settings_mapping(doc)
+    settings = dict(_only(settings, tuple(settings), 'the pruning settings'))
+    local = settings.pop('pruners', None)
+    if 'pruning_configs' in settings:
+        if local is not None:
+            raise ValueError("the pruning settings give both 'pruners' and 'pruning_configs'; use one.")
+        local = settings.pop('pruning_configs')
+    if local is not None and not isinstance(local, list):
+        raise TypeError(f"'pruners' must be a list of !Pruner entries; got {type(local).__name__}.")
+    for key in _TRAIN_SCHEDULE:
+        if key in train and key not in settings:
+            settings[key] = train[key]
+    config = WeightPruningConfig(local or [{}], **settings)
+    config.train = dict(train)
+    return config
+
+
+def load_pruning_yaml(source: str | os.PathLike) -> WeightPruningConfig:
+    """Reads a YAML file (or YAML text containing a newline) into a config.
+
+    Raises:
+        ValueError, TypeError: the document's layout or a setting is invalid; the message
+            names the section and key.
+    """
+    text = str(source)
+    if '\n' not in text and os.path.exists(text):
+        with open(text, encoding='utf-8') as handle:
+            text = handle.read()
+    elif '\n' not in text:
+        raise FileNotFoundError(f'pruning config file {text!r} does not exist.')
+    return config_from_mapping(yaml.load(text, Loader=_Loader))  # noqa: S506 (SafeLoader subclass)
+
+
+__all__ = ['load_pruning_yaml', 'config_from_mapping', 'APPROACHES', 'TRAIN_KEYS']

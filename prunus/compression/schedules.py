@@ -1,0 +1,146 @@
+"""Sparsity schedules of the training-aware pruners, as pure functions of the step.
+
+Two families, both framework-agnostic:
+
+* AGP (Zhu & Gupta, 2017): sparsity rises from ``s_i`` to ``s_f`` between steps ``t0`` and
+  ``t0 + n*dt`` as ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n*dt))**3``: fast at first,
+  while the network has many redundant weights, then slowly.
+* Decay types of the training API (``sparsity_decay_type``), with progress
+  ``p = (step - start) / (end - start)`` in [0, 1]:
+
+  ======  ======================================================================
+  linear  ``s = s_i + (s_f - s_i) * p``
+  cos     ``s = s_i + (s_f - s_i) * (1 - cos(pi * p)) / 2`` (half a cosine period)
+  exp     density decays geometrically: ``1 - s = (1 - s_i) * ((1 - s_f) / (1 - s_i))**p``
+  cube    ``s = s_f + (s_i - s_f) * (1 - p)**3`` (the AGP curve)
+  ======  ======================================================================
+
+Every curve starts at ``s_i`` and ends *exactly* at ``s_f`` (``p = 1`` is special-cased
+so no floating-point residue is left at the end step). Example::
+
+    >>> schedule = StepSchedule(start=0, end=100, frequency=10, final=0.9, decay='cube')
+    >>> schedule.is_update_step(20), round(schedule.sparsity_at(20), 4)
+    (True, 0.4392)
+    >>> schedule.sparsity_at(100)
+    0.9
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+DECAY_TYPES = ('linear', 'cos', 'exp', 'cube')
+
+
+def agp_sparsity(t: float, t0: float, span: float, initial: float, final: float) -> float:
+    """The AGP sparsity at time ``t`` for a schedule from ``t0`` lasting ``span`` (= n*dt).
+
+    Before ``t0`` the result is ``initial``; from ``t0 + span`` on it is ``final``.
+    """
+    if span <= 0 or t >= t0 + span:
+        return final
+    if t <= t0:
+        return initial
+    return final + (initial - final) * (1.0 - (t - t0) / span) ** 3
+
+
+def _linear(p: float, initial: float, final: float) -> float:
+    return initial + (final - initial) * p
+
+
+def _cos(p: float, initial: float, final: float) -> float:
+    return initial + (final - initial) * (1.0 - math.cos(math.pi * p)) / 2.0
+
+
+def _exp(p: float, initial: float, final: float) -> float:
+    return 1.0 - (1.0 - initial) * ((1.0 - final) / (1.0 - initial)) ** p
+
+
+def _cube(p: float, initial: float, final: float) -> float:
+    return final + (initial - final) * (1.0 - p) ** 3
+
+
+_DECAY: dict[str, Callable[[float, float, float], float]] = {
+    'linear': _linear, 'cos': _cos, 'exp': _exp, 'cube': _cube}
+
+
+def decay_sparsity(decay: str, progress: float, initial: float, final: float) -> float:
+    """The sparsity of decay type ``decay`` at ``progress`` in [0, 1] (clamped)."""
+    if decay not in _DECAY:
+        raise ValueError(f"sparsity_decay_type must be one of {', '.join(DECAY_TYPES)}; got {decay!r}.")
+    if progress >= 1.0:
+        return final
+    return _DECAY[decay](max(progress, 0.0), initial, final)
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """When to update masks and to which sparsity, counted in steps.
+
+    One-shot when ``start == end``: a single update at ``start`` to ``final``. Otherwise
+    updates happen at ``start, start + frequency, ...`` and always at ``end``.
+
+    Attributes:
+        start: first step that updates masks.
+        end: step at which ``final`` is reached; no update after it.
+        frequency: steps between updates.
+        final: the target sparsity.
+        initial: the sparsity the curve starts from (0 for the training API).
+        decay: one of :data:`DECAY_TYPES`.
+    """
+
+    start: int
+    end: int
+    frequency: int = 1
+    final: float = 0.0
+    initial: float = 0.0
+    decay: str = 'exp'
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f'end_step ({self.end}) must be >= start_step ({self.start}).')
+        if self.frequency < 1:
+            raise ValueError(f'the update frequency must be an integer >= 1; got {self.frequency}.')
+        if self.decay not in _DECAY:
+            raise ValueError(f"sparsity_decay_type must be one of {', '.join(DECAY_TYPES)}; "
+                             f'got {self.decay!r}.')
+
+    @property
+    def one_shot(self) -> bool:
+        return self.start == self.end
+
+    def is_update_step(self, step: int) -> bool:
+        if step < self.start or step > self.end:
+            return False
+        return step == self.end or (step - self.start) % self.frequency == 0
+
+    def progress(self, step: int) -> float:
+        if self.one_shot:
+            return 1.0 if step >= self.end else 0.0
+        return min(max((step - self.start) / (self.end - self.start), 0.0), 1.0)
+
+    def sparsity_at(self, step: int) -> float:
+        """The target sparsity of an update made at ``step``."""
+        if self.one_shot or step >= self.end:
+            return self.final if step >= self.start else self.initial
+        return decay_sparsity(self.decay, self.progress(step), self.initial, self.final)
+
+    def update_steps(self) -> list[int]:
+        """Every step at which masks are updated, in order."""
+        steps = list(range(self.start, self.end, self.frequency))
+        return steps + [self.end]
+
+
+def lottery_round_sparsity(final: float, rounds: int, round_index: int) -> float:
+    """Overall sparsity after ``round_index`` of ``rounds`` lottery-ticket rounds.
+
+    Each round prunes ``1 - (1 - final)**(1/rounds)`` of the surviving weights, so after
+    ``k`` rounds ``1 - (1 - final)**(k/rounds)`` of all weights are pruned.
+    """
+    if round_index >= rounds:
+        return final
+    return 1.0 - (1.0 - final) ** (round_index / rounds)
+
+
+__all__ = ['DECAY_TYPES', 'agp_sparsity', 'decay_sparsity', 'StepSchedule', 'lottery_round_sparsity']

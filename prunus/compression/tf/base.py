@@ -1,0 +1,197 @@
+"""The Keras pruner base class: config_list -> selected layers -> scores -> masks.
+
+A pruner subclass declares which layer types it prunes and how it scores one layer
+(:meth:`Pruner.scores`); the base class resolves ``config_list`` through the shared core,
+turns scores into exact masks (per layer, or ranked globally for ``total_sparsity``),
+attaches them to the model and exports them.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from ..allocation import global_keep_masks, keep_mask
+from ..config import ConfigEntry, ConfigSpec, validate_config_list
+from ..selection import Selection, select_layers
+from . import masking
+from .dependency import dependency_keeps, tied_groups
+from .layers import channel_mask, iter_layers, layer_refs, spec_of, variables_of
+
+CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
+              'Conv3DTranspose')
+FILTER_TYPES = CONV_TYPES + ('DepthwiseConv1D', 'DepthwiseConv2D', 'SeparableConv1D',
+                             'SeparableConv2D', 'Dense')
+
+
+class Pruner:
+    """Base of the Keras pruners; a subclass declares only what it adds.
+
+    Example::
+
+        pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}])
+        model = pruner.compress()          # weights zeroed, masks kept through training
+        model.fit(x, y, callbacks=pruner.callbacks())
+        masks = pruner.get_masks()         # {'conv1': {'weight': ..., 'bias': ...}}
+
+    Attributes:
+        supported_types: Keras class names this pruner can prune.
+        default_types: what ``'default'`` in ``op_types`` means.
+        global_per_entry: rank every layer of one entry together even for ``'sparsity'``
+            (Slim ranks BatchNorm scales globally).
+    """
+
+    supported_types: Sequence[str] = FILTER_TYPES
+    default_types: Sequence[str] = CONV_TYPES
+    config_spec = ConfigSpec()
+    global_per_entry = False
+    structured = True
+
+    def __init__(self, model: keras.Model, config_list: list[dict[str, Any]],
+                 dependency_aware: bool = False):
+        owner = type(self).__name__
+        if not isinstance(dependency_aware, bool):
+            raise TypeError(f'{owner}: dependency_aware must be a bool; got {dependency_aware!r}.')
+        if dependency_aware and (not self.structured or self.global_per_entry):
+            raise ValueError(f'{owner}: dependency_aware=True needs a pruner that ranks channels '
+                             f'per layer; {owner} does not.')
+        if not isinstance(model, keras.Model):
+            raise TypeError(f'model must be a keras.Model; got {type(model).__name__}.')
+        if not model.built:
+            raise ValueError('model is not built; call it on data or give it an Input first.')
+        self.model = model
+        self.config_list = config_list
+        self.entries = validate_config_list(config_list, self.config_spec, type(self).__name__)
+        self.selections: list[Selection] = select_layers(
+            self.entries, layer_refs(model), supported_types=self.supported_types,
+            default_types=self.default_types, pruner=type(self).__name__)
+        self.layers = {name: layer for name, layer in iter_layers(model)}
+        self._masks: masking.Masks = {}
+        #: entry index -> sparsity used instead of the entry's own (set by schedules).
+        self.overrides: dict[int, float] = {}
+        self.dependency_aware = dependency_aware
+        self._groups = tied_groups(model, owner) if dependency_aware else []
+
+    # --- the algorithm: subclasses override these -------------------------------------
+    def scores(self, name: str, layer: keras.layers.Layer) -> np.ndarray:
+        """1-D scores of the layer's channels (or elements); lower scores are pruned."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Collects what :meth:`scores` needs (activations, gradients) before scoring."""
+
+    def sparsity_of(self, entry: ConfigEntry) -> tuple[str, float]:
+        """The target key and value of ``entry`` (or its entry in :attr:`overrides`)."""
+        key = 'total_sparsity' if 'total_sparsity' in entry else 'sparsity'
+        return key, float(self.overrides.get(entry.index, entry.get(key)))
+
+    # --- the shared pipeline -------------------------------------------------------------
+    def calc_masks(self) -> masking.Masks:
+        """Masks for every selected layer from the current weights (nothing is changed)."""
+        self.prepare()
+        by_entry: dict[int, list[str]] = defaultdict(list)
+        entries = {}
+        for sel in self.selections:
+            by_entry[sel.entry.index].append(sel.layer.name)
+            entries[sel.entry.index] = sel.entry
+        keeps: dict[str, np.ndarray] = {}
+        local_scores: dict[str, np.ndarray] = {}
+        local_sparsity: dict[str, float] = {}
+        for index, names in by_entry.items():
+            entry = entries[index]
+            key, sparsity = self.sparsity_of(entry)
+            scores = {n: np.asarray(self.scores(n, self.layers[n]), dtype=np.float64) for n in names}
+            if key == 'total_sparsity' or self.global_per_entry:
+                keeps.update(global_keep_masks(scores, sparsity, entry.get('max_sparsity_per_layer'),
+                                               where=entry.where))
+            else:
+                keeps.update({n: keep_mask(s, sparsity) for n, s in scores.items()})
+                local_scores.update(scores)
+                local_sparsity.update(dict.fromkeys(names, sparsity))
+        if self.dependency_aware:
+            keeps.update(dependency_keeps(self._groups, local_scores, local_sparsity))
+        return {name: self.masks_from_keep(self.layers[name], keep) for name, keep in keeps.items()}
+
+    def masks_from_keep(self, layer: keras.layers.Layer, keep: np.ndarray) -> dict[str, np.ndarray]:
+        """Weight (and bias) masks of ``layer`` from a keep vector over its output channels."""
+        spec = spec_of(layer)
+        variables = variables_of(layer)
+        weight = variables[spec.weight]
+        masks = {'weight': channel_mask(keep, spec, tuple(weight.shape))}
+        if spec.bias is not None and spec.bias in variables:
+            masks['bias'] = keep.astype(np.float32).reshape(tuple(variables[spec.bias].shape))
+        return masks
+
+    def compress(self) -> keras.Model:
+        """Computes masks, zeroes the masked weights and keeps them zero; returns the model."""
+        self._masks = self.calc_masks()
+        masking.attach_masks(self.model, self._masks)
+        return self.model
+
+    def update_masks(self) -> None:
+        """Recomputes and re-applies masks from the current weights (used by schedules)."""
+        self.compress()
+
+    # --- using and exporting the masks -----------------------------------------------------
+    def get_masks(self) -> masking.Masks:
+        """A copy of the masks: ``{layer_name: {'weight': array, 'bias': array}}``."""
+        return {n: {k: m.copy() for k, m in e.items()} for n, e in self._masks.items()}
+
+    def load_masks(self, masks: masking.Masks | str) -> keras.Model:
+        """Attaches masks from a dict or a file written by :meth:`export_model`."""
+        masks = masking.load_masks(masks) if isinstance(masks, str) else masks
+        masking.attach_masks(self.model, masks)
+        self._masks = {n: {k: np.asarray(m, np.float32) for k, m in e.items()} for n, e in masks.items()}
+        return self.model
+
+    def apply_masks(self) -> None:
+        """Re-zeroes masked weights; call it after weight updates that bypass the optimizer."""
+        masking.apply_masks(self.model)
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        """Keras callbacks to pass to ``model.fit`` alongside the pruned model."""
+        return [MaskCallback(self)]
+
+    def strip(self) -> keras.Model:
+        """Bakes masks into the weights and removes every trace: a plain Keras model."""
+        return masking.strip(self.model)
+
+    def export_model(self, model_path: str, mask_path: str | None = None) -> None:
+        """Saves the model with masked weights (``.keras``) and optionally the masks (``.npz``)."""
+        masking.apply_masks(self.model)
+        self.model.save(model_path)
+        if mask_path is not None:
+            masking.save_masks(self._masks, mask_path)
+
+    def sparsity_report(self) -> list[dict[str, Any]]:
+        """Per masked layer: name, type, weight shape, kept channels/elements, sparsity."""
+        rows = []
+        for name, entry in self._masks.items():
+            weight = entry['weight']
+            rows.append({'layer': name, 'type': type(self.layers[name]).__name__,
+                         'shape': tuple(weight.shape), 'sparsity': float(1.0 - weight.mean())})
+        return rows
+
+
+class MaskCallback(keras.callbacks.Callback):
+    """Re-applies a pruner's masks when training starts and after every epoch.
+
+    The mask constraints already zero masked weights after every optimizer step; this
+    also covers weights changed outside the optimizer (``set_weights``, a restored
+    checkpoint) between ``fit`` calls.
+    """
+
+    def __init__(self, pruner: Pruner):
+        super().__init__()
+        self.pruner = pruner
+
+    def on_train_begin(self, logs=None):
+        self.pruner.apply_masks()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.pruner.apply_masks()
+
+
+__all__ = ['Pruner', 'MaskCallback', 'CONV_TYPES', 'FILTER_TYPES']

@@ -1,0 +1,320 @@
+"""One small handler per Keras layer type: how its channels are removed.
+
+A handler answers four questions about its layer type: how to remove output channels
+(:meth:`LayerHandler.prune_out`), how to remove input channels (:meth:`prune_in`), how
+channels flow through it (:attr:`role`), and whether a constant arriving on a removed
+input channel can be folded into its bias exactly (:meth:`absorbs`, :meth:`fold`).
+``weights`` are dicts of numpy arrays by variable name (``'kernel'``, ``'bias'``, ...);
+``config`` is the layer's ``get_config()`` dict; ``keep`` is a boolean vector.
+
+Roles:
+    ``'mixing'``: outputs are new channels computed from all inputs (Conv, Dense).
+    ``'tied'``: output channel i comes from input channel i only (BatchNorm, activations,
+        pooling, depthwise conv); keeps the same channel ids.
+    ``'merge'``: element-wise merge of several inputs whose channels are tied (Add, Multiply).
+    ``'concat'``: channels of the inputs laid end to end (Concatenate on the last axis).
+    ``'reshape'``: Flatten/Reshape, mapping channels to feature positions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class LayerHandler:
+    """Removal knowledge of one layer type; subclasses override what applies."""
+
+    role = 'tied'
+
+    def prune_out(self, layer, config: dict, weights: dict, keep: np.ndarray) -> None:
+        """Removes the output channels where ``keep`` is False."""
+
+    def prune_in(self, layer, config: dict, weights: dict, keep: np.ndarray) -> None:
+        """Removes the input channels where ``keep`` is False."""
+
+    def supports(self, layer) -> str | None:
+        """None when this layer instance can be handled, else the reason it cannot."""
+        return None
+
+    def absorbs(self, layer) -> bool:
+        """Whether a spatially uniform constant input folds into the bias exactly."""
+        return False
+
+    def groups(self, layer) -> int:
+        """Number of channel groups (grouped convolution): input block ``b`` feeds only
+        output block ``b``, and every kept block must keep as many channels as the others."""
+        return 1
+
+    def fold(self, layer, weights: dict, const: np.ndarray) -> np.ndarray:
+        """Bias change (over the original outputs) equal to the constant input ``const``."""
+        raise NotImplementedError
+
+    def constant_outputs(self, layer, weights: dict) -> np.ndarray | None:
+        """Output channels whose value does not depend on the input (all-zero filters,
+        zeroed BatchNorm scale and shift); None when the type has none."""
+        return None
+
+
+class DenseHandler(LayerHandler):
+    role = 'mixing'
+
+    def prune_out(self, layer, config, weights, keep):
+        config['units'] = int(keep.sum())
+        weights['kernel'] = weights['kernel'][..., keep]
+        if 'bias' in weights:
+            weights['bias'] = weights['bias'][keep]
+
+    def prune_in(self, layer, config, weights, keep):
+        weights['kernel'] = weights['kernel'][keep, :]
+
+    def absorbs(self, layer):
+        return True
+
+    def fold(self, layer, weights, const):
+        return const @ weights['kernel']
+
+    def constant_outputs(self, layer, weights):
+        return ~weights['kernel'].any(axis=0)
+
+
+class ConvHandler(LayerHandler):
+    """Conv1D/2D/3D: kernel ``(*k, in / groups, out)``.
+
+    A grouped conv keeps its group structure: every kept group keeps the same number of
+    input and of output channels, and a group whose inputs and outputs are all removed is
+    dropped (``groups`` shrinks). The analysis balances removals to make this hold.
+    """
+
+    role = 'mixing'
+
+    def supports(self, layer):
+        if layer.data_format != 'channels_last':
+            return 'data_format channels_first'
+        return None
+
+    def groups(self, layer):
+        return getattr(layer, 'groups', 1)
+
+    def prune_out(self, layer, config, weights, keep):
+        g = self.groups(layer)
+        if g > 1:
+            config['groups'] = int(keep.reshape(g, -1).any(axis=1).sum())
+        config['filters'] = int(keep.sum())
+        weights['kernel'] = weights['kernel'][..., keep]
+        if 'bias' in weights:
+            weights['bias'] = weights['bias'][keep]
+
+    def prune_in(self, layer, config, weights, keep):
+        g = self.groups(layer)
+        if g == 1:
+            weights['kernel'] = weights['kernel'][..., keep, :]
+            return
+        blocks = keep.reshape(g, -1)
+        width = int(blocks.sum(axis=1).max())
+        kernel, per_out = weights['kernel'], weights['kernel'].shape[-1] // g
+        parts = []
+        for b, row in enumerate(blocks):
+            if row.sum() not in (0, width):
+                raise ValueError(f'group {b} keeps {int(row.sum())} input channels, '
+                                 f'the others {width}')
+            # A dropped group keeps placeholder rows; prune_out removes its outputs.
+            rows = np.flatnonzero(row) if row.any() else np.arange(width)
+            parts.append(kernel[..., rows, b * per_out:(b + 1) * per_out])
+        weights['kernel'] = np.concatenate(parts, axis=-1)
+
+    def absorbs(self, layer):
+        # No zero padding reaches the kernel: every output sees the whole constant.
+        return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
+
+    def fold(self, layer, weights, const):
+        kernel = weights['kernel']
+        g = self.groups(layer)
+        per_in, out = kernel.shape[-2], kernel.shape[-1]
+        summed = kernel.reshape(-1, per_in, g, out // g).sum(axis=0)  # (in/g, g, out/g)
+        return np.einsum('jbo,bj->bo', summed, const.reshape(g, per_in)).reshape(-1)
+
+    def constant_outputs(self, layer, weights):
+        kernel = weights['kernel']
+        return ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+
+
+class ConvTransposeHandler(ConvHandler):
+    """Conv1D/2D/3DTranspose: kernel ``(*k, out, in)``; overlapping outputs are never
+    uniform, so only zero constants are absorbed."""
+
+    def prune_out(self, layer, config, weights, keep):
+        config['filters'] = int(keep.sum())
+        weights['kernel'] = weights['kernel'][..., keep, :]
+        if 'bias' in weights:
+            weights['bias'] = weights['bias'][keep]
+
+    def prune_in(self, layer, config, weights, keep):
+        weights['kernel'] = weights['kernel'][..., keep]
+
+    def absorbs(self, layer):
+        return False
+
+    def constant_outputs(self, layer, weights):
+        kernel = np.moveaxis(weights['kernel'], -2, -1)
+        return ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+
+
+class SeparableConvHandler(ConvHandler):
+    """SeparableConv1D/2D: depthwise ``(*k, in, mult)`` then pointwise ``(1.., in*mult, out)``."""
+
+    def prune_out(self, layer, config, weights, keep):
+        config['filters'] = int(keep.sum())
+        weights['pointwise_kernel'] = weights['pointwise_kernel'][..., keep]
+        if 'bias' in weights:
+            weights['bias'] = weights['bias'][keep]
+
+    def prune_in(self, layer, config, weights, keep):
+        weights['depthwise_kernel'] = weights['depthwise_kernel'][..., keep, :]
+        inner = np.repeat(keep, layer.depth_multiplier)
+        weights['pointwise_kernel'] = weights['pointwise_kernel'][..., inner, :]
+
+    def fold(self, layer, weights, const):
+        depth = weights['depthwise_kernel']
+        per_in = depth.reshape(-1, depth.shape[-2], depth.shape[-1]).sum(axis=0)  # (in, mult)
+        inner = (per_in * const[:, None]).reshape(-1)
+        point = weights['pointwise_kernel'].reshape(-1, weights['pointwise_kernel'].shape[-1])
+        return inner @ point
+
+    def constant_outputs(self, layer, weights):
+        point = weights['pointwise_kernel']
+        return ~point.reshape(-1, point.shape[-1]).any(axis=0)
+
+
+class DepthwiseHandler(LayerHandler):
+    """DepthwiseConv1D/2D: channel-tied; each input channel owns ``depth_multiplier`` outputs."""
+
+    def supports(self, layer):
+        return None if layer.data_format == 'channels_last' else 'data_format channels_first'
+
+    def prune_in(self, layer, config, weights, keep):
+        weights['kernel'] = weights['kernel'][..., keep, :]
+        if 'bias' in weights:
+            mult = layer.depth_multiplier
+            weights['bias'] = weights['bias'].reshape(-1, mult)[keep].reshape(-1)
+
+    def constant_outputs(self, layer, weights):
+        kernel = weights['kernel']
+        return ~kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]).any(axis=0)
+
+
+def _axes(layer) -> tuple[list[int], int]:
+    """The layer's ``axis`` setting as non-negative axes of its (first) input."""
+    axis = getattr(layer, 'axis', -1)
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    rank = len(layer.input.shape) if not isinstance(layer.input, list) else len(layer.input[0].shape)
+    return [a % rank for a in axes], rank
+
+
+class ChannelVectorHandler(LayerHandler):
+    """Tied layers whose every weight is a per-channel vector on the last axis
+    (BatchNormalization, PReLU)."""
+
+    def supports(self, layer):
+        if hasattr(layer, 'axis'):
+            axes, rank = _axes(layer)
+            if axes != [rank - 1]:
+                return f'its axis is {layer.axis}, not the channel axis'
+        return None
+
+    def prune_in(self, layer, config, weights, keep):
+        for name, value in weights.items():
+            if value.ndim >= 1 and value.shape[-1] == keep.shape[0]:
+                weights[name] = value[..., keep]
+
+    def constant_outputs(self, layer, weights):
+        if 'gamma' not in weights and 'beta' not in weights:
+            return None  # PReLU never ignores its input
+        gamma = weights.get('gamma')
+        return (gamma == 0) if gamma is not None else None
+
+
+class NoWeightHandler(LayerHandler):
+    """Channel-wise layers without channel-sized state (activations, pooling, dropout)."""
+
+    def supports(self, layer):
+        if getattr(layer, 'data_format', 'channels_last') != 'channels_last':
+            return 'data_format channels_first'
+        activation = getattr(getattr(layer, 'activation', None), '__name__', '')
+        if activation in ('softmax', 'log_softmax'):
+            return f'{activation} mixes channels'
+        for name in ('scale', 'offset'):  # Rescaling: only scalars are channel-agnostic
+            if np.ndim(getattr(layer, name, 0.0)) > 0 and np.size(getattr(layer, name)) > 1:
+                return f'per-channel {name}'
+        return None
+
+
+class LayerNormHandler(NoWeightHandler):
+    """LayerNormalization: tied when it normalizes over non-channel axes only; over the
+    channel axis every channel enters the statistics, so none can be removed."""
+
+    def supports(self, layer):
+        axes, rank = _axes(layer)
+        return 'it normalizes over the channel axis' if rank - 1 in axes else None
+
+
+class PermuteHandler(NoWeightHandler):
+    """Permute that leaves the channel axis last (it only swaps spatial axes)."""
+
+    def supports(self, layer):
+        dims = tuple(layer.dims)
+        return None if dims[-1] == len(dims) else f'moves the channel axis (dims={dims})'
+
+
+class MergeHandler(LayerHandler):
+    role = 'merge'
+
+
+class ConcatHandler(LayerHandler):
+    role = 'concat'
+
+    def supports(self, layer):
+        rank = len(layer.output.shape)
+        return None if layer.axis in (-1, rank - 1) else f'concatenates on axis {layer.axis}'
+
+
+class ReshapeHandler(LayerHandler):
+    role = 'reshape'
+
+    def supports(self, layer):
+        return None if getattr(layer, 'data_format', 'channels_last') == 'channels_last' \
+            else 'data_format channels_first'
+
+
+def _named(handler: LayerHandler, *names: str) -> dict[str, LayerHandler]:
+    return {name: handler for name in names}
+
+
+#: Supported layer types (Keras class name -> handler). The docs list from this table;
+#: pass ``custom_handlers={'MyLayer': MyHandler()}`` to ``speedup`` for others.
+HANDLERS: dict[str, LayerHandler] = {
+    'Dense': DenseHandler(),
+    **_named(ConvHandler(), 'Conv1D', 'Conv2D', 'Conv3D'),
+    **_named(ConvTransposeHandler(), 'Conv1DTranspose', 'Conv2DTranspose', 'Conv3DTranspose'),
+    **_named(SeparableConvHandler(), 'SeparableConv1D', 'SeparableConv2D'),
+    **_named(DepthwiseHandler(), 'DepthwiseConv1D', 'DepthwiseConv2D'),
+    **_named(ChannelVectorHandler(), 'BatchNormalization', 'PReLU'),
+    **_named(NoWeightHandler(), 'Activation', 'ReLU', 'LeakyReLU', 'ELU', 'ThresholdedReLU',
+             'Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'SpatialDropout3D',
+             'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'Identity', 'Rescaling',
+             'MaxPooling1D', 'MaxPooling2D', 'MaxPooling3D', 'AveragePooling1D',
+             'AveragePooling2D', 'AveragePooling3D', 'GlobalAveragePooling1D',
+             'GlobalAveragePooling2D', 'GlobalAveragePooling3D', 'GlobalMaxPooling1D',
+             'GlobalMaxPooling2D', 'GlobalMaxPooling3D', 'ZeroPadding1D', 'ZeroPadding2D',
+             'ZeroPadding3D', 'Cropping1D', 'Cropping2D', 'Cropping3D', 'UpSampling1D',
+             'UpSampling2D', 'UpSampling3D', 'ActivityRegularization'),
+    **_named(MergeHandler(), 'Add', 'Subtract', 'Multiply', 'Average', 'Maximum', 'Minimum'),
+    'Concatenate': ConcatHandler(),
+    **_named(ReshapeHandler(), 'Flatten', 'Reshape'),
+    'Permute': PermuteHandler(),
+    'LayerNormalization': LayerNormHandler(),
+}
+
+
+__all__ = ['LayerHandler', 'HANDLERS', 'DenseHandler', 'ConvHandler', 'ConvTransposeHandler',
+           'SeparableConvHandler', 'DepthwiseHandler', 'ChannelVectorHandler', 'NoWeightHandler',
+           'LayerNormHandler', 'PermuteHandler',
+           'MergeHandler', 'ConcatHandler', 'ReshapeHandler']

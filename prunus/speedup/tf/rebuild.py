@@ -1,0 +1,89 @@
+"""Building the smaller model from an :class:`~.analysis.Analysis`: new configs, sliced
+weights and folded constants, layer by layer through the same graph."""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import tree
+
+from .analysis import Analysis, SpeedupError
+
+
+class Rebuilder:
+    """Clones every layer with its channels removed; weights are set once all are built."""
+
+    def __init__(self, analysis: Analysis):
+        self.analysis = analysis
+        self.clones: dict[int, Any] = {}
+        self.pending: list[tuple[Any, Any, dict[str, np.ndarray]]] = []
+
+    def build(self, model: keras.Model) -> keras.Model:
+        new = self.container(model, [tuple(t.shape) for t in model.inputs])
+        for old, layer, weights in self.pending:
+            try:
+                layer.set_weights([weights[v.name] for v in layer.weights])
+            except Exception as exc:
+                raise SpeedupError(f"speedup cannot set the weights of layer '{old.name}' "
+                                   f'({type(old).__name__}): {exc}') from exc
+        return new
+
+    def container(self, model: keras.Model, shapes: list[tuple]) -> keras.Model:
+        inputs = [keras.Input(batch_shape=shape, dtype=t.dtype, name=t.name)
+                  for shape, t in zip(shapes, model.inputs)]
+        if isinstance(model, keras.Sequential):
+            return keras.Sequential(inputs + [self.clone(layer) for layer in model.layers],
+                                    name=model.name)
+        outputs = model._run_through_graph(inputs, operation_fn=self.clone)
+        return keras.Model(tree.pack_sequence_as(model._inputs_struct, inputs), outputs,
+                           name=model.name)
+
+    def clone(self, op: Any) -> Any:
+        if not isinstance(op, keras.layers.Layer):
+            return op  # a keras.ops operation in the graph: stateless, kept as is
+        if id(op) not in self.clones:
+            plan = self.analysis.plans.get(id(op))
+            if isinstance(op, keras.Model):
+                shapes = [tuple(t.shape[:-1]) + (int(self.analysis.kept(ids).sum()),)
+                          for t, ids in zip(op.inputs, plan.in_ids)]
+                self.clones[id(op)] = self.container(op, shapes)
+            else:
+                self.clones[id(op)] = self.layer(op, plan)
+        return self.clones[id(op)]
+
+    def layer(self, layer, plan) -> keras.layers.Layer:
+        config = layer.get_config()
+        weights = {v.name: v.numpy() for v in layer.weights}
+        try:
+            if plan is not None and plan.role != 'pin':
+                self._prune(layer, plan, config, weights)
+            new = type(layer).from_config(config)
+        except Exception as exc:
+            raise SpeedupError(f"speedup cannot rebuild layer '{layer.name}' "
+                               f'({type(layer).__name__}): {exc}') from exc
+        if weights:
+            self.pending.append((layer, new, weights))
+        return new
+
+    def _prune(self, layer, plan, config: dict, weights: dict) -> None:
+        kept = self.analysis.kept
+        if plan.role == 'mixing':
+            in_keep, out_keep = kept(plan.in_ids[0]), kept(plan.out_ids)
+            removed_const = np.where(in_keep, 0.0, plan.const_in)
+            delta = plan.handler.fold(layer, weights, removed_const) if removed_const.any() else None
+            plan.handler.prune_in(layer, config, weights, in_keep)
+            if delta is not None:
+                if 'bias' not in weights:
+                    config['use_bias'] = True
+                    weights['bias'] = np.zeros(len(out_keep), np.float32)
+                weights['bias'] = (weights['bias'] + delta).astype(np.float32)
+            plan.handler.prune_out(layer, config, weights, out_keep)
+        elif plan.role == 'tied':
+            plan.handler.prune_in(layer, config, weights, kept(plan.in_ids[0]))
+        elif plan.role == 'reshape' and type(layer).__name__ == 'Reshape':
+            n_out = int(kept(plan.out_ids).sum())
+            config['target_shape'] = tuple(plan.out_shape[1:-1]) + (n_out,)
+
+
+__all__ = ['Rebuilder']

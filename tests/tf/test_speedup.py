@@ -1,0 +1,135 @@
+"""Speedup: exact outputs, fewer parameters, .keras round trip, clear failures."""
+import pytest
+
+pytest.importorskip('tensorflow')
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from prunus.compression.tf import L1FilterPruner, SlimPruner  # noqa: E402
+from prunus.speedup.tf import SpeedupError, speedup  # noqa: E402
+
+from .zoo import ZOO, build, perturb_batchnorm, sample  # noqa: E402
+
+PRUNABLE = ['Conv1D', 'Conv2D', 'Conv3D', 'Conv2DTranspose', 'SeparableConv2D', 'DepthwiseConv2D']
+
+
+def _exact(model, small, x):
+    ref = np.asarray(model(x, training=False))
+    out = np.asarray(small(x, training=False))
+    assert out.shape == ref.shape
+    return np.abs(out - ref).max() / (np.abs(ref).max() + 1e-12)
+
+
+@pytest.mark.parametrize('name', sorted(ZOO))
+def test_zoo_speedup_is_exact_and_smaller(name, tmp_path):
+    model = build(name)
+    types = sorted({type(l).__name__ for l in model._flatten_layers()} & set(PRUNABLE))
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': types}])
+    pruner.compress()
+    x = sample(model)
+    before = [w.copy() for w in model.get_weights()]
+    small = speedup(model, pruner.get_masks())
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert _exact(model, small, x) < 1e-4
+    assert small.count_params() < model.count_params()
+    path = str(tmp_path / 'small.keras')
+    small.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded(x, training=False), small(x, training=False), atol=1e-6)
+
+
+def test_constant_of_pruned_channel_is_folded_into_next_bias():
+    keras.utils.set_random_seed(1)
+    x = keras.Input((6,))
+    y = keras.layers.Dense(8, name='d1')(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.ReLU()(y)
+    model = keras.Model(x, keras.layers.Dense(3, use_bias=False, name='d2')(y))
+    perturb_batchnorm(model, 1)
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Dense'], 'op_names': ['d1']}])
+    pruner.compress()
+    small = speedup(model, pruner.get_masks())
+    assert small.get_layer('d1').units == 4
+    assert small.get_layer('d2').use_bias  # the folded constant needed a bias
+    assert _exact(model, small, sample(model)) < 1e-5
+
+
+def test_conflicting_masks_on_tied_channels_keep_used_channels():
+    model = build('residual_add')
+    masks = {'stem': {'weight': np.ones((3, 3, 3, 8), np.float32), 'bias': np.ones(8, np.float32)},
+             'branch': {'weight': np.zeros((1, 1, 8, 8), np.float32), 'bias': np.zeros(8, np.float32)}}
+    L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': ['stem', 'branch']}]).load_masks(masks)
+    small, summary = speedup(model, masks, return_summary=True)
+    assert small.get_layer('branch').filters == 8  # stem still uses every channel of the Add
+    assert sum(summary['pruned_but_kept'].values()) == 8
+    assert _exact(model, small, sample(model)) < 1e-5
+
+
+def test_slim_masks_remove_conv_channels():
+    model = build('seq_conv')
+    pruner = SlimPruner(model, [{'sparsity': 0.5, 'op_types': ['BatchNormalization']}])
+    pruner.compress()
+    small = speedup(model, pruner)
+    assert small.get_layer('conv1').filters == 4
+    assert _exact(model, small, sample(model)) < 1e-4
+
+
+class _Custom(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3, name='conv')
+
+    def call(self, x):
+        return self.conv(x)
+
+
+def test_subclassed_model_is_pruned_but_speedup_says_why_it_cannot():
+    model = _Custom()
+    model(np.zeros((1, 8, 8, 3), np.float32))
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}])
+    pruner.compress()
+    assert (model.conv.kernel.numpy().reshape(-1, 4) == 0).all(axis=0).sum() == 2
+    with pytest.raises(SpeedupError, match='subclassed model'):
+        speedup(model, pruner.get_masks())
+
+
+def test_failure_names_the_layer_and_leaves_model_unchanged():
+    model = build('seq_conv')
+    bad = {'conv1': {'weight': np.ones((2, 2), np.float32)}}
+    with pytest.raises(ValueError, match="mask 'conv1'\\['weight'\\] has shape"):
+        speedup(model, bad)
+
+    class Broken(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+        def get_config(self):
+            raise RuntimeError('no config')
+
+    x = keras.Input((4,))
+    m = keras.Model(x, keras.layers.Dense(2)(Broken(name='broken')(keras.layers.Dense(4, name='d')(x))))
+    with pytest.raises(Exception, match='broken|config'):
+        speedup(m, {'d': {'weight': np.zeros((4, 4), np.float32)}})
+
+
+APPS = {'MobileNetV2': 64, 'ResNet50': 64, 'EfficientNetB0': 64, 'DenseNet121': 64}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('app', sorted(APPS))
+def test_keras_applications_l1_half(app, tmp_path):
+    keras.utils.set_random_seed(0)
+    size = APPS[app]
+    model = getattr(keras.applications, app)(weights=None, input_shape=(size, size, 3), classes=10)
+    perturb_batchnorm(model)
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}])
+    pruner.compress()
+    small = speedup(model, pruner.get_masks())
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    assert _exact(model, small, x) < 1e-4
+    assert small.count_params() < model.count_params()
+    path = str(tmp_path / 'small.keras')
+    small.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded(x, training=False), small(x, training=False), atol=1e-5)
