@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from prunus.compression.torch.auto import CostModel, pruned_flops
-from prunus.compression.torch.auto.base import channel_masks
+from prunus.compression.torch.auto.base import channel_masks, follow
 from prunus.compression.torch.auto.cost import removable_alone
 
 from .models import example_input, tiny_model
@@ -28,7 +28,7 @@ def _masks(model, allocation, followers):
         keep = torch.ones(count, dtype=torch.bool)
         keep[:round(sparsity * count)] = False
         masks[name] = channel_masks(modules[name], keep)
-        masks.update({f: channel_masks(modules[f], keep[i]) for f, i in followers[name].items()})
+        masks.update({f: channel_masks(modules[f], follow(keep, i)) for f, i in followers[name].items()})
     return masks
 
 
@@ -48,5 +48,29 @@ def test_residual_tied_layers_and_the_output_are_not_removable_alone():
 
 
 def test_a_dummy_input_it_cannot_batch_is_rejected():
-    with pytest.raises(TypeError, match='needs dummy_input as a float tensor'):
+    with pytest.raises(TypeError, match='needs dummy_input as a batched tensor'):
         CostModel(tiny_model(), 'pixels', ['conv1'])
+
+
+def test_concat_followers_keep_the_other_inputs_channels():
+    from tests.pt.zoo import build
+    model, x = build('concat')
+    cost = CostModel(model, x, ['a', 'b'])
+    index = cost.followers['a']['bn']
+    assert (index[:6] == torch.arange(6)).all() and (index[6:] == -1).all()
+    keep = torch.tensor([False, True, True, True, True, False])
+    assert follow(keep, index).tolist() == keep.tolist() + [True] * 10
+    assert cost.flops({'a': 0.5}) == pruned_flops(model, x, _masks(model, {'a': 0.5}, cost.followers))
+
+
+def test_a_shared_module_is_not_removable_alone():
+    from tests.pt.zoo import build
+    model, x = build('shared_module')
+    assert 'conv' not in removable_alone(model, x, ['conv'])
+
+
+def test_integer_inputs_are_probed_with_random_ids():
+    from tests.pt.zoo import build
+    model, x = build('embedding_linear')
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert CostModel(model, x, names).total_flops > 0

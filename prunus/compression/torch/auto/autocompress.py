@@ -13,7 +13,7 @@ from ...search import Allocation, check_optimize_mode
 from .. import layers
 from ..masking import get_masks
 from .annealing import SimulatedAnnealingPruner
-from .base import AutoPruner, channel_masks, check_base_algo
+from .base import AutoPruner, channel_masks, check_base_algo, follow
 from .cost import CostModel
 
 logger = logging.getLogger('prunus.search')
@@ -109,7 +109,7 @@ class AutoCompressPruner(AutoPruner):
         for name, followers in annealer.followers.items():
             if name in masks:
                 keep = masks[name]['weight'].flatten(1).abs().amax(dim=1) > 0
-                masks.update({f: channel_masks(modules[f], keep[index]) for f, index in followers.items()})
+                masks.update({f: channel_masks(modules[f], follow(keep, index)) for f, index in followers.items()})
         return speedup(model, self.dummy_input, masks), allocation, score
 
     def compress(self) -> nn.Module:

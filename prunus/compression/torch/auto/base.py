@@ -68,6 +68,14 @@ def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tens
     return masks
 
 
+def follow(keep: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """A follower's keep vector: ``keep[index[j]]``, and True where ``index[j] < 0``."""
+    result = torch.ones(len(index), dtype=torch.bool)
+    mine = index >= 0
+    result[mine] = keep[index[mine]]
+    return result
+
+
 def check_base_algo(owner: str, base_algo: str) -> type:
     """The registered one-shot pruner class named ``base_algo``, or a clear error."""
     cls = get_pruner(base_algo)
@@ -172,7 +180,7 @@ class AutoPruner(Pruner):
             masks[name] = self._base.expand_keep(name, keep)
             if self.structured:
                 for follower, index in self.followers.get(name, {}).items():
-                    masks[follower] = channel_masks(modules[follower], keep[index])
+                    masks[follower] = channel_masks(modules[follower], follow(keep, index))
         return masks
 
     @property
@@ -203,8 +211,9 @@ class AutoPruner(Pruner):
             logger.info('%s: not searching %s (removing their channels frees no consumer)',
                         type(self).__name__, ', '.join(skipped))
         if not useful:
-            raise ValueError(f'{type(self).__name__}: none of the selected layers can lose channels '
-                             'without breaking a residual add or the output; select other layers.')
+            raise ValueError(f'{type(self).__name__}: none of the selected layers can lose output channels on '
+                             'its own (residual tie, grouped conv, shared module or model output); select other '
+                             "layers or use budget='sparsity'.")
         return useful
 
     def fit_budget(self, raw: Mapping[str, float]) -> Allocation:

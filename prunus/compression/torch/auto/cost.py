@@ -101,21 +101,26 @@ def _newly_dead(dead: torch.Tensor | None, before: torch.Tensor | None) -> tuple
 
 
 def probe_input(dummy_input: Any, batch: int = 8, seed: int = 0) -> Any:
-    """A random batch shaped like ``dummy_input`` (a tensor, or a tuple/dict of tensors;
-    non-float entries such as token ids are kept as given)."""
+    """A random batch shaped like ``dummy_input`` (a tensor, or a tuple/dict of tensors);
+    integer tensors such as token ids get random values in the example's range."""
     generator = torch.Generator().manual_seed(seed)
 
     def one(t: Any) -> Any:
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
             return t
-        return torch.randn((batch, *t.shape[1:]), generator=generator, dtype=t.dtype).to(t.device)
+        shape = (batch, *t.shape[1:])
+        if t.is_floating_point():
+            return torch.randn(shape, generator=generator, dtype=t.dtype).to(t.device)
+        # token ids and the like: random values from the range the example uses
+        high = max(int(t.max()) + 1, 2)
+        return torch.randint(int(t.min()), high, shape, generator=generator, dtype=t.dtype).to(t.device)
     if isinstance(dummy_input, dict):
         return {k: one(v) for k, v in dummy_input.items()}
     if isinstance(dummy_input, (tuple, list)):
         return type(dummy_input)(one(t) for t in dummy_input)
-    if not isinstance(dummy_input, torch.Tensor) or not dummy_input.is_floating_point():
-        raise TypeError('counting FLOPs after pruning needs dummy_input as a float tensor, or a tuple or dict '
-                        f'holding float tensors; got {type(dummy_input).__name__}.')
+    if not isinstance(dummy_input, torch.Tensor) or dummy_input.dim() == 0:
+        raise TypeError('counting FLOPs after pruning needs dummy_input as a batched tensor, or a tuple or '
+                        f'dict holding batched tensors; got {type(dummy_input).__name__}.')
     return one(dummy_input)
 
 
@@ -123,6 +128,24 @@ def _channelwise(module: nn.Module) -> bool:
     if isinstance(module, nn.modules.conv._ConvNd):
         return module.groups > 1 and module.groups == module.in_channels == module.out_channels
     return not isinstance(module, (nn.Linear, nn.Bilinear, nn.Embedding))
+
+
+@torch.no_grad()
+def called_more_than_once(model: nn.Module, dummy_input: Any, names: list[str]) -> set[str]:
+    """Layers the forward pass calls several times (a shared module feeding itself
+    cannot lose output channels without losing input channels too)."""
+    calls: dict[str, int] = {}
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_pre_hook(lambda m, a, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
+               for n in names]
+    was_training = model.training
+    try:
+        call_model(model.eval(), dummy_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return {n for n, count in calls.items() if count > 1}
 
 
 def removable_alone(model: nn.Module, dummy_input: Any, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
@@ -133,20 +156,22 @@ def removable_alone(model: nn.Module, dummy_input: Any, names: list[str]) -> dic
     tie), the group is not blocked (not the model output, no op needing every channel)
     and not split by a grouped conv. Its followers are the BatchNorm and depthwise layers
     tied to it: ``{follower: index}`` where the follower's channel ``j`` carries the
-    layer's channel ``index[j]``. Masking the followers too makes a pruned channel exactly
+    layer's channel ``index[j]`` (-1: a channel from elsewhere, e.g. the other input of
+    a concat). Masking the followers too makes a pruned channel exactly
     zero, so the speedup can drop it even after training gave its BatchNorm a bias.
     """
     from prunus.speedup import dependency_groups  # lazy: prunus.speedup imports this package
     modules = dict(model.named_modules())
+    shared = called_more_than_once(model, dummy_input, names)
     alone: dict[str, dict[str, torch.Tensor]] = {}
     for group in dependency_groups(model, dummy_input):
         mixing = [n for n in group.names if isinstance(modules[n], layers.FILTERED)
                   and not _channelwise(modules[n])]
         blocked = group.blocked is not None and bool(group.blocked.any())
-        if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names:
+        if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names or mixing[0] in shared:
             continue
         own = group.channels[mixing[0]]
-        to_layer = torch.empty(group.size, dtype=torch.long)
+        to_layer = torch.full((group.size,), -1, dtype=torch.long)
         to_layer[own] = torch.arange(len(own))
         alone[mixing[0]] = {n: to_layer[group.channels[n]] for n in group.names if n != mixing[0]}
     return {n: alone[n] for n in names if n in alone}
