@@ -95,3 +95,20 @@ def test_a_process_pool_gives_the_serial_result(name, tmp_path):
 def test_flops_budget_needs_a_channel_criterion(name, tmp_path):
     with pytest.raises(ValueError, match="budget='flops' needs a channel criterion as base_algo; 'level'"):
         run(name, tmp_path, budget='flops', dummy_input=example_input(), base_algo='level')
+
+
+def test_one_log_line_per_evaluated_trial(tmp_path, caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger='prunus.search'):
+        _, _, fidelity = run('simulated_annealing', tmp_path)
+    trials = [r for r in caplog.records if ' trial ' in r.getMessage()]
+    assert len(trials) == fidelity.calls and 'score' in trials[0].getMessage()
+
+
+def test_progress_bar_shows_the_best_score(tmp_path, capsys):
+    model = tiny_model()
+    fidelity = Fidelity(model)
+    pruner = FACTORIES['simulated_annealing'](model, fidelity, tmp_path)
+    pruner.progress = True
+    pruner.compress()
+    assert f'best={pruner.best_score:.4f}' in capsys.readouterr().err

@@ -94,3 +94,19 @@ def test_netadapt_rejects_bad_arguments(tmp_path):
         NetAdaptPruner(model, CONFIG, FineTune(Fidelity(model)), Fidelity(model), sparsity_per_iteration=1.5)
     with pytest.raises(TypeError, match='short_term_fine_tuner must be callable'):
         NetAdaptPruner(model, CONFIG, None, Fidelity(model))
+
+
+def test_sensitivity_pruner_uses_a_custom_proportion_rule(tmp_path):
+    model = tiny_model()
+    fidelity = Fidelity(model)
+    seen = []
+
+    def only_conv3(score, threshold, sensitivities):
+        seen.append(sorted(sensitivities))
+        return {'conv1': 1e-6, 'conv2': 1e-6, 'conv3': 1.0}
+    pruner = SensitivityPruner(model, [{'sparsity': 0.3, 'op_types': ['Conv2d']}], evaluator=fidelity,
+                               sparsity_proportion_calc=only_conv3, sparsity_per_iter=0.3, checkpoint_dir=tmp_path,
+                               sparsities=[0.5], progress=False)
+    pruner.compress()
+    assert seen == [['conv1', 'conv2', 'conv3']]
+    assert pruner.best_allocation['conv3'] > 0.3 and pruner.best_allocation['conv1'] == 0
