@@ -5,6 +5,7 @@ import logging
 import os
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from ...history import SearchHistory
@@ -17,6 +18,7 @@ from .base import AutoPruner, channel_masks, check_base_algo, follow
 from .cost import CostModel
 
 logger = logging.getLogger('prunus.search')
+CHECKPOINT = 'autocompress_state.pth'
 
 
 class _RoundAnnealer(SimulatedAnnealingPruner):
@@ -38,6 +40,10 @@ class AutoCompressPruner(AutoPruner):
     ``admm_training_epochs`` epochs of ``trainer``) trains the weights towards them and
     prunes, and the speedup removes the pruned channels before the next round. The
     returned model is physically smaller (the bound model is replaced in place).
+
+    ``experiment_data_dir`` holds each round's annealing history (``round<i>/``), the
+    rounds' configs (``best_config.json``) and a checkpoint of the sped-up model after
+    each round, from which a rerun with the same settings resumes.
 
     The budget (``'sparsity'`` of ``config_list``) is the fraction of the selected layers'
     parameters removed from the original model, as counted after the speedup; with
@@ -115,24 +121,39 @@ class AutoCompressPruner(AutoPruner):
     def compress(self) -> nn.Module:
         history = SearchHistory(self.experiment_data_dir, 'auto_compress', self.settings())
         original = self._size(self.bound_model)
-        model = self.bound_model
+        model, first, rounds = self._resume(history)
         with self.progress_bar(self.num_iterations, 'autocompress') as bar:
-            for index in range(self.num_iterations):
+            bar.update(first)
+            for index in range(first, self.num_iterations):
                 goal = 1 - (1 - self.target_sparsity) ** ((index + 1) / self.num_iterations)
-                now = self._size(model)
-                round_target = max(0.0, 1 - (1 - goal) * original / now)
+                round_target = max(0.0, 1 - (1 - goal) * original / self._size(model))
                 model, allocation, score = self._round(model, index, round_target)
                 achieved = 1 - self._size(model) / original
                 history.record({'round': index, 'score': score, 'budget': achieved, 'allocation': allocation})
                 logger.info('AutoCompressPruner round %d: score %.4f, %s removed %.4f (goal %.4f)', index, score,
                             self.budget, achieved, goal)
-                self.best_score, self.best_allocation = score, allocation
+                rounds.append(self.best_config_list(allocation))
+                # The whole (sped-up) module is saved: its shapes no longer match the original class defaults.
+                torch.save({'settings': history.settings, 'round': index + 1, 'model': model, 'rounds': rounds},
+                           self.experiment_data_dir / CHECKPOINT)
                 bar.set_postfix(score=f'{score:.4f}', removed=f'{achieved:.3f}')
                 bar.update(1)
+        last = history.trials[-1]
+        self.best_score, self.best_allocation = last['score'], last['allocation']
         self.bound_model.__dict__.clear()
         self.bound_model.__dict__.update(model.__dict__)
-        history.save_best([], self.best_score, budget=self.budget, achieved=achieved, target=self.target_sparsity)
+        history.save_best(rounds[-1], self.best_score, budget=self.budget, achieved=last['budget'],
+                          target=self.target_sparsity, rounds=rounds)
         return self.bound_model
+
+    def _resume(self, history: SearchHistory) -> tuple[nn.Module, int, list]:
+        path = self.experiment_data_dir / CHECKPOINT
+        if history.resumed and path.exists():
+            state = torch.load(path, weights_only=False)
+            if state.get('settings') == history.settings:
+                logger.info('AutoCompressPruner: resuming after round %d', state['round'])
+                return state['model'], state['round'], state['rounds']
+        return self.bound_model, 0, []
 
 
 __all__ = ['AutoCompressPruner']
