@@ -30,7 +30,7 @@ import torch
 
 from prunus.compression import get_pruner
 from prunus.compression.torch import apply_masks, pruned_flops
-from prunus.demo import DigitsCNN, accuracy, batches, load_digits_data, train
+from prunus.demo import DigitsCNN, accuracy, load_digits_data, train
 
 CONFIG = [{'sparsity': 0.5, 'op_types': ['Conv2d']}]
 

@@ -16,7 +16,6 @@ import os
 from concurrent.futures import Executor
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
