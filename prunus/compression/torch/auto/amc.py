@@ -194,10 +194,11 @@ class AMCPruner(AutoPruner):
     def search(self) -> tuple[dict[str, float], float]:
         history = SearchHistory(self.experiment_data_dir, 'amc', self.settings())
         names = self.searchable()
-        if self.cost.flops({n: 1 - self.lbound for n in names}) > self.flops_ratio * self.cost.total_flops:
-            raise ValueError(f'AMCPruner: flops_ratio={self.flops_ratio} is unreachable with lbound={self.lbound}; '
-                             f'at most {1 - self.cost.flops_reduction({n: 1 - self.lbound for n in names}):.3f} '
-                             'of the FLOPs can go. Lower lbound or select more layers.')
+        floor = self.cost.flops({n: 1 - self.lbound for n in names}) / self.cost.total_flops
+        if floor > self.flops_ratio:
+            raise ValueError(f'AMCPruner: flops_ratio={self.flops_ratio} is unreachable with lbound={self.lbound}: '
+                             f'the searchable layers ({len(names)}) at lbound leave {floor:.3f} of the FLOPs. '
+                             'Lower lbound or select more layers.')
         static = self._static_embedding(names)
         rng = np.random.default_rng(self.seed)
         agent = DDPGAgent(static.shape[1] + 3, rmsize=self.rmsize * len(names), seed=self.seed, **self.agent_args)
