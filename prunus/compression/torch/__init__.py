@@ -8,6 +8,8 @@ Example::
 """
 from .admm import ADMMPruner
 from .agp import AGPPruner
+from .auto import (AMCPruner, AutoCompressPruner, NetAdaptPruner, SensitivityAnalysis, SensitivityPruner,
+                   SimulatedAnnealingPruner, pruned_flops)
 from .base import Pruner
 from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
                            TaylorFOWeightFilterPruner)
@@ -32,4 +34,6 @@ __all__ = [
     'Pruning', 'prepare_pruning', 'WeightPruningConfig', 'load_pruning_yaml',
     'average_scores', 'broadcast_masks',
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
+    'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
+    'AMCPruner', 'AutoCompressPruner',
 ]

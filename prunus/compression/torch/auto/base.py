@@ -1,0 +1,308 @@
+"""What every automatic pruner shares: budget, base criterion, candidate evaluation.
+
+An automatic pruner searches a per-layer *allocation* (layer name -> fraction of its
+output channels, or weights for ``base_algo='level'``, to prune) that meets one budget:
+
+* ``budget='sparsity'`` (the legacy-NNI meaning of ``config_list``'s ``'sparsity'``):
+  the fraction of the selected layers' weights that the masks remove;
+* ``budget='flops'`` (needs ``dummy_input``): the fraction of the whole model's FLOPs
+  removed once a speedup drops the pruned channels (see :class:`CostModel`).
+
+The base criterion (``base_algo``, any registered one-shot pruner) scores channels once;
+an allocation then becomes masks without recomputing scores. Candidates are evaluated
+on copies of the model, inline or through any ``concurrent.futures.Executor`` (a
+process pool, a ``dask.distributed`` client's ``get_executor()``); results are recorded
+in ``experiment_data_dir`` in submission order, so a search is deterministic given its
+seed whatever the executor.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import zlib
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ...allocation import keep_mask, prune_count
+from ...config import ConfigSpec
+from ...history import SearchHistory
+from ...registry import get_pruner
+from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
+from .. import layers
+from ..base import Pruner, Scores, _to_numpy
+from ..masking import Masks, apply_masks
+from .cost import CostModel
+
+logger = logging.getLogger('prunus.search')
+
+BUDGETS = ('sparsity', 'flops')
+
+
+def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tuner: Callable | None = None,
+                    seed: int = 0, evaluator_args: Sequence[Any] = ()) -> tuple[float, dict | None]:
+    """Masks a copy of ``model``, optionally fine-tunes it, and evaluates it.
+
+    Module-level so process pools and dask can pickle it. Returns the score and, when a
+    fine-tuner ran, the copy's state dict (the caller keeps the winner's weights).
+    """
+    torch.manual_seed(seed)
+    candidate = apply_masks(copy.deepcopy(model), masks)
+    if fine_tuner is not None:
+        fine_tuner(candidate)
+    score = float(evaluator(*evaluator_args, candidate))
+    state = {k: v.detach().clone() for k, v in candidate.state_dict().items()} if fine_tuner else None
+    return score, state
+
+
+def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weight and bias masks removing the output channels where ``keep`` is False."""
+    masks = {'weight': layers.channel_mask_to_weight(module, keep, module.weight)}
+    if getattr(module, 'bias', None) is not None:
+        masks['bias'] = keep.to(device=module.bias.device, dtype=module.bias.dtype)
+    return masks
+
+
+def follow(keep: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """A follower's keep vector: ``keep[index[j]]``, and True where ``index[j] < 0``."""
+    result = torch.ones(len(index), dtype=torch.bool)
+    mine = index >= 0
+    result[mine] = keep[index[mine]]
+    return result
+
+
+def check_base_algo(owner: str, base_algo: str) -> type:
+    """The registered one-shot pruner class named ``base_algo``, or a clear error."""
+    cls = get_pruner(base_algo)
+    weighted = {t.__name__ for t in layers.FILTERED}
+    how = ''
+    if not getattr(cls, 'conformance', True):
+        how = ' by a search'
+    elif getattr(cls, 'schedules_itself', False):
+        how = ' while training'
+    if how or not weighted & set(layers.names(cls.supported_types)):
+        raise ValueError(f"{owner}: base_algo must be a one-shot pruner of Conv/Linear layers; "
+                         f"'{base_algo}' prunes {', '.join(layers.names(cls.supported_types))}{how}.")
+    return cls
+
+
+def allocation_key(counts: Mapping[str, int]) -> str:
+    """A stable key for an allocation: pruned units per layer."""
+    return ','.join(f'{name}={count}' for name, count in counts.items())
+
+
+class AutoPruner(Pruner):
+    """Base of the search-based pruners; subclasses implement :meth:`search`."""
+
+    #: Excluded from the one-shot conformance suite; tests/auto covers these.
+    conformance = False
+    config_spec = ConfigSpec(targets=('sparsity',), extra=())
+    structured = True
+
+    def _setup(self, evaluator: Callable | None, base_algo: str, experiment_data_dir: str | os.PathLike,
+               optimize_mode: str = 'maximize', *, seed: int = 0, executor: Executor | None = None,
+               budget: str = 'sparsity', dummy_input: Any = None, max_sparsity_per_layer: float = 0.95,
+               progress: bool = True, base_kwargs: Mapping[str, Any] | None = None) -> None:
+        owner = type(self).__name__
+        if evaluator is not None and not callable(evaluator):
+            raise TypeError(f'{owner}: evaluator must be callable; got {type(evaluator).__name__}.')
+        if budget not in BUDGETS:
+            raise ValueError(f"{owner}: budget must be one of {BUDGETS}; got {budget!r}.")
+        if budget == 'flops' and dummy_input is None:
+            raise ValueError(f"{owner}: budget='flops' needs dummy_input to count FLOPs.")
+        if not 0 < max_sparsity_per_layer < 1:
+            raise ValueError(f'{owner}: max_sparsity_per_layer must be in (0, 1); got {max_sparsity_per_layer}.')
+        if executor is not None and not hasattr(executor, 'submit'):
+            raise TypeError(f'{owner}: executor must be a concurrent.futures.Executor; got {type(executor).__name__}.')
+        self.evaluator, self.maximize = evaluator, check_optimize_mode(owner, optimize_mode)
+        self.base_algo, self.base_cls = base_algo, check_base_algo(owner, base_algo)
+        self.base_kwargs = dict(base_kwargs or {})
+        self.experiment_data_dir = Path(experiment_data_dir)
+        self.seed, self.executor, self.progress = seed, executor, progress
+        self.budget, self.dummy_input, self.max_sparsity = budget, dummy_input, max_sparsity_per_layer
+        self.structured = bool(getattr(self.base_cls, 'structured', True))
+        if budget == 'flops' and not self.structured:
+            raise ValueError(f"{owner}: budget='flops' needs a channel criterion as base_algo; "
+                             f"'{base_algo}' prunes single weights, which a speedup cannot remove.")
+        self.target_sparsity = self._single_target()
+        self._scores: Scores | None = None
+        # The base criterion bound to the model: scores channels and expands keep vectors.
+        self._base = self.base_cls(self.bound_model, [{'sparsity': 0.0, 'op_names': sorted(self.targets)}],
+                                   **self.base_kwargs)
+        self._cost: CostModel | None = None
+        self.best_allocation: Allocation | None = None
+        self.best_score: float | None = None
+
+    def _single_target(self) -> float:
+        values = {e.index: e.get('sparsity') for e in self.entries if not e.exclude}
+        if len(set(values.values())) > 1:
+            listed = ', '.join(f'config_list[{i}] asks {v}' for i, v in values.items())
+            raise ValueError(f'{type(self).__name__} searches one overall budget, but {listed}; '
+                             "give every entry the same 'sparsity'.")
+        if not self.targets:
+            raise ValueError(f'{type(self).__name__}: config_list selects no prunable layer.')
+        return float(next(iter(values.values()), 0.0))
+
+    # -- scores, masks and budgets ----------------------------------------------------
+    def base_scores(self, model: nn.Module | None = None) -> Scores:
+        """Channel (or weight) scores of the base criterion on ``model`` (default: bound)."""
+        if model is None and self._scores is not None:
+            return self._scores
+        base = self._base if model is None else self.base_cls(model, self._base.config_list, **self.base_kwargs)
+        scores = base.compute_scores(base.collect())
+        if model is None:
+            self._scores = scores
+        return scores
+
+    def units(self, name: str) -> int:
+        """Prunable units of a layer: output channels, or weights when unstructured."""
+        scores = self.base_scores()
+        return int(scores[name].numel())
+
+    def counts(self, allocation: Mapping[str, float]) -> dict[str, int]:
+        return {n: prune_count(self.units(n), allocation.get(n, 0.0)) for n in self.targets}
+
+    def masks_for(self, allocation: Mapping[str, float], scores: Scores | None = None) -> Masks:
+        """Masks realizing ``allocation`` with the base criterion's ``scores`` (default:
+        those of the bound model)."""
+        scores = self.base_scores() if scores is None else scores
+        masks: Masks = {}
+        modules = dict(self.bound_model.named_modules())
+        for name, sparsity in allocation.items():
+            if sparsity <= 0:
+                continue
+            keep = torch.from_numpy(keep_mask(_to_numpy(scores[name]), sparsity))
+            masks[name] = self._base.expand_keep(name, keep)
+            if self.structured:
+                for follower, index in self.followers.get(name, {}).items():
+                    masks[follower] = channel_masks(modules[follower], follow(keep, index))
+        return masks
+
+    @property
+    def followers(self) -> dict[str, dict[str, torch.Tensor]]:
+        """BatchNorm/depthwise layers tied to each searchable layer (needs dummy_input;
+        without it only the searched layers are masked, as in legacy NNI)."""
+        if self.dummy_input is None:
+            return {}
+        return self.cost.followers
+
+    @property
+    def cost(self) -> CostModel:
+        if self._cost is None:
+            dummy = self.dummy_input
+            if dummy is None:
+                raise ValueError(f'{type(self).__name__}: counting FLOPs needs dummy_input.')
+            self._cost = CostModel(self.bound_model, dummy, list(self.targets))
+        return self._cost
+
+    def searchable(self) -> list[str]:
+        """Layers the search may prune; under a FLOPs budget, only those whose channels a
+        speedup can really remove (the rest would cost accuracy and save nothing)."""
+        if self.budget != 'flops':
+            return list(self.targets)
+        useful = [n for n in self.targets if n in self.cost.useful]
+        skipped = [n for n in self.targets if n not in useful]
+        if skipped:
+            logger.info('%s: not searching %s (removing their channels frees no consumer)',
+                        type(self).__name__, ', '.join(skipped))
+        if not useful:
+            raise ValueError(f'{type(self).__name__}: none of the selected layers can lose output channels on '
+                             'its own (residual tie, grouped conv, shared module or model output); select other '
+                             "layers or use budget='sparsity'.")
+        return useful
+
+    def fit_budget(self, raw: Mapping[str, float]) -> Allocation:
+        """Scales ``raw`` onto the budget, then moves single channels to land nearest it."""
+        scaled = scale_to_budget(raw, self.measure, self.target_sparsity, self.max_sparsity)
+        units = {n: self.units(n) for n in scaled}
+        return refine_to_budget(scaled, units, self.measure, self.target_sparsity, self.max_sparsity)
+
+    def weight_sparsity(self, allocation: Mapping[str, float]) -> float:
+        """Fraction of the selected layers' weights the masks of ``allocation`` remove."""
+        total = removed = 0.0
+        for name in self.targets:
+            weights, units = self.targets[name].weight.numel(), self.units(name)
+            total += weights
+            removed += prune_count(units, allocation.get(name, 0.0)) * weights / units
+        return removed / total
+
+    def measure(self, allocation: Mapping[str, float]) -> float:
+        """The budgeted fraction ``allocation`` removes (weights or FLOPs)."""
+        if self.budget == 'flops':
+            return self.cost.flops_reduction(allocation)
+        return self.weight_sparsity(allocation)
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self, allocations: Sequence[Allocation], history: SearchHistory, *,
+                 model: nn.Module | None = None, fine_tuner: Callable | None = None,
+                 evaluator_args: Sequence[Any] = (), extra: Mapping[str, Any] | None = None,
+                 keep_state: bool = False, scores: Scores | None = None) -> list[tuple[float, dict | None]]:
+        """Scores allocations (through the executor when given); recorded trials are reused,
+        except when ``keep_state`` asks for the fine-tuned weights of each candidate."""
+        model = self.bound_model if model is None else model
+        keys = [allocation_key(self.counts(a)) + (f"|{extra['round']}" if extra and 'round' in extra else '')
+                for a in allocations]
+        results: list[tuple[float, dict | None] | None] = []
+        pending = {}
+        for i, (alloc, key) in enumerate(zip(allocations, keys)):
+            known = history.lookup(key)
+            if known is not None and not (keep_state and fine_tuner is not None):
+                results.append((known['score'], None))
+                continue
+            results.append(None)
+            args = (model, self.masks_for(alloc, scores), self.evaluator, fine_tuner,
+                    (self.seed + zlib.crc32(key.encode())) % 2 ** 31, tuple(evaluator_args))
+            pending[i] = self.executor.submit(score_candidate, *args) if self.executor else args
+        for i, job in pending.items():
+            results[i] = job.result() if self.executor else score_candidate(*job)
+            alloc = allocations[i]
+            history.record({'key': keys[i], 'score': results[i][0], 'budget': self.measure(alloc),
+                            'allocation': {n: round(float(v), 6) for n, v in alloc.items()}, **(extra or {})})
+            logger.info('%s trial %d: score %.4f at %s %.4f', type(self).__name__, len(history.trials) - 1,
+                        results[i][0], self.budget, self.measure(alloc))
+        return results  # type: ignore[return-value]
+
+    def progress_bar(self, total: int, desc: str) -> tqdm:
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
+
+    def note_best(self, bar: tqdm, allocation: Allocation, score: float) -> None:
+        if better(score, self.best_score, self.maximize):
+            self.best_allocation, self.best_score = dict(allocation), score
+        bar.set_postfix(best=f'{self.best_score:.4f}')
+
+    # -- results ------------------------------------------------------------------------
+    def best_config_list(self, allocation: Mapping[str, float]) -> list[dict[str, Any]]:
+        """The allocation as a config_list a one-shot ``base_algo`` pruner reproduces."""
+        return [{'sparsity': round(float(s), 6), 'op_names': [n]} for n, s in allocation.items() if s > 0]
+
+    def finish(self, history: SearchHistory, allocation: Allocation, score: float | None) -> nn.Module:
+        """Attaches the best masks and writes best_config.json and best_masks.pth."""
+        masks = self.masks_for(allocation)
+        apply_masks(self.bound_model, masks)
+        history.save_best(self.best_config_list(allocation), score, budget=self.budget,
+                          achieved=self.measure(allocation), target=self.target_sparsity)
+        torch.save(masks, self.experiment_data_dir / 'best_masks.pth')
+        logger.info('%s: best score %s at %s %.4f (target %.4f)', type(self).__name__, score,
+                    self.budget, self.measure(allocation), self.target_sparsity)
+        return self.bound_model
+
+    def search(self) -> tuple[Allocation, float | None]:
+        raise NotImplementedError
+
+    def calc_masks(self) -> Masks:
+        allocation, _ = self.search()
+        return self.masks_for(allocation)
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the search path; a history is resumed only if these match."""
+        return {'seed': self.seed, 'base_algo': self.base_algo, 'budget': self.budget,
+                'target': self.target_sparsity, 'layers': sorted(self.targets),
+                'max_sparsity_per_layer': self.max_sparsity}
+
+
+__all__ = ['AutoPruner', 'score_candidate', 'allocation_key', 'BUDGETS']

@@ -1,0 +1,276 @@
+"""What an allocation of per-layer channel sparsities costs: parameters and FLOPs.
+
+Which layers can lose channels on their own comes from the speedup's dependency
+analysis (:func:`prunus.speedup.dependency_groups`): a conv or linear layer alone in its
+channel group (no residual tie) and not feeding the output. Removing output channels of
+such a layer also removes input channels downstream (through BatchNorm, activations,
+depthwise convs, pooling, flatten, concatenation). :class:`CostModel` *measures* how
+much once per layer: it zeroes half the layer's output channels (exactly what a channel
+mask does) and sees which channels of which layers become constant over a random batch
+-- a constant channel is dead and the speedup removes it. Costs of any allocation are
+then a closed form, fast enough for a search to call thousands of times::
+
+    cost = CostModel(model, torch.randn(1, 3, 32, 32), ['conv1', 'conv2'])
+    cost.flops({'conv1': 0.5, 'conv2': 0.25})    # FLOPs left after a speedup
+    cost.useful                                  # layers that may lose channels alone
+
+:func:`pruned_flops` measures the real thing on the sped-up model.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ...allocation import prune_count
+from .. import layers
+from ..flops import call_model, module_flops
+
+_REL_TOL = 1e-9
+
+
+def _weighted_leaves(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules()
+            if name and not list(m.children()) and any(True for _ in m.parameters(recurse=False))}
+
+
+def _channel_dim(module: nn.Module, tensor: torch.Tensor) -> int:
+    return tensor.dim() - 1 if isinstance(module, nn.Linear) or tensor.dim() < 2 else 1
+
+
+def _dead_channels(module: nn.Module, tensor: Any) -> torch.Tensor | None:
+    """Which channels of ``tensor`` are identical across the batch (a bool vector)."""
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or not tensor.is_floating_point():
+        return None
+    dim = _channel_dim(module, tensor)
+    moved = tensor.detach().double().movedim(dim, 1).reshape(tensor.shape[0], tensor.shape[dim], -1)
+    spread = (moved - moved[:1]).abs().amax(dim=(0, 2))
+    scale = float(moved.abs().max()) or 1.0
+    return spread <= _REL_TOL * scale
+
+
+def _zero_channels(index: torch.Tensor):
+    def hook(module, args, output):
+        output = output.clone()
+        output.index_fill_(_channel_dim(module, output), index.to(output.device), 0.0)
+        return output
+    return hook
+
+
+@torch.no_grad()
+def dead_fractions(model: nn.Module, inputs: Any, leaves: Mapping[str, nn.Module],
+                   zeroed: Mapping[str, torch.Tensor] | None = None) -> dict[str, tuple[Any, Any]]:
+    """Per leaf layer, its dead input and output channels (bool vectors, None when not a
+    channelled tensor) on ``inputs``, with the output channels in ``zeroed`` (name ->
+    channel indices) forced to zero."""
+    seen: dict[str, tuple[Any, Any]] = {}
+    handles = []
+    for name, index in (zeroed or {}).items():
+        handles.append(leaves[name].register_forward_hook(_zero_channels(index)))
+    for name, module in leaves.items():
+        def record(mod, args, output, name=name):
+            seen[name] = (_dead_channels(mod, args[0] if args else None), _dead_channels(mod, output))
+        handles.append(module.register_forward_hook(record))
+    try:
+        call_model(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def probe_copy(model: nn.Module) -> nn.Module:
+    """A copy to probe: eval mode except BatchNorm, which normalizes with batch statistics
+    so that an untrained model's activations neither saturate nor vanish (a constant
+    channel stays constant either way)."""
+    probe = copy.deepcopy(model).eval()
+    for module in probe.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train()
+    return probe
+
+
+def _newly_dead(dead: torch.Tensor | None, before: torch.Tensor | None) -> tuple[int, int] | None:
+    """(channels dead now but not before, channel count), or None when none died."""
+    if dead is None:
+        return None
+    fresh = int((dead & ~before).sum()) if before is not None and before.shape == dead.shape else int(dead.sum())
+    return (fresh, dead.numel()) if fresh else None
+
+
+def probe_input(dummy_input: Any, batch: int = 8, seed: int = 0) -> Any:
+    """A random batch shaped like ``dummy_input`` (a tensor, or a tuple/dict of tensors);
+    integer tensors such as token ids get random values in the example's range."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def one(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return t
+        shape = (batch, *t.shape[1:])
+        if t.is_floating_point():
+            return torch.randn(shape, generator=generator, dtype=t.dtype).to(t.device)
+        # token ids and the like: random values from the range the example uses
+        high = max(int(t.max()) + 1, 2)
+        return torch.randint(int(t.min()), high, shape, generator=generator, dtype=t.dtype).to(t.device)
+    if isinstance(dummy_input, dict):
+        return {k: one(v) for k, v in dummy_input.items()}
+    if isinstance(dummy_input, (tuple, list)):
+        return type(dummy_input)(one(t) for t in dummy_input)
+    if not isinstance(dummy_input, torch.Tensor) or dummy_input.dim() == 0:
+        raise TypeError('counting FLOPs after pruning needs dummy_input as a batched tensor, or a tuple or '
+                        f'dict holding batched tensors; got {type(dummy_input).__name__}.')
+    return one(dummy_input)
+
+
+def _channelwise(module: nn.Module) -> bool:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
+    return not isinstance(module, (nn.Linear, nn.Bilinear, nn.Embedding))
+
+
+@torch.no_grad()
+def called_more_than_once(model: nn.Module, dummy_input: Any, names: list[str]) -> set[str]:
+    """Layers the forward pass calls several times (a shared module feeding itself
+    cannot lose output channels without losing input channels too)."""
+    calls: dict[str, int] = {}
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_pre_hook(lambda m, a, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
+               for n in names]
+    was_training = model.training
+    try:
+        call_model(model.eval(), dummy_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return {n for n, count in calls.items() if count > 1}
+
+
+def removable_alone(model: nn.Module, dummy_input: Any, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """Those of ``names`` whose output channels the speedup removes when only they lose
+    them, each with its channel followers.
+
+    A layer qualifies when it is the only conv/linear of its channel group (no residual
+    tie), the group is not blocked (not the model output, no op needing every channel)
+    and not split by a grouped conv. Its followers are the BatchNorm and depthwise layers
+    tied to it: ``{follower: index}`` where the follower's channel ``j`` carries the
+    layer's channel ``index[j]`` (-1: a channel from elsewhere, e.g. the other input of
+    a concat). Masking the followers too makes a pruned channel exactly
+    zero, so the speedup can drop it even after training gave its BatchNorm a bias.
+    """
+    from prunus.speedup import dependency_groups  # lazy: prunus.speedup imports this package
+    modules = dict(model.named_modules())
+    shared = called_more_than_once(model, dummy_input, names)
+    alone: dict[str, dict[str, torch.Tensor]] = {}
+    for group in dependency_groups(model, dummy_input):
+        mixing = [n for n in group.names if isinstance(modules[n], layers.FILTERED)
+                  and not _channelwise(modules[n])]
+        blocked = group.blocked is not None and bool(group.blocked.any())
+        if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names or mixing[0] in shared:
+            continue
+        own = group.channels[mixing[0]]
+        to_layer = torch.full((group.size,), -1, dtype=torch.long)
+        to_layer[own] = torch.arange(len(own))
+        alone[mixing[0]] = {n: to_layer[group.channels[n]] for n in group.names if n != mixing[0]}
+    return {n: alone[n] for n in names if n in alone}
+
+
+class CostModel:
+    """Parameters and FLOPs of a model after removing output channels of some layers.
+
+    Args:
+        model: the model (left unchanged).
+        dummy_input: an example input; its batch size does not matter.
+        prunable: names of layers (Conv/Linear/ConvTranspose) that may lose output channels.
+    """
+
+    def __init__(self, model: nn.Module, dummy_input: Any, prunable: list[str]):
+        self.leaves = _weighted_leaves(model)
+        modules = dict(model.named_modules())
+        self.channels = {n: layers.out_channels(modules[n]) for n in prunable}
+        self.inputs = probe_input(dummy_input)  # validates dummy_input before anything runs
+        flops = module_flops(model, dummy_input)
+        self.total_flops = int(flops.get('', 0))
+        self.total_params = sum(p.numel() for p in model.parameters())
+        self.base_flops = {n: int(flops.get(n, 0)) for n in self.leaves}
+        self.base_params = {n: sum(p.numel() for p in m.parameters(recurse=False)) for n, m in self.leaves.items()}
+        self.channelwise = {n: _channelwise(m) for n, m in self.leaves.items()}
+        #: prunable layers whose channels a speedup can remove on their own: the only
+        #: conv/linear of their channel group (no residual tie) and not blocked (not the output)
+        self.followers = removable_alone(model, dummy_input, prunable)
+        self.useful = list(self.followers)
+        model = probe_copy(model)
+        self.leaves = _weighted_leaves(model)
+        reference = dead_fractions(model, self.inputs, self.leaves)
+        self.coef_in: dict[str, dict[str, float]] = {}
+        self.coef_out: dict[str, dict[str, float]] = {}
+        for name in self.useful:
+            self._probe(model, name, reference)
+
+    def _probe(self, model: nn.Module, name: str, reference: dict[str, tuple[Any, Any]]) -> None:
+        """Records which channels die when ``name`` loses ``k`` channels.
+
+        A real dependency kills a multiple of ``k`` channels of a consumer (``k`` through
+        BatchNorm or a concat, ``k * h * w`` features after a flatten), and does so for
+        the first and for the last ``k`` channels alike; channels that die by chance (a
+        ReLU that happens to be off for the whole batch) are rejected by that test.
+        """
+        count = self.channels[name]
+        k = max(1, count // 2)
+        probes = [dead_fractions(model, self.inputs, self.leaves, {name: index})
+                  for index in (torch.arange(k), torch.arange(count - k, count))]
+        for leaf in probes[0]:
+            for side, table in ((0, self.coef_in), (1, self.coef_out)):
+                before = reference.get(leaf, (None, None))[side]
+                newly = [_newly_dead(p.get(leaf, (None, None))[side], before) for p in probes]
+                if newly[0] and newly[0] == newly[1] and newly[0][0] % k == 0:
+                    table.setdefault(leaf, {})[name] = newly[0][0] / newly[0][1] * count / k
+
+    def _keep(self, leaf: str, fractions: Mapping[str, float]) -> float:
+        dead_in = min(1.0, sum(c * fractions.get(p, 0.0) for p, c in self.coef_in.get(leaf, {}).items()))
+        dead_out = min(1.0, sum(c * fractions.get(p, 0.0) for p, c in self.coef_out.get(leaf, {}).items()))
+        if self.channelwise[leaf]:
+            return 1.0 - max(dead_in, dead_out)
+        return (1.0 - dead_in) * (1.0 - dead_out)
+
+    def fractions(self, allocation: Mapping[str, float]) -> dict[str, float]:
+        """The fraction of channels each layer really loses (whole channels)."""
+        return {n: prune_count(self.channels[n], s) / self.channels[n]
+                for n, s in allocation.items() if n in self.channels}
+
+    def flops(self, allocation: Mapping[str, float]) -> float:
+        """Estimated FLOPs after pruning ``allocation`` (layer -> channel sparsity)."""
+        frac = self.fractions(allocation)
+        return self.total_flops - sum(b * (1.0 - self._keep(n, frac)) for n, b in self.base_flops.items())
+
+    def params(self, allocation: Mapping[str, float]) -> float:
+        """Estimated parameter count after pruning ``allocation``."""
+        frac = self.fractions(allocation)
+        return self.total_params - sum(b * (1.0 - self._keep(n, frac)) for n, b in self.base_params.items())
+
+    def params_of(self, names: list[str], allocation: Mapping[str, float]) -> float:
+        """Estimated parameters of the layers ``names`` after pruning ``allocation``
+        (their inputs shrink too when a producer loses channels)."""
+        frac = self.fractions(allocation)
+        return sum(self.base_params.get(n, 0) * self._keep(n, frac) for n in names)
+
+    def layer_flops(self, name: str, allocation: Mapping[str, float]) -> float:
+        """Estimated FLOPs of one layer under ``allocation``."""
+        return self.base_flops.get(name, 0) * self._keep(name, self.fractions(allocation))
+
+    def flops_reduction(self, allocation: Mapping[str, float]) -> float:
+        """Fraction of the model's FLOPs ``allocation`` removes."""
+        return 1.0 - self.flops(allocation) / self.total_flops if self.total_flops else 0.0
+
+
+def pruned_flops(model: nn.Module, dummy_input: Any, masks: Any = None) -> int:
+    """FLOPs of ``model`` after the speedup removes its masked channels (``masks``, or
+    the masks attached to the model); the model itself is not changed."""
+    from prunus.speedup import speedup  # lazy: prunus.speedup imports this package
+    _, summary = speedup(model, dummy_input, masks, return_summary=True)
+    return int(summary.flops_after)
+
+
+__all__ = ['CostModel', 'pruned_flops', 'removable_alone', 'dead_fractions', 'probe_input']
