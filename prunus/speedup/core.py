@@ -161,11 +161,21 @@ def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> Spee
     return summary
 
 
+def _kills_channels(work: nn.Module, custom: dict[type, Handler] | None) -> bool:
+    """Whether a tied layer ignores some input channels (a zero-scale BatchNorm): the
+    structure trace was taken before masking, so it cannot know, and must not be reused."""
+    for module in work.modules():
+        handler = find_handler(module, custom)
+        if handler is not None and handler.tied(module) and handler.killed(module) is not None:
+            return True
+    return False
+
+
 def _masked_trace(work: nn.Module, inputs: Any, custom: dict[type, Handler] | None,
                   cached: Trace | None) -> tuple[Trace, bool]:
     """The masked work model's trace: the pruner's structure trace re-checked by one
     plain run when there is one that still fits, else a full trace."""
-    if cached is not None:
+    if cached is not None and not _kills_channels(work, custom):
         trace = replay(cached, work, inputs, custom)
         if trace is not None:
             return trace, True

@@ -86,6 +86,12 @@ class Handler:
         """Bool per output channel: its weights are all zero (the mask removed it)."""
         return torch.zeros(self.count_out(module), dtype=torch.bool)
 
+    def killed(self, module: nn.Module) -> torch.Tensor | None:
+        """Tied layers only: bool per channel whose output ignores the input (a zero
+        normalization scale), or None. The layer itself then produces a constant there,
+        so the channels feeding it are unused unless something else reads them."""
+        return None
+
     def groups(self, module: nn.Module) -> tuple[int, int, bool]:
         """(input groups, output groups, whole groups only): removal must be uniform."""
         return 1, 1, False
@@ -279,6 +285,14 @@ class NormHandler(Handler):
 
     def count_in(self, module):
         return module.num_features
+
+    def killed(self, module):
+        # scale 0 leaves only the shift: (x - mean) / std * 0 + beta (Network Slimming)
+        weight = getattr(module, 'weight', None)
+        if weight is None or weight.is_meta:
+            return None
+        zero = weight.detach() == 0
+        return zero if bool(zero.any()) else None
 
     def prune_in(self, module, keep):
         for name in ('weight', 'bias', 'running_mean', 'running_var'):

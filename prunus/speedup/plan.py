@@ -4,7 +4,10 @@ A *class* is a set of tied channel ids (see :mod:`prunus.speedup.labels`). A cla
 removed only when
 
 1. it has at least one producer (a non-tied layer's output channel, e.g. a Conv filter)
-   and every producer's weights for it are all zero (the mask removed it everywhere);
+   and every producer's weights for it are all zero (the mask removed it everywhere),
+   or a zero-scale BatchNorm (Network Slimming) produced it as a constant; or the
+   only layers reading it are such BatchNorms, which ignore it: then its producers
+   lose it although their masks keep it, and the BatchNorm loses it on both sides;
 2. no operator that cannot drop channels uses it (``Trace.blocked``), it is not part of
    the model output;
 3. wherever a layer consumes it, its value is a constant that the layer can fold into
@@ -69,6 +72,9 @@ class _Decider:
                              for c in s.calls] for n, s in trace.sites.items()}
         self.dead = {n: s.handler.dead_out(s.module) for n, s in trace.sites.items()
                      if s.out_ids is not None}
+        # (layer, roots of the ignored input channels, roots of the constants it outputs)
+        self.kills = [(n, uf.roots(i), uf.roots(o)) for n, s in trace.sites.items()
+                      for i, o in s.kills]
         self.reason: dict[int, str] = {}
         # removed[r]: the class with root id r goes; indexed by root, so checks vectorize
         self.removed = torch.zeros(len(uf.parent), dtype=torch.bool)
@@ -80,6 +86,7 @@ class _Decider:
         for name, roots in self.out_roots.items():
             dead[roots[self.dead[name]]] = True
             live[roots[~self.dead[name]]] = True
+        unread = self._unread(dead)
         for name, roots in self.out_roots.items():  # first live producer names the reason
             for r in roots[~self.dead[name] & dead[roots]].tolist():
                 self.reason.setdefault(r, f"tied to channels of '{name}' that its mask keeps")
@@ -87,9 +94,28 @@ class _Decider:
             if dead[r]:
                 self.reason[r] = why
         dead[0] = False
+        unread[0] = False
         blocked_mask = torch.zeros_like(dead)
         blocked_mask[list(blocked)] = True
-        self.removed = dead & ~live & ~blocked_mask
+        self.removed = ((dead & ~live) | unread) & ~blocked_mask
+
+    def _unread(self, dead: torch.Tensor) -> torch.Tensor:
+        """Classes only a killing layer reads (a conv feeding a zero-scale BatchNorm):
+        they go although their producer keeps them. The killed outputs are constants,
+        produced by the killing layer: dead producers."""
+        unread = torch.zeros_like(dead)
+        if not self.kills:
+            return unread
+        read = torch.zeros_like(dead)
+        for name, site in self.trace.sites.items():
+            if not site.handler.tied(site.module):
+                for roots in self.in_roots[name]:
+                    if roots is not None:
+                        read[roots] = True
+        for _, ins, outs in self.kills:
+            dead[outs] = True
+            unread[ins] = True
+        return unread & ~read
 
     def keep(self, roots: torch.Tensor | list[int] | set[int], why: str) -> bool:
         roots = torch.as_tensor(list(roots) if isinstance(roots, set) else roots,
@@ -104,6 +130,16 @@ class _Decider:
 
     def gone(self, roots: torch.Tensor) -> torch.Tensor:
         return self.removed[roots]
+
+    def check_kills(self) -> bool:
+        """A killing layer (tied) keeps its input and output channels together."""
+        changed = False
+        for name, ins, outs in self.kills:
+            split = self.gone(ins) != self.gone(outs)
+            changed |= self.keep(torch.cat([ins[split], outs[split]]),
+                                 f"'{name}' zeroes it, but its input or output is still "
+                                 'needed elsewhere')
+        return changed
 
     def check_site(self, name: str, site: Site) -> bool:
         changed = False
@@ -181,7 +217,7 @@ def make_plan(trace: Trace) -> Plan:
     dec.initial()
     changed = True
     while changed:
-        changed = False
+        changed = dec.check_kills()
         for name, site in trace.sites.items():
             changed |= dec.check_site(name, site)
         for where, ids, pieces in trace.uniform:
@@ -216,5 +252,8 @@ def _build(trace: Trace, dec: _Decider) -> Plan:
     for name, roots in dec.out_roots.items():
         kept = roots[dec.dead[name] & ~dec.gone(roots)]
         for r in kept.tolist():
+            plan.kept_reasons[dec.reason.get(r, 'kept')] += 1
+    for name, _, outs in dec.kills:
+        for r in outs[~dec.gone(outs)].tolist():
             plan.kept_reasons[dec.reason.get(r, 'kept')] += 1
     return plan

@@ -46,13 +46,19 @@ class Call:
 
 @dataclass
 class Site:
-    """A handled layer of the model and everything recorded about its calls."""
+    """A handled layer of the model and everything recorded about its calls.
+
+    ``kills`` holds, per call of a tied layer that ignores some input channels
+    (:meth:`~prunus.speedup.handlers.Handler.killed`), the ids of those input channels
+    and the fresh ids of the constant channels it outputs in their place.
+    """
 
     name: str
     module: nn.Module
     handler: Handler
     out_ids: torch.Tensor | None = None
     calls: list[Call] = field(default_factory=list)
+    kills: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 @dataclass
@@ -302,8 +308,11 @@ class _Tracer:
         site.calls.append(Call(in_ids, const, tuple(x.shape) if x is not None else (),
                                tuple(outs[0].shape) if outs else ()))
         if handler.tied(module):
-            self.put(outs[0], lab if in_ids is not None else none_like(outs[0].shape),
-                     dynamic)
+            out_lab = lab if in_ids is not None else none_like(outs[0].shape)
+            killed = handler.killed(module) if in_ids is not None else None
+            if killed is not None:
+                out_lab = self._kill(site, in_ids, killed, x.dim(), handler.in_dim % x.dim())
+            self.put(outs[0], out_lab, dynamic)
             return
         if site.out_ids is None:
             site.out_ids = self.uf.fresh(handler.count_out(module))
@@ -311,6 +320,18 @@ class _Tracer:
         shape = [1] * y.dim()
         shape[handler.out_dim] = len(site.out_ids)
         self.put(y, site.out_ids.view(shape), dynamic)
+
+    def _kill(self, site: Site, in_ids: torch.Tensor, killed: torch.Tensor, rank: int,
+              dim: int) -> torch.Tensor:
+        """Output labels of a tied layer whose ``killed`` channels ignore their input:
+        those become new (constant) channels, no longer tied to the input's."""
+        out_ids = in_ids.clone()
+        fresh = self.uf.fresh(int(killed.sum()))
+        out_ids[killed.to(in_ids.device)] = fresh
+        site.kills.append((in_ids[killed], fresh))
+        shape = [1] * rank
+        shape[dim] = len(out_ids)
+        return out_ids.view(shape)
 
     def _input_channels(self, name, module, handler, x, lab):
         """Ids along the layer's input-channel dim and each channel's constant value."""
