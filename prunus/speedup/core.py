@@ -45,7 +45,9 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module) -> None:
                 if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                     h.prune_in(m, sp.keep_in)
                 continue
-            if sp.fold_idx is not None:
+            if sp.carrier is not None:
+                h.carry_in(m, sp.fold_idx, sp.fold_val, sp.carrier, sp.carrier_val)
+            elif sp.fold_idx is not None:
                 h.fold_in(m, sp.fold_idx, sp.fold_val)
             if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                 h.prune_in(m, sp.keep_in)

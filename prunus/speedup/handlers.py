@@ -105,6 +105,18 @@ class Handler:
         if bool((values != 0).any()):
             raise NotImplementedError(f'{type(self).__name__} cannot fold non-zero inputs')
 
+    def can_carry(self, module: nn.Module) -> bool:
+        """Whether :meth:`carry_in` works: a layer that cannot fold non-zero constants
+        into its bias (zero padding makes their effect vary at the borders) may still
+        route them through one kept constant input channel."""
+        return False
+
+    def carry_in(self, module: nn.Module, removed: torch.Tensor, values: torch.Tensor,
+                 carrier: int, carrier_value: float) -> None:
+        """Make input channel ``carrier`` (constant ``carrier_value`` != 0) also carry the
+        contribution of the constant input channels ``removed``."""
+        raise NotImplementedError(f'{type(self).__name__} cannot carry constants')
+
 
 class LinearHandler(Handler):
     """nn.Linear: weight (out, in); features on the last dim."""
@@ -159,6 +171,19 @@ def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
         module.bias = nn.Parameter(extra.clone(), module.weight.requires_grad)
     else:
         _set(module, 'bias', module.bias.data + extra)
+
+
+def _carry(weight: torch.Tensor, dim: int, removed: torch.Tensor, values: torch.Tensor,
+           carrier: int, carrier_value: float) -> torch.Tensor:
+    """``weight`` with the weights of constant inputs ``removed`` (along ``dim``) scaled by
+    value / carrier_value and added to the carrier's: a linear layer sees
+    c_j * W_j = (c_j / c_r) * W_j applied to the carrier's c_r, padding included."""
+    w = weight.movedim(dim, 0)
+    scale = (values.to(w.device, torch.float64) / carrier_value).to(w.dtype)
+    extra = torch.tensordot(scale, w.index_select(0, removed.to(w.device)), dims=1)
+    w = w.clone()
+    w[carrier] += extra
+    return w.movedim(0, dim)
 
 
 class ConvHandler(Handler):
@@ -219,6 +244,13 @@ class ConvHandler(Handler):
         extra = torch.einsum('goi,gi->go', sums.view(g, -1, sums.shape[1]), dense.view(g, -1))
         _add_bias(module, extra.reshape(-1))
 
+    def can_carry(self, module):
+        return module.groups == 1  # a carrier per group would cost a channel per group
+
+    def carry_in(self, module, removed, values, carrier, carrier_value):
+        _set(module, 'weight', _carry(module.weight.data, 1, removed, values, carrier,
+                                      carrier_value))
+
 
 class ConvTransposeHandler(Handler):
     """nn.ConvTranspose{1,2,3}d: weight (in, out/groups, *k). Only zero inputs fold."""
@@ -235,6 +267,13 @@ class ConvTransposeHandler(Handler):
     def prune_in(self, module, keep):
         _set(module, 'weight', _take(module.weight.data, 0, keep))
         module.in_channels = len(keep)
+
+    def can_carry(self, module):
+        return module.groups == 1
+
+    def carry_in(self, module, removed, values, carrier, carrier_value):
+        _set(module, 'weight', _carry(module.weight.data, 0, removed, values, carrier,
+                                      carrier_value))
 
     def prune_out(self, module, keep):
         g = module.groups

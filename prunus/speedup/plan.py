@@ -11,8 +11,10 @@ removed only when
 2. no operator that cannot drop channels uses it (``Trace.blocked``), it is not part of
    the model output;
 3. wherever a layer consumes it, its value is a constant that the layer can fold into
-   its bias (a BatchNorm shift after a pruned conv is a non-zero constant; a zero-padded
-   conv can only absorb zeros exactly, a Linear any constant);
+   its bias (a BatchNorm shift after a pruned conv is a non-zero constant; a Linear
+   folds any constant). A zero-padded conv cannot: at the borders the constant meets
+   the padding. It keeps one constant input channel instead (the *carrier*) and takes
+   the others' weights into the carrier's, scaled by the ratio of their constants;
 4. grouped convolutions lose the same number of channels in every group, GroupNorm only
    whole groups, a layer called twice loses the same positions at every call, and every
    layer keeps at least one channel.
@@ -41,6 +43,8 @@ class SitePlan:
     keep_out: torch.Tensor | None = None
     fold_idx: torch.Tensor | None = None
     fold_val: torch.Tensor | None = None
+    carrier: int | None = None
+    carrier_val: float | None = None
 
 
 @dataclass
@@ -98,6 +102,8 @@ class _Decider:
         blocked_mask = torch.zeros_like(dead)
         blocked_mask[list(blocked)] = True
         self.removed = ((dead & ~live) | unread) & ~blocked_mask
+        # constant by construction (all producers dead), whatever the input: may carry
+        self.constant = dead & ~live
 
     def _unread(self, dead: torch.Tensor) -> torch.Tensor:
         """Classes only a killing layer reads (a conv feeding a zero-scale BatchNorm):
@@ -167,10 +173,32 @@ class _Decider:
         ok = ~varying
         if not site.handler.can_fold(site.module, vals[0][ok]):
             nonzero = ok & (vals[0] != 0)
-            changed |= self.keep(roots[idx[nonzero]],
-                                 f"a non-zero constant reaches '{name}', which cannot fold "
-                                 'it exactly (zero padding)')
+            if site.handler.can_carry(site.module) and bool(nonzero.any()):
+                if self.carrier(site, calls) is None:  # keep one to carry the others
+                    first = idx[nonzero][:1]
+                    changed |= self.keep(roots[first],
+                                         f"carries the constant inputs of '{name}' "
+                                         '(zero padding), which lost the others')
+            else:
+                changed |= self.keep(roots[idx[nonzero]],
+                                     f"a non-zero constant reaches '{name}', which cannot "
+                                     'fold it exactly (zero padding)')
         return changed
+
+    def carrier(self, site: Site, calls: list) -> tuple[int, float] | None:
+        """A kept input channel of ``site`` that is the same non-zero constant in every
+        call by construction: (position, value), or None."""
+        roots = calls[0][1]
+        cand = ~self.gone(roots) & self.constant[roots]
+        if not bool(cand.any()):
+            return None
+        idx = cand.nonzero().flatten()
+        vals = torch.stack([c.const[idx] for c, _ in calls])
+        good = ~torch.isnan(vals).any(0) & (vals == vals[:1]).all(0) & (vals[0] != 0)
+        if not bool(good.any()):
+            return None
+        pos = int(idx[good][0])
+        return pos, float(calls[0][0].const[pos])
 
     def _check_groups(self, name: str, site: Site) -> bool:
         g_in, g_out, whole = site.handler.groups(site.module)
@@ -242,6 +270,10 @@ def _build(trace: Trace, dec: _Decider) -> Plan:
             if not site.handler.tied(site.module) and bool(gone.any()):
                 sp.fold_idx = gone.nonzero().flatten()
                 sp.fold_val = call[0].const[sp.fold_idx]
+                if not site.handler.can_fold(site.module, sp.fold_val):
+                    calls = [(c, r) for c, r in zip(site.calls, dec.in_roots[name])
+                             if r is not None]
+                    sp.carrier, sp.carrier_val = dec.carrier(site, calls)
         if site.handler.tied(site.module):
             sp.keep_out = sp.keep_in
         plan.sites[name] = sp

@@ -1,0 +1,78 @@
+"""Non-zero constants into zero-padded layers: one kept constant channel carries the
+others (their weights scaled by the ratio of the constants), exactly."""
+import pytest
+import torch
+from torch import nn
+
+from prunus.speedup import speedup
+from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
+
+
+def dead_filters(model: nn.Module, name: str, drop: list[int]) -> dict:
+    conv = model.get_submodule(name)
+    w = torch.ones_like(conv.weight)
+    w[drop] = 0.0
+    return {name: {'weight': w}}
+
+
+def block(conv, norm, consumer):
+    """conv -> norm -> ReLU6 shifted up (every removed channel is a non-zero constant)."""
+    model = nn.Sequential(conv, norm, nn.Hardtanh(0.1, 6.0), consumer)
+    return randomize_norms(model.eval())
+
+
+CASES = {
+    'conv2d': (block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3, padding=1)),
+               torch.randn(2, 3, 9, 9)),
+    'conv2d_strided': (block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8),
+                             nn.Conv2d(8, 6, 3, stride=2, padding=2, dilation=2)),
+                       torch.randn(2, 3, 9, 9)),
+    'conv1d': (block(nn.Conv1d(3, 8, 3), nn.BatchNorm1d(8), nn.Conv1d(8, 6, 5, padding=2)),
+               torch.randn(2, 3, 20)),
+    'conv3d': (block(nn.Conv3d(3, 8, 1), nn.BatchNorm3d(8), nn.Conv3d(8, 4, 3, padding=1)),
+               torch.randn(1, 3, 4, 5, 5)),
+    'conv_transpose2d': (block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8),
+                               nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1)),
+                         torch.randn(2, 3, 9, 9)),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_one_carrier_keeps_the_result_exact(case):
+    model, x = CASES[case]
+    masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
+    ref = masked_copy(model, masks)(x)
+    small, summary = speedup(model, x, masks, return_summary=True)
+    assert max_rel_error(ref, small(x)) < 1e-4
+    assert small[0].out_channels == 4  # 3 kept by the mask + 1 carrier
+    assert summary.kept == {"carries the constant inputs of '3' (zero padding), which lost "
+                            'the others': 1}
+
+
+def test_grouped_consumer_keeps_its_constant_inputs():
+    model = block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, padding=1, groups=2))
+    x = torch.randn(2, 3, 9, 9)
+    masks = dead_filters(model, '0', [0, 1, 4, 5])
+    small, summary = speedup(model, x, masks, return_summary=True)
+    assert max_rel_error(masked_copy(model, masks)(x), small(x)) < 1e-4
+    assert small[0].out_channels == 8
+    assert any('cannot fold it exactly' in reason for reason in summary.kept)
+
+
+def test_carrier_serves_two_padded_consumers():
+    class Fork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Hardtanh(0.1, 6))
+            self.a, self.b = nn.Conv2d(8, 4, 3, padding=1), nn.Conv2d(8, 4, 5, padding=2)
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.a(x) + self.b(x)
+
+    model = randomize_norms(Fork().eval())
+    x = torch.randn(2, 3, 10, 10)
+    masks = dead_filters(model, 'stem.0', [1, 2, 3, 4, 7])
+    small = speedup(model, x, masks)
+    assert max_rel_error(masked_copy(model, masks)(x), small(x)) < 1e-4
+    assert small.stem[0].out_channels == 4
