@@ -108,13 +108,14 @@ class Handler:
     def can_carry(self, module: nn.Module) -> bool:
         """Whether :meth:`carry_in` works: a layer that cannot fold non-zero constants
         into its bias (zero padding makes their effect vary at the borders) may still
-        route them through one kept constant input channel."""
+        route them through one kept constant input channel per group."""
         return False
 
     def carry_in(self, module: nn.Module, removed: torch.Tensor, values: torch.Tensor,
-                 carrier: int, carrier_value: float) -> None:
-        """Make input channel ``carrier`` (constant ``carrier_value`` != 0) also carry the
-        contribution of the constant input channels ``removed``."""
+                 carriers: torch.Tensor, carrier_values: torch.Tensor) -> None:
+        """Make kept input channel ``carriers[i]`` (constant ``carrier_values[i]`` != 0, in
+        the same group) also carry the contribution of removed constant input channel
+        ``removed[i]`` (constant ``values[i]``)."""
         raise NotImplementedError(f'{type(self).__name__} cannot carry constants')
 
 
@@ -173,17 +174,14 @@ def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
         _set(module, 'bias', module.bias.data + extra)
 
 
-def _carry(weight: torch.Tensor, dim: int, removed: torch.Tensor, values: torch.Tensor,
-           carrier: int, carrier_value: float) -> torch.Tensor:
-    """``weight`` with the weights of constant inputs ``removed`` (along ``dim``) scaled by
-    value / carrier_value and added to the carrier's: a linear layer sees
-    c_j * W_j = (c_j / c_r) * W_j applied to the carrier's c_r, padding included."""
-    w = weight.movedim(dim, 0)
-    scale = (values.to(w.device, torch.float64) / carrier_value).to(w.dtype)
-    extra = torch.tensordot(scale, w.index_select(0, removed.to(w.device)), dims=1)
-    w = w.clone()
-    w[carrier] += extra
-    return w.movedim(0, dim)
+def _carry(rows: torch.Tensor, removed: torch.Tensor, values: torch.Tensor,
+           carriers: torch.Tensor, carrier_values: torch.Tensor) -> torch.Tensor:
+    """``rows`` (row j: the weights input channel j feeds) with each removed constant
+    input's row, scaled by value / carrier value, added to its carrier's: a linear layer
+    sees c_j * W_j = (c_j / c_r) * W_j applied to the carrier's c_r, padding included."""
+    scale = (values.double() / carrier_values.double()).to(rows.device, rows.dtype)
+    picked = rows.index_select(0, removed.to(rows.device)) * scale.unsqueeze(1)
+    return rows.index_add(0, carriers.to(rows.device), picked)
 
 
 class ConvHandler(Handler):
@@ -245,11 +243,16 @@ class ConvHandler(Handler):
         _add_bias(module, extra.reshape(-1))
 
     def can_carry(self, module):
-        return module.groups == 1  # a carrier per group would cost a channel per group
+        return not self.tied(module)
 
-    def carry_in(self, module, removed, values, carrier, carrier_value):
-        _set(module, 'weight', _carry(module.weight.data, 1, removed, values, carrier,
-                                      carrier_value))
+    def carry_in(self, module, removed, values, carriers, carrier_values):
+        w, g = module.weight.data, module.groups
+        out_per, in_per = w.shape[0] // g, w.shape[1]
+        # (g, out/g, in/g, k) -> one row per input channel, in input channel order
+        rows = w.reshape(g, out_per, in_per, -1).transpose(1, 2).reshape(g * in_per, -1)
+        rows = _carry(rows, removed, values, carriers, carrier_values)
+        new = rows.reshape(g, in_per, out_per, -1).transpose(1, 2).reshape(w.shape)
+        _set(module, 'weight', new)
 
 
 class ConvTransposeHandler(Handler):
@@ -269,11 +272,12 @@ class ConvTransposeHandler(Handler):
         module.in_channels = len(keep)
 
     def can_carry(self, module):
-        return module.groups == 1
+        return True
 
-    def carry_in(self, module, removed, values, carrier, carrier_value):
-        _set(module, 'weight', _carry(module.weight.data, 0, removed, values, carrier,
-                                      carrier_value))
+    def carry_in(self, module, removed, values, carriers, carrier_values):
+        w = module.weight.data  # (in, out/groups, *k): row j is input channel j
+        rows = _carry(w.reshape(w.shape[0], -1), removed, values, carriers, carrier_values)
+        _set(module, 'weight', rows.reshape(w.shape))
 
     def prune_out(self, module, keep):
         g = module.groups

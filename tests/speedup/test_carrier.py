@@ -49,14 +49,17 @@ def test_one_carrier_keeps_the_result_exact(case):
                             'the others': 1}
 
 
-def test_grouped_consumer_keeps_its_constant_inputs():
-    model = block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, padding=1, groups=2))
+@pytest.mark.parametrize('layer', [nn.Conv2d(12, 6, 3, padding=1, groups=3),
+                                   nn.ConvTranspose2d(12, 6, 3, padding=1, groups=3)],
+                         ids=['conv', 'conv_transpose'])
+def test_grouped_consumer_has_a_carrier_per_group(layer):
+    model = block(nn.Conv2d(3, 12, 3), nn.BatchNorm2d(12), layer)
     x = torch.randn(2, 3, 9, 9)
-    masks = dead_filters(model, '0', [0, 1, 4, 5])
+    masks = dead_filters(model, '0', [0, 1, 2, 5, 6, 7, 9, 10, 11])  # 3 in each group of 4
     small, summary = speedup(model, x, masks, return_summary=True)
     assert max_rel_error(masked_copy(model, masks)(x), small(x)) < 1e-4
-    assert small[0].out_channels == 8
-    assert any('cannot fold it exactly' in reason for reason in summary.kept)
+    assert small[0].out_channels == 6 and small[3].in_channels == 6 and small[3].groups == 3
+    assert sum(n for why, n in summary.kept.items() if 'carries' in why) == 3
 
 
 def test_carrier_serves_two_padded_consumers():

@@ -1,5 +1,6 @@
 """The speedup shares tensors with the user's model while it works, never afterwards, and
 never writes into them: the model, its masks and their optimizer hook stay intact."""
+import pytest
 import torch
 from torch import nn
 
@@ -78,3 +79,31 @@ def test_shared_copy_then_unshare():
     ours = {id(t) for t in _tensors(work)}
     assert not ours & {id(t) for t in _tensors(model)}
     assert torch.equal(work[1].running_var, model[1].running_var)
+
+
+class _Listed(nn.Module):
+    """Keeps its layers in a plain list too: only deepcopy maps those references."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.order = [self.a, self.b]
+
+    def forward(self, x):
+        for layer in self.order:
+            x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize('model', [nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)),
+                                   _Listed()], ids=['plain', 'module_in_a_list'])
+def test_shared_copy_owns_every_module_it_reaches(model):
+    work = shared_copy(model)
+    mine = set(map(id, model.modules()))
+    assert not any(id(m) in mine for m in work.modules())
+    if isinstance(work, _Listed):
+        assert work.order[0] is work.a and work.order[1] is work.b
+    assert work.a.weight is model.a.weight if isinstance(work, _Listed) else \
+        work[0].weight is model[0].weight
+    work_out = work(torch.ones(1, 4))
+    assert torch.equal(work_out, model(torch.ones(1, 4)))
