@@ -3,6 +3,7 @@ import pytest
 import torch
 import torchvision
 
+from prunus.compression.torch import L1FilterPruner
 from prunus.speedup import speedup
 from tests.speedup.zoo import l1_masks, masked_copy, max_rel_error, randomize_norms
 
@@ -38,3 +39,25 @@ def test_exact_smaller_same_shape(name):
     assert max_rel_error(ref, out) < 1e-4
     assert summary.params_after < summary.params_before
     assert summary.removed_channels > 0
+
+
+# Dependency-aware masks with real BatchNorm statistics: a removed filter leaves a non-zero
+# constant (the BatchNorm shift) that zero-padded convs cannot fold; carriers keep one per
+# consumer group, so nearly all masked channels still go.
+DEPENDENCY_AWARE = {'resnet18': 0.99, 'resnet50': 0.99, 'resnext50_32x4d': 0.95,
+                    'vgg16_bn': 0.99, 'densenet121': 0.98, 'mobilenet_v2': 0.99,
+                    'efficientnet_b0': 0.99, 'regnet_y_400mf': 0.9}
+
+
+@pytest.mark.parametrize('name', sorted(DEPENDENCY_AWARE))
+def test_dependency_aware_masks_are_removed(name):
+    model, x = build(name)
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}],
+                            dependency_aware=True, dummy_input=x)
+    pruner.compress()
+    with torch.no_grad():
+        ref = model(x)
+    small, summary = speedup(model, x, pruner, return_summary=True)
+    with torch.no_grad():
+        assert max_rel_error(ref, small(x)) < 1e-4
+    assert summary.removed_channels >= DEPENDENCY_AWARE[name] * summary.masked_channels

@@ -21,8 +21,6 @@ def l1_masks(model: nn.Module, sparsity: float = 0.5) -> dict:
         out_dim = 1 if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d,
                                       nn.ConvTranspose3d, nn.Embedding)) else 0
         scores = w.abs().movedim(out_dim, 0).flatten(1).sum(1)
-        if isinstance(m, nn.ConvTranspose2d | nn.ConvTranspose1d | nn.ConvTranspose3d):
-            scores = scores.view(m.groups, -1).sum(0) if False else scores
         drop = scores.argsort()[:int(round(sparsity * len(scores)))]
         mask = torch.ones_like(w)
         mask.index_fill_(out_dim, drop, 0.0)
