@@ -228,7 +228,7 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
                   ) -> tuple[nn.Module, SpeedupSummary]:
     """The sped-up copy and its summary; ``tolerance=None`` skips the exactness check."""
     start = time.perf_counter()
-    mask_dict = load_masks(masks)
+    mask_dict = load_masks(masks, model)
     cached = recall(model, inputs, custom)
     try:
         work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached)

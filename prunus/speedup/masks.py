@@ -8,17 +8,21 @@ import torch
 from torch import nn
 
 from prunus.compression.torch import masking
+from prunus.compression.torch.base import Pruner
 
 __all__ = ['Masks', 'load_masks', 'bake_masks']
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
 
-def load_masks(masks: Any) -> Masks:
+def load_masks(masks: Any, model: nn.Module | None = None) -> Masks:
     """Normalize ``masks``: a mask dict, a path to a ``torch.save``'d one, a pruner
     (anything with ``get_masks()``) or None (use the masks already on the model)."""
     if masks is None:
         return {}
+    if (model is not None and isinstance(masks, Pruner) and masks.bound_model is model
+            and type(masks).get_masks is Pruner.get_masks):
+        return {}  # such a pruner's masks are the buffers on its model: no copies
     if hasattr(masks, 'get_masks'):
         masks = masks.get_masks()
     elif isinstance(masks, (str, os.PathLike)):
