@@ -181,3 +181,16 @@ def test_check_false_skips_running_the_result_and_stays_exact():
     assert summary.flops_after is None and 'not run' in str(summary)
     assert summary.removed_channels > 0
     assert max_rel_error(masked_copy(model, masks)(X), small(X)) < 1e-4
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')  # the TorchScript exporter
+def test_result_exports_to_onnx_with_the_same_outputs(tmp_path):
+    onnx = pytest.importorskip('onnx')
+    from onnx.reference import ReferenceEvaluator  # noqa: PLC0415
+    model = randomize_norms(SEGate().eval())
+    small = speedup(model, X, l1_masks(model))
+    path = tmp_path / 'small.onnx'
+    torch.onnx.export(small, (X,), str(path), dynamo=False, input_names=['x'])
+    onnx.checker.check_model(onnx.load(str(path)))
+    out = ReferenceEvaluator(str(path)).run(None, {'x': X.numpy()})[0]
+    assert max_rel_error(small(X), torch.from_numpy(out)) < 1e-5
