@@ -114,3 +114,22 @@ def test_without_a_flops_budget_every_selected_layer_stays_its_own_variable(tmp_
     pruner = SimulatedAnnealingPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}], Fidelity(model),
                                       experiment_data_dir=tmp_path, dummy_input=example_input(), progress=False)
     assert pruner.tied == {} and pruner.searchable() == CONVS
+
+
+def test_mobilenet_v2_searches_every_pointwise_conv():
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    cost = CostModel(model, torch.randn(1, 3, 32, 32), convs)
+    covered = set(cost.followers) | {m for u in cost.tied.values() for m in u.members}
+    # the depthwise convs follow their expansion conv's channels instead
+    assert covered == {n for n in convs if model.get_submodule(n).groups == 1}
+    assert len(cost.tied) == 5 and len(cost.useful) == 25
+
+
+def test_sensitivity_keeps_single_layers_since_its_sweep_prunes_one_at_a_time(tmp_path):
+    from prunus.compression.torch import SensitivityPruner
+    model = residual_model()
+    pruner = SensitivityPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}], evaluator=Fidelity(model),
+                               checkpoint_dir=tmp_path, budget='flops', dummy_input=example_input(), progress=False)
+    assert pruner.tied == {} and pruner.searchable() == ['a1', 'a2']

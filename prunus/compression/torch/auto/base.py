@@ -254,9 +254,9 @@ class AutoPruner(Pruner):
             logger.info('%s: not searching %s (removing their channels frees no consumer)',
                         type(self).__name__, ', '.join(skipped))
         if not useful:
-            raise ValueError(f'{type(self).__name__}: none of the selected layers can lose output channels on '
-                             'its own (residual tie, grouped conv, shared module or model output); select other '
-                             "layers or use budget='sparsity'.")
+            raise ValueError(f'{type(self).__name__}: none of the selected layers can lose output channels '
+                             '(a residual tie with unselected layers, grouped conv, shared module or model output); '
+                             "select other layers or use budget='sparsity'.")
         return useful
 
     def fit_budget(self, raw: Mapping[str, float]) -> Allocation:

@@ -234,10 +234,6 @@ class CostModel:
         for name in self.useful:
             self._probe(model, name, reference)
 
-    def members(self, name: str) -> list[str]:
-        """The layers an allocation's value for ``name`` prunes."""
-        return list(self.tied[name].members) if name in self.tied else [name]
-
     def _zeroing(self, name: str, channels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Which output channels of which layers to zero so ``name`` loses ``channels``
         (unit channels for a tied unit: every member loses them together)."""
