@@ -35,8 +35,8 @@ def example_input() -> torch.Tensor:
 class Fidelity:
     """Score = minus the mean squared difference to the dense model's outputs (picklable)."""
 
-    def __init__(self, model: nn.Module, n: int = 16):
-        self.x = torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    def __init__(self, model: nn.Module, n: int = 16, shape: tuple[int, ...] = (3, 8, 8)):
+        self.x = torch.randn(n, *shape, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
             self.reference = model.eval()(self.x)
         self.calls = 0
@@ -61,3 +61,42 @@ class FineTune:
             F.mse_loss(model(self.fidelity.x), self.fidelity.reference).backward()
             optimizer.step()
         model.eval()
+
+
+class ResidualCNN(nn.Module):
+    """Two residual stages joined by a 3x3 transition conv. The stem, ``b1`` (stage 1)
+    and ``transition``, ``b2`` (stage 2) are tied through the residual adds; only
+    ``a1`` and ``a2`` can lose channels alone, and ``transition`` shrinks only when both
+    streams do."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        def conv_bn(cin: int, cout: int) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+            return nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout)
+        self.stem, self.bn0 = conv_bn(3, width)
+        self.a1, self.bn_a1 = conv_bn(width, width)
+        self.b1, self.bn_b1 = conv_bn(width, width)
+        self.transition, self.bn_t = conv_bn(width, width)
+        self.a2, self.bn_a2 = conv_bn(width, width)
+        self.b2, self.bn_b2 = conv_bn(width, width)
+        self.fc = nn.Linear(width, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.stem(x)))
+        x = F.relu(x + self.bn_b1(self.b1(F.relu(self.bn_a1(self.a1(x))))))
+        x = F.relu(self.bn_t(self.transition(x)))
+        x = F.relu(x + self.bn_b2(self.b2(F.relu(self.bn_a2(self.a2(x))))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def residual_model(seed: int = 0) -> ResidualCNN:
+    torch.manual_seed(seed)
+    model = ResidualCNN().eval()
+    # BatchNorm statistics and shifts as after training, so a pruned channel's bias is
+    # not zero by accident and the followers' masks matter
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model

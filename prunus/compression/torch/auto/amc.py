@@ -42,9 +42,10 @@ class AMCPruner(AutoPruner):
     default), and ``evaluator(val_loader, model)`` gives the reward. The first ``warmup``
     episodes act randomly; afterwards exploration noise decays by ``delta_decay``.
 
-    Only layers whose channels the speedup can remove on their own are searched (in
-    mobilenet_v2 the expansion convs and non-residual projections; the classifier and
-    residual-tied convs are left dense).
+    Only layers whose channels the speedup can remove are searched: layers that shrink
+    alone, and each group of residual-tied convs as one step (its embedding is that of
+    the group's first member, with the FLOPs of all members). The classifier (the model
+    output) is left dense.
 
     Differences from the paper: channels are selected by ``base_algo`` without the
     least-squares weight reconstruction, so ``n_calibration_batches`` and
@@ -132,14 +133,18 @@ class AMCPruner(AutoPruner):
             in_ch = m.in_channels if conv else m.in_features
             stride = m.stride[0] if conv else 1
             kernel = m.kernel_size[0] if conv else 1
-            rows.append([t, in_ch, self.cost.channels[name], h, w, stride, kernel, self.cost.base_flops[name]])
+            rows.append([t, in_ch, self.cost.channels[name], h, w, stride, kernel, self._unit_flops(name)])
         return normalize_columns(np.array(rows))
+
+    def _unit_flops(self, name: str) -> int:
+        """FLOPs of the layers the action for ``name`` prunes (every member of a tied unit)."""
+        return sum(self.cost.base_flops[n] for n in self.members(name))
 
     def _state(self, static: np.ndarray, t: int, names: list[str], decided: dict[str, float],
                previous: float) -> np.ndarray:
         total = self.cost.total_flops
         reduced = (total - self.cost.flops(decided)) / total
-        rest = sum(self.cost.base_flops[n] for n in names[t + 1:]) / total
+        rest = sum(self._unit_flops(n) for n in names[t + 1:]) / total
         return np.concatenate([static[t], [reduced, rest, previous]]).astype(np.float32)
 
     def _max_preserve(self, t: int, names: list[str], decided: dict[str, float]) -> float:

@@ -90,7 +90,7 @@ class SimulatedAnnealingPruner(AutoPruner):
         extra = {} if round_tag is None else {'round': round_tag}
         rng = np.random.default_rng(self.seed)
         names = self.searchable()
-        sizes = [self.targets[n].weight.numel() for n in names]
+        sizes = [self.weights_of(n) for n in names]
         current = self._fit(names, sizes, list(rng.uniform(0, 1, len(names))))
         self.best_allocation = self.best_score = None
         current_score = self.evaluate([current], history, model=model, extra=extra)[0][0]

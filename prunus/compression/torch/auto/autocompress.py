@@ -26,6 +26,10 @@ class _RoundAnnealer(SimulatedAnnealingPruner):
     layers' parameters left *after the speedup* (input channels removed downstream
     included), since the speedup between rounds removes those too."""
 
+    # ADMM prunes each layer of the round's config by itself, so tied layers would lose
+    # different channels and the speedup between rounds could not remove them.
+    search_tied_groups = False
+
     def measure(self, allocation):
         if self.budget == 'flops':
             return super().measure(allocation)

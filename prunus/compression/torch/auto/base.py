@@ -6,7 +6,10 @@ output channels, or weights for ``base_algo='level'``, to prune) that meets one 
 * ``budget='sparsity'`` (the legacy-NNI meaning of ``config_list``'s ``'sparsity'``):
   the fraction of the selected layers' weights that the masks remove;
 * ``budget='flops'`` (needs ``dummy_input``): the fraction of the whole model's FLOPs
-  removed once a speedup drops the pruned channels (see :class:`CostModel`).
+  removed once a speedup drops the pruned channels (see :class:`CostModel`). Layers
+  whose channels are tied (a residual stream) are searched as one variable, a
+  :class:`~prunus.compression.torch.auto.units.SearchUnit` keyed by its first member:
+  its value prunes the same channels from every member.
 
 The base criterion (``base_algo``, any registered one-shot pruner) scores channels once;
 an allocation then becomes masks without recomputing scores. Candidates are evaluated
@@ -38,6 +41,7 @@ from .. import layers
 from ..base import Pruner, Scores, _to_numpy
 from ..masking import Masks, apply_masks
 from .cost import CostModel
+from .units import SearchUnit
 
 logger = logging.getLogger('prunus.search')
 
@@ -101,6 +105,9 @@ class AutoPruner(Pruner):
 
     #: Excluded from the one-shot conformance suite; tests/auto covers these.
     conformance = False
+    #: Whether a FLOPs-budgeted search treats tied layer groups as single variables;
+    #: False where the search prunes layers one by one outside :meth:`masks_for`.
+    search_tied_groups = True
     config_spec = ConfigSpec(targets=('sparsity',), extra=())
     structured = True
 
@@ -161,8 +168,26 @@ class AutoPruner(Pruner):
 
     def units(self, name: str) -> int:
         """Prunable units of a layer: output channels, or weights when unstructured."""
+        if name in self.tied:
+            return self.tied[name].size
         scores = self.base_scores()
         return int(scores[name].numel())
+
+    @property
+    def tied(self) -> dict[str, SearchUnit]:
+        """Tied layer groups searched as one variable (only under ``budget='flops'``,
+        where an allocation holds one value per group, keyed by its first member)."""
+        if self.budget != 'flops' or not self.search_tied_groups:
+            return {}
+        return self.cost.tied
+
+    def members(self, name: str) -> list[str]:
+        """The layers an allocation's value for ``name`` prunes."""
+        return list(self.tied[name].members) if name in self.tied else [name]
+
+    def weights_of(self, name: str) -> int:
+        """Weights of the layers an allocation's value for ``name`` prunes."""
+        return sum(self.targets[n].weight.numel() for n in self.members(name))
 
     def counts(self, allocation: Mapping[str, float]) -> dict[str, int]:
         return {n: prune_count(self.units(n), allocation.get(n, 0.0)) for n in self.targets}
@@ -176,11 +201,23 @@ class AutoPruner(Pruner):
         for name, sparsity in allocation.items():
             if sparsity <= 0:
                 continue
+            if name in self.tied:
+                masks.update(self._unit_masks(self.tied[name], scores, sparsity, modules))
+                continue
             keep = torch.from_numpy(keep_mask(_to_numpy(scores[name]), sparsity))
             masks[name] = self._base.expand_keep(name, keep)
             if self.structured:
                 for follower, index in self.followers.get(name, {}).items():
                     masks[follower] = channel_masks(modules[follower], follow(keep, index))
+        return masks
+
+    def _unit_masks(self, unit: SearchUnit, scores: Scores, sparsity: float,
+                    modules: Mapping[str, nn.Module]) -> Masks:
+        """Masks removing the same lowest-scored group channels from every member of
+        ``unit`` and from its followers, so the speedup can drop them."""
+        keep = unit.keep(scores, sparsity)
+        masks: Masks = {n: self._base.expand_keep(n, follow(keep, unit.index[n])) for n in unit.members}
+        masks.update({f: channel_masks(modules[f], follow(keep, i)) for f, i in unit.followers.items()})
         return masks
 
     @property
@@ -205,15 +242,21 @@ class AutoPruner(Pruner):
         speedup can really remove (the rest would cost accuracy and save nothing)."""
         if self.budget != 'flops':
             return list(self.targets)
-        useful = [n for n in self.targets if n in self.cost.useful]
-        skipped = [n for n in self.targets if n not in useful]
+        tied = self.tied
+        useful = [n for n in self.targets if n in self.cost.followers or n in tied]
+        covered = {m for n in useful for m in self.members(n)}
+        skipped = [n for n in self.targets if n not in covered]
+        for key in useful:
+            if key in tied:
+                logger.info('%s: searching %s as one unit %r (tied channels)', type(self).__name__,
+                            ', '.join(tied[key].members), key)
         if skipped:
             logger.info('%s: not searching %s (removing their channels frees no consumer)',
                         type(self).__name__, ', '.join(skipped))
         if not useful:
-            raise ValueError(f'{type(self).__name__}: none of the selected layers can lose output channels on '
-                             'its own (residual tie, grouped conv, shared module or model output); select other '
-                             "layers or use budget='sparsity'.")
+            raise ValueError(f'{type(self).__name__}: none of the selected layers can lose output channels '
+                             '(a residual tie with unselected layers, grouped conv, shared module or model output); '
+                             "select other layers or use budget='sparsity'.")
         return useful
 
     def fit_budget(self, raw: Mapping[str, float]) -> Allocation:
@@ -261,8 +304,10 @@ class AutoPruner(Pruner):
         for i, job in pending.items():
             results[i] = job.result() if self.executor else score_candidate(*job)
             alloc = allocations[i]
+            units = {n: self.members(n) for n in alloc if n in self.tied}
             history.record({'key': keys[i], 'score': results[i][0], 'budget': self.measure(alloc),
-                            'allocation': {n: round(float(v), 6) for n, v in alloc.items()}, **(extra or {})})
+                            'allocation': {n: round(float(v), 6) for n, v in alloc.items()},
+                            **({'units': units} if units else {}), **(extra or {})})
             logger.info('%s trial %d: score %.4f at %s %.4f', type(self).__name__, len(history.trials) - 1,
                         results[i][0], self.budget, self.measure(alloc))
         return results  # type: ignore[return-value]
@@ -277,15 +322,18 @@ class AutoPruner(Pruner):
 
     # -- results ------------------------------------------------------------------------
     def best_config_list(self, allocation: Mapping[str, float]) -> list[dict[str, Any]]:
-        """The allocation as a config_list a one-shot ``base_algo`` pruner reproduces."""
-        return [{'sparsity': round(float(s), 6), 'op_names': [n]} for n, s in allocation.items() if s > 0]
+        """The allocation as a config_list a one-shot ``base_algo`` pruner reproduces (a
+        tied unit's entry names all its members: ``dependency_aware=True`` prunes them alike)."""
+        return [{'sparsity': round(float(s), 6), 'op_names': self.members(n)} for n, s in allocation.items() if s > 0]
 
     def finish(self, history: SearchHistory, allocation: Allocation, score: float | None) -> nn.Module:
         """Attaches the best masks and writes best_config.json and best_masks.pth."""
         masks = self.masks_for(allocation)
         apply_masks(self.bound_model, masks)
+        units = {n: self.members(n) for n in allocation if n in self.tied}
         history.save_best(self.best_config_list(allocation), score, budget=self.budget,
-                          achieved=self.measure(allocation), target=self.target_sparsity)
+                          achieved=self.measure(allocation), target=self.target_sparsity,
+                          **({'units': units} if units else {}))
         torch.save(masks, self.experiment_data_dir / 'best_masks.pth')
         logger.info('%s: best score %s at %s %.4f (target %.4f)', type(self).__name__, score,
                     self.budget, self.measure(allocation), self.target_sparsity)

@@ -12,7 +12,12 @@ then a closed form, fast enough for a search to call thousands of times::
 
     cost = CostModel(model, torch.randn(1, 3, 32, 32), ['conv1', 'conv2'])
     cost.flops({'conv1': 0.5, 'conv2': 0.25})    # FLOPs left after a speedup
-    cost.useful                                  # layers that may lose channels alone
+    cost.useful                                  # search variables: lone layers, tied units
+
+Layers tied through residual adds cannot shrink alone; each such group that the
+speedup can shrink as a whole is a :class:`~.units.SearchUnit` (``cost.tied``), keyed
+by its first member: an allocation's value for the key removes the same channels from
+every member, and the probe zeroes them in every member together.
 
 :func:`pruned_flops` measures the real thing on the sped-up model.
 """
@@ -27,6 +32,7 @@ from torch import nn
 from ...allocation import prune_count
 from .. import layers
 from ..flops import call_model, module_flops
+from .units import tied_units
 
 _REL_TOL = 1e-9
 
@@ -148,6 +154,32 @@ def called_more_than_once(model: nn.Module, dummy_input: Any, names: list[str]) 
     return {n for n, count in calls.items() if count > 1}
 
 
+def _layer_groups(model: nn.Module, dummy_input: Any, names: list[str]) -> tuple[list[Any], set[str]]:
+    """The speedup's channel groups of ``model`` and which of ``names`` run more than once."""
+    from prunus.speedup import dependency_groups  # lazy: prunus.speedup imports this package
+    return dependency_groups(model, dummy_input), called_more_than_once(model, dummy_input, names)
+
+
+def _mixing(module: nn.Module) -> bool:
+    """A layer producing channels from all its inputs (conv/linear, not depthwise)."""
+    return isinstance(module, layers.FILTERED) and not _channelwise(module)
+
+
+def _alone(groups: list[Any], modules: Mapping[str, nn.Module], names: list[str],
+           shared: set[str]) -> dict[str, dict[str, torch.Tensor]]:
+    alone: dict[str, dict[str, torch.Tensor]] = {}
+    for group in groups:
+        mixing = [n for n in group.names if _mixing(modules[n])]
+        blocked = group.blocked is not None and bool(group.blocked.any())
+        if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names or mixing[0] in shared:
+            continue
+        own = group.channels[mixing[0]]
+        to_layer = torch.full((group.size,), -1, dtype=torch.long)
+        to_layer[own] = torch.arange(len(own))
+        alone[mixing[0]] = {n: to_layer[group.channels[n]] for n in group.names if n != mixing[0]}
+    return {n: alone[n] for n in names if n in alone}
+
+
 def removable_alone(model: nn.Module, dummy_input: Any, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
     """Those of ``names`` whose output channels the speedup removes when only they lose
     them, each with its channel followers.
@@ -160,21 +192,8 @@ def removable_alone(model: nn.Module, dummy_input: Any, names: list[str]) -> dic
     a concat). Masking the followers too makes a pruned channel exactly
     zero, so the speedup can drop it even after training gave its BatchNorm a bias.
     """
-    from prunus.speedup import dependency_groups  # lazy: prunus.speedup imports this package
-    modules = dict(model.named_modules())
-    shared = called_more_than_once(model, dummy_input, names)
-    alone: dict[str, dict[str, torch.Tensor]] = {}
-    for group in dependency_groups(model, dummy_input):
-        mixing = [n for n in group.names if isinstance(modules[n], layers.FILTERED)
-                  and not _channelwise(modules[n])]
-        blocked = group.blocked is not None and bool(group.blocked.any())
-        if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names or mixing[0] in shared:
-            continue
-        own = group.channels[mixing[0]]
-        to_layer = torch.full((group.size,), -1, dtype=torch.long)
-        to_layer[own] = torch.arange(len(own))
-        alone[mixing[0]] = {n: to_layer[group.channels[n]] for n in group.names if n != mixing[0]}
-    return {n: alone[n] for n in names if n in alone}
+    groups, shared = _layer_groups(model, dummy_input, names)
+    return _alone(groups, dict(model.named_modules()), names, shared)
 
 
 class CostModel:
@@ -197,10 +216,16 @@ class CostModel:
         self.base_flops = {n: int(flops.get(n, 0)) for n in self.leaves}
         self.base_params = {n: sum(p.numel() for p in m.parameters(recurse=False)) for n, m in self.leaves.items()}
         self.channelwise = {n: _channelwise(m) for n, m in self.leaves.items()}
+        groups, shared = _layer_groups(model, dummy_input, prunable)
         #: prunable layers whose channels a speedup can remove on their own: the only
         #: conv/linear of their channel group (no residual tie) and not blocked (not the output)
-        self.followers = removable_alone(model, dummy_input, prunable)
-        self.useful = list(self.followers)
+        self.followers = _alone(groups, modules, prunable, shared)
+        #: tied groups searched as one variable, keyed by their first member; an
+        #: allocation's value for the key prunes the same channels in every member
+        self.tied = tied_units(groups, modules, prunable, shared, _mixing)
+        for key, unit in self.tied.items():
+            self.channels[key] = unit.size
+        self.useful = [n for n in prunable if n in self.followers or n in self.tied]
         model = probe_copy(model)
         self.leaves = _weighted_leaves(model)
         reference = dead_fractions(model, self.inputs, self.leaves)
@@ -208,6 +233,20 @@ class CostModel:
         self.coef_out: dict[str, dict[str, float]] = {}
         for name in self.useful:
             self._probe(model, name, reference)
+
+    def _zeroing(self, name: str, channels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Which output channels of which layers to zero so ``name`` loses ``channels``
+        (unit channels for a tied unit: every member loses them together)."""
+        if name not in self.tied:
+            return {name: channels}
+        unit = self.tied[name]
+        chosen = torch.zeros(unit.size, dtype=torch.bool)
+        chosen[channels] = True
+        zeroed = {}
+        for member in unit.members:
+            index = unit.index[member]
+            zeroed[member] = torch.nonzero((index >= 0) & chosen[index.clamp(min=0)]).flatten()
+        return zeroed
 
     def _probe(self, model: nn.Module, name: str, reference: dict[str, tuple[Any, Any]]) -> None:
         """Records which channels die when ``name`` loses ``k`` channels.
@@ -219,7 +258,7 @@ class CostModel:
         """
         count = self.channels[name]
         k = max(1, count // 2)
-        probes = [dead_fractions(model, self.inputs, self.leaves, {name: index})
+        probes = [dead_fractions(model, self.inputs, self.leaves, self._zeroing(name, index))
                   for index in (torch.arange(k), torch.arange(count - k, count))]
         for leaf in probes[0]:
             for side, table in ((0, self.coef_in), (1, self.coef_out)):

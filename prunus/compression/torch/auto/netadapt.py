@@ -26,7 +26,9 @@ class NetAdaptPruner(AutoPruner):
     """NetAdapt (Yang et al., 2018): iteratively removes ``sparsity_per_iteration`` more of
     the budget, one layer at a time.
 
-    Each iteration builds one candidate per layer -- that layer alone pruned just enough
+    Each iteration builds one candidate per layer (under ``budget='flops'``, a group of
+    residual-tied layers counts as one, see :mod:`~prunus.compression.torch.auto.units`)
+    -- that layer alone pruned just enough
     to remove another ``sparsity_per_iteration`` of the budget (weights, or FLOPs with
     ``budget='flops'``) -- fine-tunes each candidate briefly with
     ``short_term_fine_tuner(model)``, scores it with ``evaluator(model)`` and continues from

@@ -63,6 +63,9 @@ class SensitivityPruner(AutoPruner):
 
     supported_types = layers.FILTERED
     default_types = layers.CONV
+    # The sensitivity sweep prunes one layer at a time with base_algo, so a tied group's
+    # layers cannot be moved together: under budget='flops' only layers that shrink alone.
+    search_tied_groups = False
 
     def __init__(self, model: nn.Module, config_list: list[dict], finetuner: Callable | None = None,
                  evaluator: Callable | None = None, base_algo: str = 'l1',
