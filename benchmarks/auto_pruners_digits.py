@@ -150,7 +150,7 @@ def amc_mobilenet_part(episodes):
     ratio = pruned_flops(pruned, val[0][0][:1]) / dense_flops
     return ['### AMC on torchvision mobilenet_v2 (weights=None, 10 classes, 64x64 input)', '',
             f'flops_ratio=0.5, train_episode={episodes} (warmup 100), evaluator: accuracy on 16 random images.',
-            f'Searched layers: {len(pruner.searchable())} (those the speedup can shrink alone).',
+            f'Searched layers: {len(pruner.searchable())} (layers the speedup can shrink alone, and residual-tied groups as one unit each).',
             f'Wall time: {seconds:.1f} s (limit 600 s); FLOPs left after speedup: {ratio:.4f} of {dense_flops:,}.', '']
 
 
