@@ -237,15 +237,29 @@ class Analysis:
         flow = flows[0]
         self.block(flow.ids[~flow.const], f"read by '{name}'")
         const = np.where(flow.const, flow.constants(), 0.0)
-        if not plan.handler.absorbs(layer) or not first:
-            self.block(flow.ids[const != 0], f"'{name}' cannot fold a constant input exactly")
         if first:
             plan.const_in = const
             plan.out_ids = self.fresh(value.shape[-1])
+        self._fold_blocks(layer, name, plan, flow, const, first)
         if getattr(getattr(layer, 'activation', None), '__name__', '') in ('softmax', 'log_softmax'):
             self.block(plan.out_ids, f"'{name}' ends in a softmax over its channels")
         weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
         return Flow(plan.out_ids, value, plan.handler.constant_outputs(layer, weights))
+
+    def _fold_blocks(self, layer, name: str, plan: Plan, flow: Flow, const: np.ndarray,
+                     first: bool) -> None:
+        """Blocks the constant inputs that cannot fold into the bias exactly.
+
+        The rebuilt layer folds the first call's constants, once for every call, so a
+        layer called again keeps what is non-zero or differs in a later call.
+        """
+        if not first:
+            bad = (const != 0) | (const != plan.const_in)
+        elif plan.handler.absorbs(layer):
+            return
+        else:
+            bad = const != 0
+        self.block(flow.ids[bad], f"'{name}' cannot fold a constant input exactly")
 
     def _tied(self, layer, name, plan, flows, value, first) -> Flow:
         flow = flows[0]
