@@ -14,6 +14,11 @@ still uses is never removed, whatever the masks say.
 A zero-padded conv cannot fold a non-zero constant (at the borders it meets the padding).
 It keeps one constant input channel instead, the *carrier*, and takes the removed
 constants' kernel slices into the carrier's, scaled by the ratio of the constants.
+
+A BatchNormalization whose scale is zero for a channel (Network Slimming) outputs its
+shift there whatever the input: the position becomes constant at its output, so the
+consumers can fold or carry it, and as the BatchNorm's input and output share the group,
+the filters feeding it go with it unless something else still reads them.
 """
 from __future__ import annotations
 
