@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 from prunus.compression.tf import L1FilterPruner, SlimPruner  # noqa: E402
 from prunus.speedup.tf import SpeedupError, speedup  # noqa: E402
 
-from .zoo import ZOO, build, perturb_batchnorm, sample  # noqa: E402
+from .zoo import ZOO, build, dead_filters, perturb_batchnorm, sample  # noqa: E402
 
 PRUNABLE = ['Conv1D', 'Conv2D', 'Conv3D', 'Conv2DTranspose', 'SeparableConv2D', 'DepthwiseConv2D']
 
@@ -53,6 +53,21 @@ def test_constant_of_pruned_channel_is_folded_into_next_bias():
     assert small.get_layer('d1').units == 4
     assert small.get_layer('d2').use_bias  # the folded constant needed a bias
     assert _exact(model, small, sample(model)) < 1e-5
+
+
+def test_shared_conv_keeps_constants_that_differ_between_calls():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((9, 9, 3))
+    y = keras.layers.Conv2D(8, 3, name='c1')(x)
+    shared = keras.layers.Conv2D(5, 3, name='shared')  # valid padding: one call alone would fold
+    a = shared(keras.layers.Activation('sigmoid')(keras.layers.BatchNormalization()(y)))
+    b = shared(y)  # here c1's pruned channels are zero, in the first call they are not
+    model = keras.Model(x, keras.layers.Add()([a, b]))
+    perturb_batchnorm(model, 1)
+    masks = dead_filters(model, 'c1', [0, 1, 2, 3])
+    small = speedup(model, masks)
+    assert _exact(model, small, sample(model)) < 1e-4
+    assert small.get_layer('c1').filters == 8
 
 
 def test_conflicting_masks_on_tied_channels_keep_used_channels():

@@ -119,3 +119,23 @@ def build(name: str, seed: int = 0) -> keras.Model:
 def sample(model: keras.Model, n: int = 4, seed: int = 0) -> np.ndarray:
     shape = tuple(model.inputs[0].shape[1:])
     return np.random.default_rng(seed).normal(size=(n,) + shape).astype(np.float32)
+
+
+def rel_error(model: keras.Model, small: keras.Model, x: np.ndarray) -> float:
+    """Largest inference-mode output difference, relative to the largest reference output."""
+    ref = np.asarray(model(x, training=False))
+    out = np.asarray(small(x, training=False))
+    assert out.shape == ref.shape
+    return float(np.abs(out - ref).max() / (np.abs(ref).max() + 1e-12))
+
+
+def dead_filters(model: keras.Model, name: str, drop: list[int]) -> dict:
+    """Zeroes filters ``drop`` of conv ``name`` (kernel and bias) in place, as a pruner's
+    masks would; returns those masks."""
+    layer = model.get_layer(name)
+    kernel, bias = layer.get_weights()
+    mask, bias_mask = np.ones_like(kernel), np.ones_like(bias)
+    mask[..., drop] = 0.0
+    bias_mask[drop] = 0.0
+    layer.set_weights([kernel * mask, bias * bias_mask])
+    return {name: {'weight': mask, 'bias': bias_mask}}

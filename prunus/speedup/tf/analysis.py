@@ -10,6 +10,15 @@ A group is removed unless something blocks it: a model input or output, a layer 
 handlers do not support, or a mixing layer (Conv, Dense) that reads it while it is not
 constant or cannot fold its constant into the bias exactly. So a channel the masked model
 still uses is never removed, whatever the masks say.
+
+A zero-padded conv cannot fold a non-zero constant (at the borders it meets the padding).
+It keeps one constant input channel instead, the *carrier*, and takes the removed
+constants' kernel slices into the carrier's, scaled by the ratio of the constants.
+
+A BatchNormalization whose scale is zero for a channel (Network Slimming) outputs its
+shift there whatever the input: the position becomes constant at its output, so the
+consumers can fold or carry it, and as the BatchNorm's input and output share the group,
+the filters feeding it go with it unless something else still reads them.
 """
 from __future__ import annotations
 
@@ -59,10 +68,12 @@ class Plan:
     layer: Any
     role: str
     handler: LayerHandler | None = None
+    name: str = ''
     in_ids: list[np.ndarray] = field(default_factory=list)
     out_ids: np.ndarray | None = None
     const_in: np.ndarray | None = None
     out_shape: tuple = ()
+    carrier: int | None = None  # input position carrying the removed constants
 
 
 def _uniform(flow: Flow) -> Flow:
@@ -109,9 +120,11 @@ class Analysis:
         for i in np.asarray(ids).reshape(-1).tolist():
             self.blocked.setdefault(i, reason)
 
-    def kept(self, ids: np.ndarray) -> np.ndarray:
-        """Boolean keep vector over ``ids`` (after every union and block)."""
-        roots = {self.find(i) for i in self.blocked}
+    def kept(self, ids: np.ndarray, roots: set[int] | None = None) -> np.ndarray:
+        """Boolean keep vector over ``ids`` (after every union and block); ``roots``: the
+        blocked roots when the caller already has them."""
+        if roots is None:
+            roots = {self.find(i) for i in self.blocked}
         return np.array([self.find(i) in roots for i in ids.tolist()], dtype=bool)
 
     # --- the pass -------------------------------------------------------------------
@@ -126,15 +139,16 @@ class Analysis:
             inputs.append(flow)
         for flow in tree.flatten(self.container(model, inputs)):
             self.block(flow.ids, 'model output')
-        self.balance_groups()
+        self.settle()
 
-    def balance_groups(self) -> None:
-        """Keeps extra channels until every grouped conv keeps equal channels per group.
+    def settle(self) -> None:
+        """Keeps extra channels until every grouped conv keeps equal channels per group and
+        every zero-padded conv that loses a non-zero constant input keeps a carrier.
 
         A group with all its inputs and outputs removed is dropped; every other group keeps
         the largest kept count of any group (at least one), on the input and output side.
-        Keeping a channel can unbalance another grouped conv, so this runs to a fixpoint
-        (it ends: the kept set only grows).
+        Keeping a channel can unbalance another grouped conv or remove a carrier's need, so
+        this runs to a fixpoint (it ends: the kept set only grows).
         """
         changed = True
         while changed:
@@ -142,6 +156,30 @@ class Analysis:
             for plan in self.plans.values():
                 if plan.role == 'mixing' and plan.handler.groups(plan.layer) > 1:
                     changed |= self._balance(plan, plan.handler.groups(plan.layer))
+            changed |= self._pick_carriers()
+
+    def _pick_carriers(self) -> bool:
+        """One kept non-zero constant input per carrying conv that loses others: one
+        already kept if there is one, else the first of those it would lose."""
+        roots = {self.find(i) for i in self.blocked}
+        changed = False
+        for plan in self.plans.values():
+            if plan.role != 'mixing' or plan.handler.absorbs(plan.layer) \
+                    or not plan.handler.can_carry(plan.layer):
+                continue
+            ids = plan.in_ids[0]
+            keep, nonzero = self.kept(ids, roots), plan.const_in != 0
+            plan.carrier = None
+            if not (nonzero & ~keep).any():
+                continue
+            ready = np.flatnonzero(nonzero & keep)
+            plan.carrier = int(ready[0] if len(ready) else np.flatnonzero(nonzero)[0])
+            if not len(ready):
+                self.block(ids[plan.carrier],
+                           f"carries the constant inputs of '{plan.name}' (zero padding)")
+                roots.add(self.find(int(ids[plan.carrier])))
+                changed = True
+        return changed
 
     def _balance(self, plan: Plan, g: int) -> bool:
         sides = [ids.reshape(g, -1) for ids in (plan.in_ids[0], plan.out_ids)]
@@ -214,7 +252,8 @@ class Analysis:
         if reason is None and (len(outputs) != 1 or not flows):
             reason = f"'{name}' has {len(outputs)} outputs"
         first = id(layer) not in self.plans
-        plan = self.plans.setdefault(id(layer), Plan(layer, 'pin' if reason else handler.role, handler))
+        plan = self.plans.setdefault(
+            id(layer), Plan(layer, 'pin' if reason else handler.role, handler, name))
         self._tie_calls(plan, flows)
         if reason is not None:
             for flow in flows:
@@ -237,15 +276,29 @@ class Analysis:
         flow = flows[0]
         self.block(flow.ids[~flow.const], f"read by '{name}'")
         const = np.where(flow.const, flow.constants(), 0.0)
-        if not plan.handler.absorbs(layer) or not first:
-            self.block(flow.ids[const != 0], f"'{name}' cannot fold a constant input exactly")
         if first:
             plan.const_in = const
             plan.out_ids = self.fresh(value.shape[-1])
+        self._fold_blocks(layer, name, plan, flow, const, first)
         if getattr(getattr(layer, 'activation', None), '__name__', '') in ('softmax', 'log_softmax'):
             self.block(plan.out_ids, f"'{name}' ends in a softmax over its channels")
         weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
         return Flow(plan.out_ids, value, plan.handler.constant_outputs(layer, weights))
+
+    def _fold_blocks(self, layer, name: str, plan: Plan, flow: Flow, const: np.ndarray,
+                     first: bool) -> None:
+        """Blocks the constant inputs that neither fold into the bias nor can be carried.
+
+        The rebuilt layer folds (or carries) the first call's constants, once for every
+        call, so a layer called again keeps what is non-zero or differs in a later call.
+        """
+        if not first:
+            bad = (const != 0) | (const != plan.const_in)
+        elif plan.handler.absorbs(layer) or plan.handler.can_carry(layer):
+            return  # a carrier, if one is needed, is picked once everything is known
+        else:
+            bad = const != 0
+        self.block(flow.ids[bad], f"'{name}' cannot fold a constant input exactly")
 
     def _tied(self, layer, name, plan, flows, value, first) -> Flow:
         flow = flows[0]

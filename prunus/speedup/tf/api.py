@@ -39,18 +39,35 @@ def _summary(analysis: Analysis, before: keras.Model, after: keras.Model) -> dic
     roots = {}
     for i, reason in analysis.blocked.items():
         roots.setdefault(analysis.find(i), reason)
+    counted = set()
     for plan in analysis.plans.values():
         if plan.role != 'mixing':
             continue
         keep = analysis.kept(plan.out_ids)
         rows.append({'layer': plan.layer.name, 'type': type(plan.layer).__name__,
                      'channels_before': int(len(keep)), 'channels_after': int(keep.sum())})
-        weights = {v.name: v.numpy() for v in plan.layer.weights}
-        pruned = plan.handler.constant_outputs(plan.layer, weights)
-        for i in plan.out_ids[pruned & keep].tolist():
+        for i in _pruned(plan, keep):
+            counted.add(analysis.find(i))
             unremoved[roots.get(analysis.find(i), 'kept')] += 1
+    for plan in analysis.plans.values():
+        # A tied layer's own pruned channels (a zero BatchNorm scale, a masked depthwise
+        # filter) count once, unless a pruned producer of the same group counted already.
+        if plan.role == 'tied' and plan.out_ids is not None:
+            for i in _pruned(plan, analysis.kept(plan.out_ids)):
+                if analysis.find(i) not in counted:
+                    counted.add(analysis.find(i))
+                    unremoved[roots.get(analysis.find(i), 'kept')] += 1
     return {'layers': rows, 'params_before': before.count_params(),
             'params_after': after.count_params(), 'pruned_but_kept': dict(unremoved)}
+
+
+def _pruned(plan, keep: np.ndarray) -> list[int]:
+    """Ids of the layer's output channels its (masked) weights make constant but are kept."""
+    weights = {v.name: v.numpy() for v in getattr(plan.layer, 'weights', ())}
+    pruned = plan.handler.constant_outputs(plan.layer, weights)
+    if pruned is None or len(pruned) != len(keep):
+        return []
+    return plan.out_ids[pruned & keep].tolist()
 
 
 def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerHandler] | None = None,

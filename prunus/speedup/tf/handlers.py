@@ -3,7 +3,9 @@
 A handler answers four questions about its layer type: how to remove output channels
 (:meth:`LayerHandler.prune_out`), how to remove input channels (:meth:`prune_in`), how
 channels flow through it (:attr:`role`), and whether a constant arriving on a removed
-input channel can be folded into its bias exactly (:meth:`absorbs`, :meth:`fold`).
+input channel can be folded into its bias exactly (:meth:`absorbs`, :meth:`fold`) or, where
+zero padding forbids that, carried by one kept constant input channel (:meth:`can_carry`,
+:meth:`carry`).
 ``weights`` are dicts of numpy arrays by variable name (``'kernel'``, ``'bias'``, ...);
 ``config`` is the layer's ``get_config()`` dict; ``keep`` is a boolean vector.
 
@@ -48,10 +50,34 @@ class LayerHandler:
         """Bias change (over the original outputs) equal to the constant input ``const``."""
         raise NotImplementedError
 
+    def can_carry(self, layer) -> bool:
+        """Whether :meth:`carry` works: a layer that cannot fold a non-zero constant into
+        its bias (zero padding makes its effect vary at the borders) may still route it
+        through one kept input channel holding another non-zero constant."""
+        return False
+
+    def carry(self, layer, weights: dict, const: np.ndarray, carrier: int, value: float) -> None:
+        """Makes input channel ``carrier`` (the constant ``value`` != 0) also stand for the
+        removed constant inputs ``const`` (zero where nothing is removed)."""
+        raise NotImplementedError
+
     def constant_outputs(self, layer, weights: dict) -> np.ndarray | None:
         """Output channels whose value does not depend on the input (all-zero filters,
-        zeroed BatchNorm scale and shift); None when the type has none."""
+        a zero BatchNorm scale); None when the type has none."""
         return None
+
+
+def _carry(kernel: np.ndarray, axis: int, const: np.ndarray, carrier: int,
+           value: float) -> np.ndarray:
+    """``kernel`` with each input slice along ``axis`` scaled by const / value and added to
+    the carrier's slice. Exact for any zero padding, stride or dilation: a linear layer maps
+    the constant input c_j (zero in the padding) through W_j exactly as it maps the
+    carrier's c_r through (c_j / c_r) * W_j."""
+    slices = np.moveaxis(kernel, axis, 0).astype(np.float64)
+    scale = const / value
+    scale[carrier] = 0.0
+    slices[carrier] += np.tensordot(scale, slices, axes=1)
+    return np.moveaxis(slices, 0, axis).astype(kernel.dtype)
 
 
 class DenseHandler(LayerHandler):
@@ -132,6 +158,12 @@ class ConvHandler(LayerHandler):
         summed = kernel.reshape(-1, per_in, g, out // g).sum(axis=0)  # (in/g, g, out/g)
         return np.einsum('jbo,bj->bo', summed, const.reshape(g, per_in)).reshape(-1)
 
+    def can_carry(self, layer):
+        return self.groups(layer) == 1  # a carrier per group would cost a channel per group
+
+    def carry(self, layer, weights, const, carrier, value):
+        weights['kernel'] = _carry(weights['kernel'], -2, const, carrier, value)
+
     def constant_outputs(self, layer, weights):
         kernel = weights['kernel']
         return ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
@@ -139,7 +171,7 @@ class ConvHandler(LayerHandler):
 
 class ConvTransposeHandler(ConvHandler):
     """Conv1D/2D/3DTranspose: kernel ``(*k, out, in)``; overlapping outputs are never
-    uniform, so only zero constants are absorbed."""
+    uniform, so constants are never folded into the bias, only carried."""
 
     def prune_out(self, layer, config, weights, keep):
         config['filters'] = int(keep.sum())
@@ -152,6 +184,9 @@ class ConvTransposeHandler(ConvHandler):
 
     def absorbs(self, layer):
         return False
+
+    def carry(self, layer, weights, const, carrier, value):
+        weights['kernel'] = _carry(weights['kernel'], -1, const, carrier, value)
 
     def constant_outputs(self, layer, weights):
         kernel = np.moveaxis(weights['kernel'], -2, -1)
@@ -171,6 +206,10 @@ class SeparableConvHandler(ConvHandler):
         weights['depthwise_kernel'] = weights['depthwise_kernel'][..., keep, :]
         inner = np.repeat(keep, layer.depth_multiplier)
         weights['pointwise_kernel'] = weights['pointwise_kernel'][..., inner, :]
+
+    def can_carry(self, layer):
+        return False  # each input has its own depthwise filter: no kernel to share
+
 
     def fold(self, layer, weights, const):
         depth = weights['depthwise_kernel']

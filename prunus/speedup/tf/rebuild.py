@@ -1,5 +1,5 @@
 """Building the smaller model from an :class:`~.analysis.Analysis`: new configs, sliced
-weights and folded constants, layer by layer through the same graph."""
+weights and folded (or carried) constants, layer by layer through the same graph."""
 from __future__ import annotations
 
 from typing import Any
@@ -71,7 +71,12 @@ class Rebuilder:
         if plan.role == 'mixing':
             in_keep, out_keep = kept(plan.in_ids[0]), kept(plan.out_ids)
             removed_const = np.where(in_keep, 0.0, plan.const_in)
-            delta = plan.handler.fold(layer, weights, removed_const) if removed_const.any() else None
+            delta = None
+            if plan.carrier is not None:  # zero padding: the constants ride on the carrier
+                plan.handler.carry(layer, weights, removed_const, plan.carrier,
+                                   float(plan.const_in[plan.carrier]))
+            elif removed_const.any():
+                delta = plan.handler.fold(layer, weights, removed_const)
             plan.handler.prune_in(layer, config, weights, in_keep)
             if delta is not None:
                 if 'bias' not in weights:
