@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import inspect
 import os
 import statistics
@@ -74,11 +75,19 @@ def timed_runs(base, x, repeats):
     with torch.no_grad():
         base(x)  # warm-up shared by all
     runs = {'prunus': [], 'nocheck': [], 'tp': []}
+
+    def fresh():
+        # a clean heap for every tool: otherwise whoever runs next pays for collecting
+        # the previous tool's garbage (Python's cyclic collector kicks in mid-run)
+        model = copy.deepcopy(base)
+        gc.collect()
+        return model
+
     for _ in range(repeats):
-        runs['prunus'].append(run_prunus(copy.deepcopy(base), x))
+        runs['prunus'].append(run_prunus(fresh(), x))
         if 'check' in inspect.signature(speedup).parameters:
-            runs['nocheck'].append(run_prunus(copy.deepcopy(base), x, check=False))
-        runs['tp'].append(run_torch_pruning(copy.deepcopy(base), x))
+            runs['nocheck'].append(run_prunus(fresh(), x, check=False))
+        runs['tp'].append(run_torch_pruning(fresh(), x))
     med = lambda vals: statistics.median(vals) if vals else float('nan')  # noqa: E731
     return dict(
         small=runs['prunus'][-1][0], tp_model=runs['tp'][-1][0],

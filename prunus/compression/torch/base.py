@@ -139,7 +139,7 @@ class Pruner:
 
     def compress(self) -> nn.Module:
         """Computes the masks and attaches them to the model; returns the model."""
-        apply_masks(self.bound_model, self.calc_masks())
+        apply_masks(self.bound_model, self.calc_masks(), owned=True)  # fresh: no copies
         return self.bound_model
 
     def get_masks(self) -> Masks:

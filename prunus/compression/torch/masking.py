@@ -102,20 +102,28 @@ def check_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]
 
 
 @torch.no_grad()
-def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_name: str = '') -> None:
-    """Attaches (or replaces) masks on one module and zeroes the masked entries."""
+def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_name: str = '',
+                 owned: bool = False) -> None:
+    """Attaches (or replaces) masks on one module and zeroes the masked entries.
+
+    The module keeps copies of the masks, unless ``owned`` says they are fresh tensors
+    nobody else holds (a pruner's own masks), which it then keeps as they are."""
     for pname, mask in masks.items():
         param = module._parameters.get(pname)
         _check_mask(module_name or type(module).__name__, pname, param, mask)
     names = list(getattr(module, _MASKED_ATTR, ()))
     for pname, mask in masks.items():
         param = module._parameters[pname]
-        mask = mask.detach().to(device=param.device, dtype=param.dtype)
+        mask = mask.detach()
+        moved = mask.to(device=param.device, dtype=param.dtype)
+        if not owned and moved.data_ptr() == mask.data_ptr():
+            moved = moved.clone()  # still the caller's storage: keep a copy of our own
+        mask = moved.contiguous()
         buffer = f'{pname}_mask'
         if buffer in module._buffers:
-            module._buffers[buffer] = mask.clone()
+            module._buffers[buffer] = mask
         else:
-            module.register_buffer(buffer, mask.clone(), persistent=False)
+            module.register_buffer(buffer, mask, persistent=False)
         param.mul_(mask)
         _OWNERS[param] = (weakref.ref(module), pname)
         if pname not in names:
@@ -127,12 +135,14 @@ def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_na
     setattr(module, _MASKED_ATTR, tuple(names))
 
 
-def apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]]) -> nn.Module:
-    """Attaches every module's masks; validates all of them first so a bad mask changes nothing."""
+def apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]],
+                owned: bool = False) -> nn.Module:
+    """Attaches every module's masks; validates all of them first so a bad mask changes nothing.
+    ``owned``: the masks are fresh tensors the model may keep (see :func:`attach_masks`)."""
     check_masks(model, masks)
     modules = dict(model.named_modules())
     for name, per_param in masks.items():
-        attach_masks(modules[name], per_param, name)
+        attach_masks(modules[name], per_param, name, owned)
     return model
 
 
