@@ -19,10 +19,16 @@ from .config import ConfigEntry
 
 @dataclass(frozen=True)
 class LayerRef:
-    """A layer as the core sees it: its qualified name and its class name."""
+    """A layer as the core sees it: its qualified name, its class name, and ``kinds``: the
+    names of the framework's layer classes it derives from (a ``MyConv(nn.Conv2d)`` is a
+    ``Conv2d``, so ``op_types: ['Conv2d']`` and ``'default'`` select it too)."""
 
     name: str
     type_name: str
+    kinds: tuple[str, ...] = ()
+
+    def is_a(self, types: set[str] | Sequence[str]) -> bool:
+        return self.type_name in types or any(k in types for k in self.kinds)
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,10 @@ def _by_name(entry: ConfigEntry, layers: Sequence[LayerRef]) -> set[str] | None:
     return picked
 
 
-def _types_of(entry: ConfigEntry, supported: Sequence[str], default: Sequence[str],
-              pruner: str) -> set[str] | None:
+def _types_of(entry: ConfigEntry, prunable: set[str], supported: Sequence[str],
+              default: Sequence[str], pruner: str) -> set[str] | None:
+    """The class names ``entry['op_types']`` selects; ``prunable``: class names in the
+    model that derive from a supported type (a subclass may be named too)."""
     if 'op_types' not in entry:
         return None
     types: set[str] = set()
@@ -75,7 +83,7 @@ def _types_of(entry: ConfigEntry, supported: Sequence[str], default: Sequence[st
         if type_name == 'default':
             types |= set(default)
             continue
-        if not entry.exclude and type_name not in supported:
+        if not entry.exclude and type_name not in supported and type_name not in prunable:
             raise ValueError(f"{entry.where}['op_types'] names '{type_name}', which {pruner} cannot "
                              f"prune; it prunes: {', '.join(supported)}.")
         types.add(type_name)
@@ -85,14 +93,15 @@ def _types_of(entry: ConfigEntry, supported: Sequence[str], default: Sequence[st
 def _entry_layers(entry: ConfigEntry, layers: Sequence[LayerRef], supported: Sequence[str],
                   default: Sequence[str], pruner: str) -> list[LayerRef]:
     names = _by_name(entry, layers)
-    types = _types_of(entry, supported, default, pruner)
+    derived = {layer.type_name for layer in layers if layer.is_a(supported)}
+    types = _types_of(entry, derived, supported, default, pruner)
     chosen = []
     for layer in layers:
         if names is not None and layer.name not in names:
             continue
-        if types is not None and layer.type_name not in types:
+        if types is not None and not layer.is_a(types):
             continue
-        if layer.type_name not in supported:
+        if not layer.is_a(supported):
             if entry.exclude or types is None and layer.name not in entry.get('op_names', []):
                 continue  # a regex or a partial name may sweep up containers and activations
             raise ValueError(f"{entry.where}['op_names'] names '{layer.name}', a {layer.type_name}, "

@@ -71,3 +71,17 @@ def test_selection_errors_name_entry_and_key(config_list, message):
     with pytest.raises(ValueError) as caught:
         select(config_list)
     assert str(caught.value).startswith(message)
+
+
+def test_a_subclass_is_selected_by_its_base_its_own_name_and_default():
+    layers = LAYERS + [LayerRef('stem', 'MyConv', kinds=('Conv2d',)), LayerRef('act', 'MyReLU')]
+
+    def pick(op_types):
+        entries = validate_config_list([{'sparsity': 0.5, 'op_types': op_types}])
+        return {s.layer.name for s in select_layers(entries, layers, supported_types=SUPPORTED,
+                                                     default_types=DEFAULT, pruner='L1FilterPruner')}
+
+    assert 'stem' in pick(['Conv2d']) and 'stem' in pick(['default'])
+    assert pick(['MyConv']) == {'stem'}
+    with pytest.raises(ValueError, match="names 'MyReLU', which L1FilterPruner cannot prune"):
+        pick(['MyReLU'])

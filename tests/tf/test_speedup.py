@@ -148,3 +148,23 @@ def test_keras_applications_l1_half(app, tmp_path):
     small.save(path)
     reloaded = keras.models.load_model(path)
     np.testing.assert_allclose(reloaded(x, training=False), small(x, training=False), atol=1e-5)
+
+
+class _MyConv(keras.layers.Conv2D):
+    """A user's Conv2D subclass: selected and pruned as a Conv2D."""
+
+
+def test_subclassed_conv_is_pruned_as_its_base_and_sped_up():
+    inp = keras.Input((8, 8, 3))
+    x = _MyConv(8, 3, padding='same', activation='relu', name='mine')(inp)
+    x = keras.layers.Conv2D(6, 3, padding='same')(x)
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    for op_types in (['Conv2D'], ['default'], ['_MyConv']):
+        pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': op_types}])
+        assert 'mine' in {s.layer.name for s in pruner.selections}
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}])
+    pruner.compress()
+    small = speedup(model, pruner.get_masks())
+    _exact(model, small, np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32))
+    assert small.count_params() < model.count_params()

@@ -76,12 +76,19 @@ def iter_layers(model: keras.Model, prefix: str = '') -> Iterator[tuple[str, ker
 
 def layer_refs(model: keras.Model) -> list[LayerRef]:
     """The model's layers as the framework-agnostic selection sees them."""
-    return [LayerRef(name, type(layer).__name__) for name, layer in iter_layers(model)]
+    return [LayerRef(name, type(layer).__name__, _kinds(layer)) for name, layer in iter_layers(model)]
+
+
+def _kinds(layer: keras.layers.Layer) -> tuple[str, ...]:
+    """Prunable Keras classes a subclass derives from (a ``MyConv(Conv2D)`` is a Conv2D)."""
+    return tuple(c.__name__ for c in type(layer).__mro__[1:] if c.__name__ in WEIGHT_SPECS)
 
 
 def spec_of(layer: keras.layers.Layer) -> WeightSpec:
     """The :class:`WeightSpec` of ``layer``; TypeError names unsupported layer types."""
-    spec = WEIGHT_SPECS.get(type(layer).__name__)
+    # the nearest prunable class in the layer's ancestry: a subclass is pruned as its base
+    spec = next((WEIGHT_SPECS[c.__name__] for c in type(layer).__mro__ if c.__name__ in WEIGHT_SPECS),
+                None)
     if spec is None:
         raise TypeError(f"layer '{layer.name}' is a {type(layer).__name__}, which has no prunable "
                         f"weight; prunable types: {', '.join(WEIGHT_SPECS)}.")

@@ -70,7 +70,8 @@ class Pruner:
         self.optimizer = optimizer
         self.entries = validate_config_list(config_list, self.config_spec, type(self).__name__)
         modules = dict(model.named_modules())
-        refs = [LayerRef(name, type(module).__name__) for name, module in modules.items()]
+        refs = [LayerRef(name, type(module).__name__, self._kinds(module))
+                for name, module in modules.items()]
         self.selections = select_layers(
             self.entries, refs, supported_types=layers.names(self.supported_types),
             default_types=layers.names(self.default_types), pruner=type(self).__name__)
@@ -85,6 +86,12 @@ class Pruner:
     def compute_scores(self, collected: Any) -> Scores:
         """Importance per output channel (structured) or per weight (unstructured)."""
         raise NotImplementedError
+
+    def _kinds(self, module: nn.Module) -> tuple[str, ...]:
+        """Supported layer classes a subclass derives from (torchvision's Conv3DSimple
+        is a Conv3d): it is selected and pruned as one."""
+        cls = type(module)
+        return tuple(t.__name__ for t in self.supported_types if t is not cls and isinstance(module, t))
 
     def sparsity_of(self, entry: ConfigEntry) -> float:
         """The fraction an entry asks for now; schedules override this."""
