@@ -7,6 +7,7 @@ before/after, how many masked channels the speedup had to keep (and why, summed)
 relative max output error of the sped-up model against the masked one.
 
     OMP_NUM_THREADS=1 python benchmarks/speedup_keras_applications.py --size 64
+    OMP_NUM_THREADS=1 python benchmarks/speedup_keras_applications.py --all
 """
 from __future__ import annotations
 
@@ -22,21 +23,30 @@ from prunus.speedup.tf import speedup
 
 TYPES = {'ResNet50': ['Conv2D'], 'MobileNetV2': ['Conv2D', 'DepthwiseConv2D'],
          'EfficientNetB0': ['Conv2D', 'DepthwiseConv2D']}
+# every other keras.applications family, with the input side it needs (Conv2D masks)
+MORE = {'ConvNeXtTiny': 64, 'DenseNet121': 64, 'EfficientNetV2B0': 64, 'InceptionV3': 96,
+        'InceptionResNetV2': 96, 'MobileNet': 64, 'MobileNetV3Small': 64,
+        'MobileNetV3Large': 64, 'NASNetMobile': 224, 'ResNet50V2': 64, 'ResNet101': 64,
+        'VGG16': 64, 'Xception': 96}
 
 
 def _perturb_batchnorm(model: keras.Model, rng: np.random.Generator) -> None:
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c),
-                               rng.normal(0, 0.5, c), rng.uniform(0.5, 2.0, c)])
+            values = []  # scale=False / center=False layers lack gamma / beta
+            for v in layer.weights:
+                c, name = v.shape[0], v.path.rsplit('/', 1)[-1]
+                values.append(rng.uniform(0.5, 2.0, c) if 'variance' in name else
+                              rng.uniform(0.5, 1.5, c) if 'gamma' in name else
+                              rng.normal(0, 0.5, c))
+            layer.set_weights(values)
 
 
 def measure(app: str, size: int, dependency_aware: bool) -> str:
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, app)(weights=None, input_shape=(size, size, 3), classes=10)
     _perturb_batchnorm(model, np.random.default_rng(0))
-    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': TYPES[app]}],
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': TYPES.get(app, ['Conv2D'])}],
                             dependency_aware=dependency_aware)
     pruner.compress()
     small, summary = speedup(model, pruner, return_summary=True)
@@ -58,10 +68,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--models', nargs='+', default=list(TYPES))
     parser.add_argument('--size', type=int, default=64)
+    parser.add_argument('--all', action='store_true',
+                        help='every keras.applications family, each at the input size it needs')
     args = parser.parse_args()
-    for app in args.models:
+    models = {**{m: args.size for m in TYPES}, **MORE} if args.all else \
+        {m: args.size for m in args.models}
+    for app, size in models.items():
         for dependency_aware in (False, True):
-            print(measure(app, args.size, dependency_aware), flush=True)
+            print(measure(app, size, dependency_aware), flush=True)
 
 
 if __name__ == '__main__':

@@ -27,7 +27,8 @@ from prunus.speedup.cache import remember
 from prunus.speedup.handlers import Handler
 from prunus.speedup.structure import trace_structure
 
-__all__ = ['ChannelGroup', 'dependency_groups', 'channel_groups']
+__all__ = ['ChannelGroup', 'EvenSplit', 'dependency_groups', 'dependency_structure',
+           'channel_groups']
 
 
 @dataclass
@@ -53,10 +54,36 @@ class ChannelGroup:
     blocked: torch.Tensor | None = None
 
 
+@dataclass
+class EvenSplit:
+    """A tensor split into ``pieces`` equal chunks along its channels (``x.chunk(2, 1)`` in
+    a ShuffleNet block): every piece must lose the same number of channels.
+
+    Attributes:
+        where: the operation, for messages.
+        group: per channel of the split tensor, the index of the :class:`ChannelGroup` it
+            belongs to (-1: none, e.g. a channel of the model input).
+        position: per channel, its group channel in that group.
+        pieces: the number of chunks.
+    """
+
+    where: str
+    group: np.ndarray
+    position: np.ndarray
+    pieces: int
+
+
 def dependency_groups(model: nn.Module, dummy_input: Any,
                       custom_handlers: dict[type, Handler] | None = None
                       ) -> list[ChannelGroup]:
     """Trace ``model`` on ``dummy_input`` and return its :class:`ChannelGroup` list."""
+    return dependency_structure(model, dummy_input, custom_handlers)[0]
+
+
+def dependency_structure(model: nn.Module, dummy_input: Any,
+                         custom_handlers: dict[type, Handler] | None = None
+                         ) -> tuple[list[ChannelGroup], list[EvenSplit]]:
+    """The :class:`ChannelGroup` list and the :class:`EvenSplit` constraints across them."""
     trace = trace_structure(model, dummy_input, custom_handlers)
     remember(model, dummy_input, custom_handlers, trace)  # the speedup may reuse it
     uf = trace.uf
@@ -84,16 +111,24 @@ def dependency_groups(model: nn.Module, dummy_input: Any,
     blocked = np.zeros(len(uf.parent), dtype=bool)
     blocked[[uf.find(i) for i in trace.blocked]] = True
     position = np.full(len(uf.parent), -1, dtype=np.int64)
-    for g in groups:
+    owned_at = np.full(len(uf.parent), -1, dtype=np.int64)  # position in the owning group
+    for gi, g in enumerate(groups):
         every = np.concatenate([roots[n] for n in g.names])
         _, first = np.unique(every, return_index=True)
         order = every[np.sort(first)]  # classes in order of first appearance
         position[order] = np.arange(len(order))
+        mine = owner[order] == gi
+        owned_at[order[mine]] = np.arange(len(order))[mine]
         g.channels = {n: torch.from_numpy(position[roots[n]]) for n in g.names}
         g.size = len(order)
         g.blocked = torch.from_numpy(blocked[order])
     _group_constraints(trace, roots, owner, groups)
-    return groups
+    splits = []
+    for where, ids, pieces in trace.uniform:
+        r = uf.roots(ids).numpy()
+        group = np.where(ids.numpy() != 0, owner[r], -1)
+        splits.append(EvenSplit(where, group, np.where(group >= 0, owned_at[r], -1), pieces))
+    return groups, splits
 
 
 def _group_constraints(trace, roots, owner, groups) -> None:

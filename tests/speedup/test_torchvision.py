@@ -43,10 +43,11 @@ def test_exact_smaller_same_shape(name):
 
 # Dependency-aware masks with real BatchNorm statistics: a removed filter leaves a non-zero
 # constant (the BatchNorm shift) that zero-padded convs cannot fold; carriers keep one per
-# consumer group, so nearly all masked channels still go.
+# consumer group, so nearly all masked channels still go; a ShuffleNet chunk loses as many
+# channels in each half (the pruner gives back the excess), so all of them go.
 DEPENDENCY_AWARE = {'resnet18': 0.99, 'resnet50': 0.99, 'resnext50_32x4d': 0.95,
                     'vgg16_bn': 0.99, 'densenet121': 0.98, 'mobilenet_v2': 0.99,
-                    'efficientnet_b0': 0.99, 'regnet_y_400mf': 0.9}
+                    'efficientnet_b0': 0.99, 'regnet_y_400mf': 0.9, 'shufflenet_v2_x1_0': 1.0}
 
 
 @pytest.mark.parametrize('name', sorted(DEPENDENCY_AWARE))

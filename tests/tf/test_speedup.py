@@ -168,3 +168,24 @@ def test_subclassed_conv_is_pruned_as_its_base_and_sped_up():
     small = speedup(model, pruner.get_masks())
     _exact(model, small, np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32))
     assert small.count_params() < model.count_params()
+
+
+class _Scale(keras.layers.Layer):
+    """Like ConvNeXt's LayerScale: an unnamed weight, so every instance names it anew."""
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(input_shape[-1],), initializer='ones')
+
+    def call(self, x):
+        return x * self.gamma
+
+
+def test_custom_layer_with_unnamed_weights_is_rebuilt_with_its_values():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding='same', activation='relu')(inp)
+    x = _Scale()(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, keras.layers.Dense(3)(x))
+    scale = model.layers[3]
+    scale.set_weights([np.linspace(0.5, 2.0, 8).astype(np.float32)])
+    small = speedup(model, {})
+    _exact(model, small, np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32))

@@ -4,7 +4,9 @@ Layers whose output channels are tied (residual adds, depthwise convs after thei
 expansion conv, ...) can only be physically removed when every one of them drops the same
 channel. Group scores are the sum of the members' channel scores; the group keeps
 ``round((1 - sparsity) * size)`` channels, evenly per block for grouped convolutions. The
-groups come from :func:`prunus.speedup.dependency_groups` (the speedup's own tracing).
+groups come from :func:`prunus.speedup.dependency_structure` (the speedup's own tracing).
+Where a tensor is chunked evenly (ShuffleNet), every chunk must lose as many channels as
+the others; pruned channels are given back (highest scores first) until they do.
 """
 from __future__ import annotations
 
@@ -38,14 +40,17 @@ def _warn_untargeted(targeted: list[str], others: list[str]) -> None:
                       'pruned there; select those layers too to prune the group.', stacklevel=4)
 
 
-def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Keep vectors (bool per output channel) for every targeted layer of a tied group of
-    ``pruner.bound_model``; the pruner expands them into masks."""
-    from prunus.speedup.dependency import dependency_groups  # noqa: PLC0415 (torch-only)
+def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
+                     keeps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``keeps`` (bool per output channel, per targeted layer) with tied layers of
+    ``pruner.bound_model`` keeping the same channels, and chunks kept even; the pruner
+    expands them into masks."""
+    from prunus.speedup.dependency import dependency_structure  # noqa: PLC0415 (torch-only)
 
-    keeps = {}
+    keeps = dict(keeps)
     modules = dict(pruner.bound_model.named_modules())
-    for group in dependency_groups(pruner.bound_model, pruner.dummy_input):
+    groups, splits = dependency_structure(pruner.bound_model, pruner.dummy_input)
+    for group in groups:
         names = [n for n in group.names if n in pruner.targets and n in scores
                  and not pruner.is_global(pruner.entry_of[n])]
         if not names:
@@ -54,12 +59,68 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor]) -> dict[str, 
                                  and _produces(modules[n])])
         if len(names) < 2 and group.groups == 1:
             continue
-        total = torch.zeros(group.size, dtype=torch.float64)
-        for n in names:
-            total.index_add_(0, group.channels[n], scores[n].detach().double().cpu().flatten())
+        total = _group_scores(group, names, scores)
         sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
         blocks = total.view(group.groups, -1).numpy()
         keep = np.concatenate([keep_mask(b, sparsity) for b in blocks])
         for n in names:
             keeps[n] = keep[group.channels[n].numpy()]
+    if splits:
+        _even_splits(groups, splits, keeps, scores,
+                     {n for n, m in modules.items() if _produces(m)})
     return keeps
+
+
+def _group_scores(group: Any, names: list[str], scores: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A group channel's score: the sum of its members' channel scores."""
+    total = torch.zeros(group.size, dtype=torch.float64)
+    for n in names:
+        total.index_add_(0, group.channels[n], scores[n].detach().double().cpu().flatten())
+    return total
+
+
+def _even_splits(groups: list, splits: list, keeps: dict[str, np.ndarray],
+                 scores: dict[str, torch.Tensor], producers: set[str]) -> None:
+    """Give pruned channels back until every chunk of an evenly split tensor loses as many
+    as the others (a ShuffleNet block's ``x.chunk(2, 1)``): the speedup could not remove
+    the excess anyway, and the masked model then keeps what the smaller one keeps."""
+    def members(gi):
+        return [n for n in groups[gi].names if n in producers]
+
+    def removed(gi):
+        # a group channel goes only when no producer keeps a channel of it
+        size = groups[gi].size
+        covered, kept = np.zeros(size, dtype=bool), np.zeros(size, dtype=bool)
+        for n in members(gi):
+            channels = groups[gi].channels[n].numpy()
+            covered[channels] = True
+            kept[channels if n not in keeps else channels[keeps[n]]] = True
+        return covered & ~kept
+
+    def restore(gi, pos):
+        for n in members(gi):
+            hit = np.isin(groups[gi].channels[n].numpy(), pos)
+            keeps[n] = keeps[n] | hit
+
+    def score(gi):
+        return _group_scores(groups[gi], [n for n in members(gi) if n in scores], scores).numpy()
+
+    group_scores = {gi: score(gi) for split in splits for gi in set(split.group.tolist()) if gi >= 0}
+    changed = True
+    while changed:
+        changed = False
+        for split in splits:
+            gone_by_group = {gi: removed(gi) for gi in group_scores}
+            gone = np.array([g >= 0 and gone_by_group[g][p]
+                             for g, p in zip(split.group.tolist(), split.position.tolist())])
+            pieces = gone.reshape(split.pieces, -1)
+            target = int(pieces.sum(1).min())
+            for k, piece in enumerate(pieces):
+                extra = int(piece.sum()) - target
+                if extra <= 0:
+                    continue
+                idx = np.flatnonzero(piece) + k * pieces.shape[1]
+                vals = np.array([group_scores[split.group[i]][split.position[i]] for i in idx])
+                for i in idx[np.argsort(-vals, kind='stable')[:extra]]:
+                    restore(split.group[i], [split.position[i]])
+                changed = True

@@ -57,7 +57,7 @@ class FilterPruner(Pruner):
         """Per-layer keeps; with ``dependency_aware`` tied layers share their channels."""
         keeps = super().generate_keeps(scores)
         if self.dependency_aware:
-            keeps.update(dependency_keeps(self, scores))
+            keeps = dependency_keeps(self, scores, keeps)
         return keeps
 
     def filters(self, name: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ class Rebuilder:
         new = self.container(model, [tuple(t.shape) for t in model.inputs])
         for old, layer, weights in self.pending:
             try:
-                layer.set_weights([weights[v.name] for v in layer.weights])
+                layer.set_weights(_in_order(layer, weights))
             except Exception as exc:
                 raise SpeedupError(f"speedup cannot set the weights of layer '{old.name}' "
                                    f'({type(old).__name__}): {exc}') from exc
@@ -89,6 +89,21 @@ class Rebuilder:
         elif plan.role == 'reshape' and type(layer).__name__ == 'Reshape':
             n_out = int(kept(plan.out_ids).sum())
             config['target_shape'] = tuple(plan.out_shape[1:-1]) + (n_out,)
+
+
+def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``weights`` in the order of the new layer's variables: by name, or by position where
+    the names do not carry over (a custom layer's unnamed ``add_weight`` gets a fresh
+    ``variable_N`` in every instance) and the shapes agree."""
+    names = [v.name for v in layer.weights]
+    if all(n in weights for n in names):
+        return [weights[n] for n in names]
+    values = list(weights.values())
+    if len(values) == len(names) and all(tuple(v.shape) == tuple(w.shape)
+                                         for v, w in zip(layer.weights, values)):
+        return values
+    missing = [n for n in names if n not in weights]
+    raise KeyError(f'no value for its variable(s) {missing}')
 
 
 __all__ = ['Rebuilder']
