@@ -23,7 +23,10 @@ from prunus.speedup.tf import speedup
 
 TYPES = {'ResNet50': ['Conv2D'], 'MobileNetV2': ['Conv2D', 'DepthwiseConv2D'],
          'EfficientNetB0': ['Conv2D', 'DepthwiseConv2D']}
-# every other keras.applications family, with the input side it needs (Conv2D masks)
+# every other keras.applications family, with the input side it needs (masks on every
+# convolution type: depthwise and separable convs carry the channels of MobileNets,
+# EfficientNetV2, Xception and NASNet)
+ALL_CONVS = ['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D']
 MORE = {'ConvNeXtTiny': 64, 'DenseNet121': 64, 'EfficientNetV2B0': 64, 'InceptionV3': 96,
         'InceptionResNetV2': 96, 'MobileNet': 64, 'MobileNetV3Small': 64,
         'MobileNetV3Large': 64, 'NASNetMobile': 224, 'ResNet50V2': 64, 'ResNet101': 64,
@@ -46,7 +49,7 @@ def measure(app: str, size: int, dependency_aware: bool) -> str:
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, app)(weights=None, input_shape=(size, size, 3), classes=10)
     _perturb_batchnorm(model, np.random.default_rng(0))
-    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': TYPES.get(app, ['Conv2D'])}],
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': TYPES.get(app, ALL_CONVS)}],
                             dependency_aware=dependency_aware)
     pruner.compress()
     small, summary = speedup(model, pruner, return_summary=True)
