@@ -180,9 +180,7 @@ class _Decider:
                 group = need // (len(roots) // site.handler.groups(site.module)[0])
                 bare = self.carriers(site, calls)[group] < 0
                 need, group = need[bare], group[bare]
-                first = torch.ones_like(group, dtype=torch.bool)
-                first[1:] = group[1:] != group[:-1]
-                changed |= self.keep(roots[need[first]],
+                changed |= self.keep(roots[need[_first_of_runs(group)]],
                                      f"carries the constant inputs of '{name}' "
                                      '(zero padding), which lost the others')
             else:
@@ -203,9 +201,9 @@ class _Decider:
         idx = cand.nonzero().flatten()
         vals = torch.stack([c.const[idx] for c, _ in calls])
         good = idx[~torch.isnan(vals).any(0) & (vals == vals[:1]).all(0) & (vals[0] != 0)]
-        group = good // (len(roots) // groups)
-        # the first good position of each group (scatter in reverse: the first one wins)
-        found[group.flip(0)] = good.flip(0)
+        group = good // (len(roots) // groups)  # ascending, as ``good`` is
+        first = _first_of_runs(group)
+        found[group[first]] = good[first]
         return found
 
     def _check_groups(self, name: str, site: Site) -> bool:
@@ -259,6 +257,13 @@ def make_plan(trace: Trace) -> Plan:
         for where, ids, pieces in trace.uniform:
             changed |= dec._uniform(where, trace.uf.roots(ids), pieces, False)
     return _build(trace, dec)
+
+
+def _first_of_runs(sorted_values: torch.Tensor) -> torch.Tensor:
+    """Bool per entry of an ascending tensor: the first of its value (one per group)."""
+    first = torch.ones_like(sorted_values, dtype=torch.bool)
+    first[1:] = sorted_values[1:] != sorted_values[:-1]
+    return first
 
 
 def _carry_plan(dec: _Decider, name: str, site: Site, sp: SitePlan) -> None:
