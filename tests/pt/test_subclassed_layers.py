@@ -57,3 +57,4 @@ def test_dependency_aware_warns_when_a_tied_layer_is_not_selected():
                             dependency_aware=True, dummy_input=X)
     with pytest.warns(UserWarning, match="'stem' share channels with 'body'"):
         pruner.compress()
+

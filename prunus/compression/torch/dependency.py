@@ -98,7 +98,7 @@ def _even_splits(groups: list, splits: list, keeps: dict[str, np.ndarray],
         return covered & ~kept
 
     def restore(gi, pos):
-        for n in members(gi):
+        for n in (m for m in members(gi) if m in keeps):
             hit = np.isin(groups[gi].channels[n].numpy(), pos)
             keeps[n] = keeps[n] | hit
 
