@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from prunus.compression import allocation, get_pruner
-from prunus.compression.torch import ADMMPruner, AGPPruner, LotteryTicketPruner
+from prunus.compression.torch import ADMMPruner, AGPPruner
 
 from . import _recipes
 from ._digits import accuracy, make_model, train_epoch

@@ -55,7 +55,7 @@ def test_iterative_schedule_hits_target_exactly_at_end_step(digits, criterion, d
 def test_global_scope_exact_total_and_per_layer_cap(digits):
     model = make_model(2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    pruning = prepare_pruning(model, WeightPruningConfig(
+    prepare_pruning(model, WeightPruningConfig(
         target_sparsity=0.9, pattern='4x1', pruning_type='snip_momentum', start_step=0, end_step=10,
         pruning_frequency=5, pruning_scope='global', max_sparsity_ratio_per_op=0.95,
         excluded_op_names=['conv1', 'fc2']), optimizer)
