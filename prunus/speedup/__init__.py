@@ -18,6 +18,7 @@ from prunus._interop import guard_triton_after_tensorflow
 _EXPORTS = {
     'ModelSpeedup': 'core', 'SpeedupError': 'core', 'speedup': 'core',
     'ChannelGroup': 'dependency', 'channel_groups': 'dependency', 'dependency_groups': 'dependency',
+    'EvenSplit': 'dependency', 'dependency_structure': 'dependency',
     'HANDLERS': 'handlers', 'SUPPORTED_LAYERS': 'handlers', 'Handler': 'handlers',
     'OP_RULES': 'ops',
     'LayerSummary': 'summary', 'SpeedupSummary': 'summary',
@@ -25,7 +26,7 @@ _EXPORTS = {
 
 __all__ = ['ModelSpeedup', 'speedup', 'SpeedupError', 'SpeedupSummary', 'LayerSummary',
            'Handler', 'HANDLERS', 'SUPPORTED_LAYERS', 'OP_RULES', 'channel_groups',
-           'dependency_groups', 'ChannelGroup']
+           'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit']
 
 
 def __getattr__(name: str) -> Any:

@@ -45,7 +45,7 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
     """``keeps`` (bool per output channel, per targeted layer) with tied layers of
     ``pruner.bound_model`` keeping the same channels, and chunks kept even; the pruner
     expands them into masks."""
-    from prunus.speedup.dependency import dependency_structure  # noqa: PLC0415 (torch-only)
+    from prunus.speedup import dependency_structure  # noqa: PLC0415 (torch-only)
 
     keeps = dict(keeps)
     modules = dict(pruner.bound_model.named_modules())
