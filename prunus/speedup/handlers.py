@@ -87,8 +87,8 @@ class Handler:
         return torch.zeros(self.count_out(module), dtype=torch.bool)
 
     def killed(self, module: nn.Module) -> torch.Tensor | None:
-        """Tied layers only: bool per channel whose output ignores the input (a zero
-        normalization scale), or None. The layer itself then produces a constant there,
+        """Tied layers only: bool per channel (on the CPU) whose output ignores the input
+        (a zero normalization scale), or None. The layer itself then produces a constant there,
         so the channels feeding it are unused unless something else reads them."""
         return None
 
@@ -334,7 +334,7 @@ class NormHandler(Handler):
         weight = getattr(module, 'weight', None)
         if weight is None or weight.is_meta:
             return None
-        zero = weight.detach() == 0
+        zero = (weight.detach() == 0).cpu()  # labels live on the CPU whatever the device
         return zero if bool(zero.any()) else None
 
     def prune_in(self, module, keep):

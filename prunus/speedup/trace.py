@@ -327,7 +327,7 @@ class _Tracer:
         those become new (constant) channels, no longer tied to the input's."""
         out_ids = in_ids.clone()
         fresh = self.uf.fresh(int(killed.sum()))
-        out_ids[killed.to(in_ids.device)] = fresh
+        out_ids[killed] = fresh
         site.kills.append((in_ids[killed], fresh))
         shape = [1] * rank
         shape[dim] = len(out_ids)
