@@ -36,19 +36,19 @@ class KeyRule:
     value_text: str = ''
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_str_list(value: Any) -> bool:
+def is_str_list(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
-def _compiles(patterns: Iterable[str]) -> bool:
+def compiles(patterns: Iterable[str]) -> bool:
     try:
         for pattern in patterns:
             re.compile(pattern)
@@ -57,21 +57,21 @@ def _compiles(patterns: Iterable[str]) -> bool:
     return True
 
 
-_FRACTION = KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
-_NAMES = KeyRule(_is_str_list, 'a list of strings', lambda v: len(v) > 0, 'a non-empty list of strings')
-_EPOCH = KeyRule(_is_int, 'an integer', lambda v: v >= 0, 'an integer >= 0')
-_COUNT = KeyRule(_is_int, 'an integer', lambda v: v >= 1, 'an integer >= 1')
+_FRACTION = KeyRule(is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
+_NAMES = KeyRule(is_str_list, 'a list of strings', lambda v: len(v) > 0, 'a non-empty list of strings')
+_EPOCH = KeyRule(is_int, 'an integer', lambda v: v >= 0, 'an integer >= 0')
+_COUNT = KeyRule(is_int, 'an integer', lambda v: v >= 1, 'an integer >= 1')
 
 #: Every key a config entry may hold, with its rule. Pruners choose which ones they accept.
 KEY_RULES: dict[str, KeyRule] = {
     'sparsity': _FRACTION,
     'sparsity_per_layer': _FRACTION,
     'total_sparsity': _FRACTION,
-    'max_sparsity_per_layer': KeyRule(_is_number, 'a number', lambda v: 0 < v <= 1, 'a number in (0, 1]'),
+    'max_sparsity_per_layer': KeyRule(is_number, 'a number', lambda v: 0 < v <= 1, 'a number in (0, 1]'),
     'op_types': _NAMES,
     'op_names': _NAMES,
-    'op_names_re': KeyRule(_is_str_list, 'a list of strings',
-                           And(lambda v: len(v) > 0, _compiles),
+    'op_names_re': KeyRule(is_str_list, 'a list of strings',
+                           And(lambda v: len(v) > 0, compiles),
                            'a non-empty list of valid regular expressions'),
     'op_partial_names': _NAMES,
     'exclude': KeyRule(lambda v: isinstance(v, bool), 'a bool'),
@@ -208,7 +208,3 @@ def validate_config_list(config_list: Any, spec: ConfigSpec = ConfigSpec(),
         _check_entry_shape(index, values, spec, pruner)
         entries.append(ConfigEntry(index, values))
     return entries
-
-
-__all__ = ['KEY_RULES', 'KeyRule', 'ConfigSpec', 'ConfigEntry', 'SELECTOR_KEYS',
-           'validate_config_list']

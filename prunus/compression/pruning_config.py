@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping, Sequence
 
-from .config import KeyRule, _is_int, _is_number, _is_str_list, _compiles
+from .config import KeyRule, is_int, is_number, is_str_list, compiles
 from .patterns import parse_pattern
 from .schedules import DECAY_TYPES
 
@@ -44,9 +44,9 @@ def _one_of(choices: Sequence[str]) -> KeyRule:
                    'one of ' + ', '.join(repr(c) for c in choices))
 
 
-_FRACTION = KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
-_STEP = KeyRule(_is_int, 'an integer', lambda v: v >= 0, 'an integer >= 0')
-_REGEXES = KeyRule(_is_str_list, 'a list of strings', _compiles, 'a list of valid regular expressions')
+_FRACTION = KeyRule(is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
+_STEP = KeyRule(is_int, 'an integer', lambda v: v >= 0, 'an integer >= 0')
+_REGEXES = KeyRule(is_str_list, 'a list of strings', compiles, 'a list of valid regular expressions')
 
 #: Canonical key -> rule. Aliases (below) are renamed to these before checking.
 PRUNING_KEYS: dict[str, KeyRule] = {
@@ -56,24 +56,24 @@ PRUNING_KEYS: dict[str, KeyRule] = {
     'pattern': KeyRule(lambda v: isinstance(v, str), 'a string', _is_pattern,
                        "a pattern such as 'unstructured', '4x1', '1xchannel' or '2:4'"),
     'op_names': _REGEXES,
-    'names': KeyRule(_is_str_list, 'a list of strings'),
+    'names': KeyRule(is_str_list, 'a list of strings'),
     'excluded_op_names': _REGEXES,
-    'pruning_op_types': KeyRule(_is_str_list, 'a list of strings', lambda v: len(v) > 0,
+    'pruning_op_types': KeyRule(is_str_list, 'a list of strings', lambda v: len(v) > 0,
                                 'a non-empty list of layer type names'),
     'start_step': _STEP,
     'end_step': _STEP,
-    'pruning_frequency': KeyRule(_is_int, 'an integer', lambda v: v >= 1, 'an integer >= 1'),
+    'pruning_frequency': KeyRule(is_int, 'an integer', lambda v: v >= 1, 'an integer >= 1'),
     'start_epoch': _STEP,
     'end_epoch': _STEP,
-    'update_frequency': KeyRule(_is_number, 'a number', lambda v: v > 0, 'a number > 0'),
+    'update_frequency': KeyRule(is_number, 'a number', lambda v: v > 0, 'a number > 0'),
     'pruning_scope': _one_of(('global', 'local')),
     'sparsity_decay_type': _one_of(DECAY_TYPES),
-    'max_sparsity_ratio_per_op': KeyRule(_is_number, 'a number', lambda v: 0 < v <= 1,
+    'max_sparsity_ratio_per_op': KeyRule(is_number, 'a number', lambda v: 0 < v <= 1,
                                          'a number in (0, 1]'),
     'reg_type': KeyRule(lambda v: v is None or isinstance(v, str), 'a string or None',
                         lambda v: v in (None, 'group_lasso'), "'group_lasso' or None"),
-    'reg_coeff': KeyRule(_is_number, 'a number', lambda v: v >= 0, 'a number >= 0'),
-    'momentum': KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)'),
+    'reg_coeff': KeyRule(is_number, 'a number', lambda v: v >= 0, 'a number >= 0'),
+    'momentum': KeyRule(is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)'),
 }
 
 #: Names used by older configs -> canonical names.
@@ -153,7 +153,7 @@ def _check_schedule(settings: dict[str, Any], where: str) -> None:
     if settings[end] < settings[start]:
         raise ValueError(f"{where}['{end}'] ({settings[end]}) must be >= '{start}' ({settings[start]}).")
     if not epochs and 'update_frequency' in settings:
-        if not _is_int(settings['update_frequency']):
+        if not is_int(settings['update_frequency']):
             raise ValueError(f"{where}['update_frequency'] counts steps here and must be an integer; "
                              f"got {settings['update_frequency']!r}.")
         settings['pruning_frequency'] = settings.pop('update_frequency')
@@ -202,7 +202,3 @@ class WeightPruningConfig:
 
     def __repr__(self) -> str:
         return f'WeightPruningConfig({self.pruning_configs!r}, **{self.global_settings!r})'
-
-
-__all__ = ['DEFAULT_REG_COEFF', 'PRUNING_KEYS', 'KEY_ALIASES', 'DEFAULTS', 'PRUNING_TYPES', 'WeightPruningConfig',
-           'normalize_settings']

@@ -115,6 +115,3 @@ def load_pruning_yaml(source: str | os.PathLike) -> WeightPruningConfig:
     elif '\n' not in text:
         raise FileNotFoundError(f'pruning config file {text!r} does not exist.')
     return config_from_mapping(yaml.load(text, Loader=_Loader))  # noqa: S506 (SafeLoader subclass)
-
-
-__all__ = ['load_pruning_yaml', 'config_from_mapping', 'APPROACHES', 'TRAIN_KEYS']

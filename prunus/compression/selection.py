@@ -134,6 +134,3 @@ def select_layers(entries: Sequence[ConfigEntry], layers: Sequence[LayerRef], *,
     if not owner:
         raise ValueError('config_list excludes every layer it selects; nothing is left to prune.')
     return [Selection(layer, owner[layer.name]) for layer in layers if layer.name in owner]
-
-
-__all__ = ['LayerRef', 'Selection', 'select_layers']

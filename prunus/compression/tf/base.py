@@ -16,9 +16,9 @@ import numpy as np
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import Selection, select_layers
-from . import masking
+from prunus.layers.tf import masking
 from .dependency import dependency_keeps, tied_groups
-from .layers import channel_mask, iter_layers, layer_refs, spec_of, variables_of
+from prunus.layers.tf.specs import channel_mask, iter_layers, layer_refs, spec_of, variables_of
 
 CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
               'Conv3DTranspose')
@@ -192,6 +192,3 @@ class MaskCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.pruner.apply_masks()
-
-
-__all__ = ['Pruner', 'MaskCallback', 'CONV_TYPES', 'FILTER_TYPES']

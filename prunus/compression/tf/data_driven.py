@@ -19,7 +19,7 @@ import tensorflow as tf
 from ..registry import register_pruner
 from . import criteria
 from .base import Pruner
-from .layers import filters_of, spec_of, variables_of
+from prunus.layers.tf.specs import filters_of, spec_of, variables_of
 
 
 def _split(batch: Any) -> tuple[Any, Any]:
@@ -168,7 +168,3 @@ class TaylorFOWeightFilterPruner(DataDrivenPruner):
                 wg = filters_of(var.numpy() * np.asarray(grad), spec_of(self.layers[name]))
                 totals[name] = totals[name] + criteria.taylor_batch(wg)
         self._stats = totals
-
-
-__all__ = ['DataDrivenPruner', 'ActivationAPoZRankFilterPruner', 'ActivationMeanRankFilterPruner',
-           'TaylorFOWeightFilterPruner']

@@ -7,7 +7,7 @@ import numpy as np
 from ...compression.registry import register_pruner
 from . import criteria
 from .base import Pruner
-from .layers import WEIGHT_SPECS, filters_of, from_torch, spec_of, to_torch, variables_of
+from prunus.layers.tf.specs import WEIGHT_SPECS, filters_of, from_torch, spec_of, to_torch, variables_of
 
 
 def _weight(layer: keras.layers.Layer) -> np.ndarray:
@@ -93,7 +93,3 @@ class SlimPruner(Pruner):
 def slim_regularizer(scale: float = 1e-4) -> keras.regularizers.Regularizer:
     """The L1 sparsity regularizer Slim trains with: ``gamma_regularizer=slim_regularizer()``."""
     return keras.regularizers.L1(scale)
-
-
-__all__ = ['LevelPruner', 'L1FilterPruner', 'L2FilterPruner', 'FPGMPruner', 'SlimPruner',
-           'slim_regularizer']

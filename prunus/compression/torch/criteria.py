@@ -147,7 +147,3 @@ def add_group_lasso_grad(module: nn.Module, pattern: Pattern, coeff: float) -> N
     matrix = matrix_view(module.weight.detach())
     penalty = coeff * matrix / group_norms(matrix, pattern).clamp_min(1e-12)
     module.weight.grad.add_(from_matrix(penalty, module.weight.shape))
-
-
-__all__ = ['matrix_view', 'from_matrix', 'Criterion', 'Magnitude', 'Gradient', 'Snip', 'SnipMomentum',
-           'CRITERIA', 'group_norms', 'add_group_lasso_grad']

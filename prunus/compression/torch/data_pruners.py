@@ -24,7 +24,7 @@ from . import metrics
 from .base import Scores
 from .collect import (ActivationCollector, Collector, TaylorCollector, resolve_activation,
                       run_backward, run_forward)
-from .masking import apply_masks
+from prunus.layers.torch.masking import apply_masks
 from .pruners import FilterPruner
 
 
@@ -193,7 +193,3 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
 
     def compute_scores(self, collected: TaylorCollector) -> Scores:
         return {n: collected.contributions[n] for n in self.targets}
-
-
-__all__ = ['DataDrivenFilterPruner', 'ActivationFilterPruner', 'ActivationAPoZRankFilterPruner',
-           'ActivationMeanRankFilterPruner', 'TaylorFOWeightFilterPruner']

@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..allocation import keep_mask
-from . import layers
+from prunus.speedup.dependency import dependency_structure
 
-__all__ = ['dependency_keeps']
+from ..allocation import keep_mask
+from prunus.layers.torch import specs
 
 
 def _produces(module: Any) -> bool:
     """A layer whose own weights make its output channels (not a depthwise conv, which
     follows the channels it is fed)."""
-    if not isinstance(module, layers.FILTERED):
+    if not isinstance(module, specs.FILTERED):
         return False
     groups = getattr(module, 'groups', 1)
     return not (groups > 1 and groups == module.in_channels == module.out_channels)
@@ -45,8 +45,6 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
     """``keeps`` (bool per output channel, per targeted layer) with tied layers of
     ``pruner.bound_model`` keeping the same channels, and chunks kept even; the pruner
     expands them into masks."""
-    from prunus.speedup import dependency_structure  # noqa: PLC0415 (torch-only)
-
     keeps = dict(keeps)
     modules = dict(pruner.bound_model.named_modules())
     groups, splits = dependency_structure(pruner.bound_model, pruner.dummy_input)

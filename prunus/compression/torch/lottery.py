@@ -13,7 +13,7 @@ from ..schedules import lottery_round_sparsity
 from . import metrics
 from .base import Pruner, Scores
 from .distributed import broadcast_masks
-from .masking import apply_masks
+from prunus.layers.torch.masking import apply_masks
 
 
 @register_pruner('lottery', framework='torch')
@@ -112,6 +112,3 @@ class LotteryTicketPruner(Pruner):
             if self.lr_scheduler is not None:
                 self.lr_scheduler.load_state_dict(copy.deepcopy(self._initial['scheduler']))
         apply_masks(self.bound_model, masks)
-
-
-__all__ = ['LotteryTicketPruner']

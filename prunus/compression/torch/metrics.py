@@ -55,7 +55,3 @@ def taylor_fo_contribution(filters: torch.Tensor, filter_grads: torch.Tensor) ->
     Summed over batches this is the filter importance of Molchanov et al. (2019).
     """
     return (filters.detach().float() * filter_grads.detach().float()).pow(2).sum(dim=1)
-
-
-__all__ = ['magnitude', 'l1_filter', 'l2_filter', 'fpgm', 'bn_scale', 'apoz_score',
-           'mean_activation_score', 'taylor_fo_contribution']

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..registry import register_pruner
-from . import layers, metrics
+from prunus.layers.torch import specs
+from . import metrics
 from .base import Pruner, Scores
 from .dependency import dependency_keeps
 from .regularization import BatchNormL1Subgradient
@@ -42,8 +43,8 @@ class FilterPruner(Pruner):
     """Base of structured pruners: removes whole output channels of Conv/ConvTranspose/Linear
     layers (and the bias of every removed channel)."""
 
-    supported_types = layers.FILTERED
-    default_types = layers.CONV + layers.CONV_TRANSPOSE
+    supported_types = specs.FILTERED
+    default_types = specs.CONV + specs.CONV_TRANSPOSE
     structured = True
 
     def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
@@ -62,7 +63,7 @@ class FilterPruner(Pruner):
 
     def filters(self, name: str) -> torch.Tensor:
         module = self.targets[name]
-        return layers.filter_matrix(module, module.weight)
+        return specs.filter_matrix(module, module.weight)
 
 
 class WeightFilterPruner(FilterPruner):
@@ -118,8 +119,8 @@ class SlimPruner(Pruner):
         model = pruner.compress()
     """
 
-    supported_types = layers.BATCH_NORM
-    default_types = layers.BATCH_NORM
+    supported_types = specs.BATCH_NORM
+    default_types = specs.BATCH_NORM
     structured = True
     global_by_default = True
 
@@ -155,7 +156,3 @@ class SlimPruner(Pruner):
 
     def compute_scores(self, collected: Any) -> Scores:
         return {name: metrics.bn_scale(module.weight) for name, module in self.targets.items()}
-
-
-__all__ = ['LevelPruner', 'FilterPruner', 'WeightFilterPruner', 'L1FilterPruner', 'L2FilterPruner',
-           'FPGMPruner', 'SlimPruner', 'check_dependency_args']

@@ -15,7 +15,7 @@ from ..pruning_config import DEFAULT_REG_COEFF
 from ..schedules import StepSchedule
 from .criteria import CRITERIA, Criterion, add_group_lasso_grad, from_matrix, matrix_view
 from .distributed import average_scores, broadcast_masks
-from .masking import Masks, apply_masks
+from prunus.layers.torch.masking import Masks, apply_masks
 
 #: Layer types the training API prunes; ``pruning_op_types`` entries match by prefix.
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -130,6 +130,3 @@ def settings_reg(settings: dict[str, Any]) -> str | None:
     if settings['pruning_type'] == 'group_lasso':
         return 'group_lasso'
     return settings['reg_type']
-
-
-__all__ = ['PRUNABLE', 'select_modules', 'steps_schedule', 'PruningGroup', 'settings_reg']

@@ -29,8 +29,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from prunus.speedup.core import speedup
+from prunus.speedup.dependency import dependency_groups
+
 from ...allocation import prune_count
-from .. import layers
+from prunus.layers.torch import specs
 from ..flops import call_model, module_flops
 from .units import tied_units
 
@@ -156,13 +159,12 @@ def called_more_than_once(model: nn.Module, dummy_input: Any, names: list[str]) 
 
 def _layer_groups(model: nn.Module, dummy_input: Any, names: list[str]) -> tuple[list[Any], set[str]]:
     """The speedup's channel groups of ``model`` and which of ``names`` run more than once."""
-    from prunus.speedup import dependency_groups  # lazy: prunus.speedup imports this package
     return dependency_groups(model, dummy_input), called_more_than_once(model, dummy_input, names)
 
 
 def _mixing(module: nn.Module) -> bool:
     """A layer producing channels from all its inputs (conv/linear, not depthwise)."""
-    return isinstance(module, layers.FILTERED) and not _channelwise(module)
+    return isinstance(module, specs.FILTERED) and not _channelwise(module)
 
 
 def _alone(groups: list[Any], modules: Mapping[str, nn.Module], names: list[str],
@@ -208,7 +210,7 @@ class CostModel:
     def __init__(self, model: nn.Module, dummy_input: Any, prunable: list[str]):
         self.leaves = _weighted_leaves(model)
         modules = dict(model.named_modules())
-        self.channels = {n: layers.out_channels(modules[n]) for n in prunable}
+        self.channels = {n: specs.out_channels(modules[n]) for n in prunable}
         self.inputs = probe_input(dummy_input)  # validates dummy_input before anything runs
         flops = module_flops(model, dummy_input)
         self.total_flops = int(flops.get('', 0))
@@ -307,9 +309,5 @@ class CostModel:
 def pruned_flops(model: nn.Module, dummy_input: Any, masks: Any = None) -> int:
     """FLOPs of ``model`` after the speedup removes its masked channels (``masks``, or
     the masks attached to the model); the model itself is not changed."""
-    from prunus.speedup import speedup  # lazy: prunus.speedup imports this package
     _, summary = speedup(model, dummy_input, masks, return_summary=True)
     return int(summary.flops_after)
-
-
-__all__ = ['CostModel', 'pruned_flops', 'removable_alone', 'dead_fractions', 'probe_input']

@@ -8,7 +8,9 @@ import keras
 import numpy as np
 from keras import tree
 
-from .analysis import Analysis, SpeedupError
+from prunus.compression.errors import SpeedupError
+
+from .analysis import Analysis
 
 
 class Rebuilder:
@@ -104,6 +106,3 @@ def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list
         return values
     missing = [n for n in names if n not in weights]
     raise KeyError(f'no value for its variable(s) {missing}')
-
-
-__all__ = ['Rebuilder']

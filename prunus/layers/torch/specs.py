@@ -56,7 +56,3 @@ def channel_mask_to_weight(module: nn.Module, keep: torch.Tensor, weight: torch.
 def activation_channel_dim(module: nn.Module) -> int:
     """The dim of a layer's output that indexes its channels (features last for Linear)."""
     return -1 if isinstance(module, nn.Linear) else 1
-
-
-__all__ = ['CONV', 'CONV_TRANSPOSE', 'BATCH_NORM', 'EMBEDDING', 'WEIGHTED', 'FILTERED', 'names',
-           'out_channels', 'filter_matrix', 'channel_mask_to_weight', 'activation_channel_dim']

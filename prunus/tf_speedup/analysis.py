@@ -29,12 +29,10 @@ import keras
 import numpy as np
 from keras import tree
 
-from .handlers import LayerHandler
-from .op_handlers import OP_HANDLERS
-
-
-class SpeedupError(ValueError):
-    """speedup could not handle a layer; the model given to it is unchanged."""
+from prunus.compression.errors import SpeedupError
+from prunus.compression.grouping import UnionFind
+from prunus.layers.tf.handlers import LayerHandler
+from prunus.layers.tf.op_handlers import OP_HANDLERS
 
 
 def require_graph(model: keras.Model) -> None:
@@ -91,30 +89,20 @@ class Analysis:
                  op_handlers: dict[str, LayerHandler] = OP_HANDLERS):
         self.handlers = handlers
         self.op_handlers = op_handlers
-        self.parent: list[int] = []
+        self.ids = UnionFind()
         self.blocked: dict[int, str] = {}
         self.plans: dict[int, Plan] = {}
         self.prefix: list[str] = []
 
     # --- union-find over channel ids --------------------------------------------------
     def fresh(self, n: int) -> np.ndarray:
-        ids = np.arange(len(self.parent), len(self.parent) + n)
-        self.parent.extend(ids.tolist())
-        return ids
+        return self.ids.fresh(n)
 
     def find(self, i: int) -> int:
-        root = i
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[i] != root:
-            self.parent[i], i = root, self.parent[i]
-        return root
+        return self.ids.find(i)
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
-        for x, y in zip(a.tolist(), b.tolist()):
-            rx, ry = self.find(x), self.find(y)
-            if rx != ry:
-                self.parent[max(rx, ry)] = min(rx, ry)
+        self.ids.union_many(a, b)
 
     def block(self, ids: np.ndarray, reason: str) -> None:
         for i in np.asarray(ids).reshape(-1).tolist():
@@ -343,6 +331,3 @@ class Analysis:
         reason = f"'{name}' moves channels off the last axis"
         self.block(flow.ids, reason)
         return self._pinned(value, reason)
-
-
-__all__ = ['Analysis', 'Flow', 'Plan', 'SpeedupError', 'require_graph']

@@ -31,10 +31,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ['Handler', 'ConvHandler', 'ConvTransposeHandler', 'LinearHandler',
-           'EmbeddingHandler', 'NormHandler', 'GroupNormHandler', 'PReLUHandler',
-           'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'find_handler']
-
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
     """Replace parameter or buffer ``name`` by ``value``, keeping its kind."""

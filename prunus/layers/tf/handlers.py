@@ -240,7 +240,7 @@ class DepthwiseHandler(LayerHandler):
         return ~kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]).any(axis=0)
 
 
-def _axes(layer) -> tuple[list[int], int]:
+def channel_axes(layer) -> tuple[list[int], int]:
     """The layer's ``axis`` setting as non-negative axes of its (first) input."""
     axis = getattr(layer, 'axis', -1)
     axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
@@ -254,7 +254,7 @@ class ChannelVectorHandler(LayerHandler):
 
     def supports(self, layer):
         if hasattr(layer, 'axis'):
-            axes, rank = _axes(layer)
+            axes, rank = channel_axes(layer)
             if axes != [rank - 1]:
                 return f'its axis is {layer.axis}, not the channel axis'
         return None
@@ -291,7 +291,7 @@ class LayerNormHandler(NoWeightHandler):
     channel axis every channel enters the statistics, so none can be removed."""
 
     def supports(self, layer):
-        axes, rank = _axes(layer)
+        axes, rank = channel_axes(layer)
         return 'it normalizes over the channel axis' if rank - 1 in axes else None
 
 
@@ -351,9 +351,3 @@ HANDLERS: dict[str, LayerHandler] = {
     'Permute': PermuteHandler(),
     'LayerNormalization': LayerNormHandler(),
 }
-
-
-__all__ = ['LayerHandler', 'HANDLERS', 'DenseHandler', 'ConvHandler', 'ConvTransposeHandler',
-           'SeparableConvHandler', 'DepthwiseHandler', 'ChannelVectorHandler', 'NoWeightHandler',
-           'LayerNormHandler', 'PermuteHandler',
-           'MergeHandler', 'ConcatHandler', 'ReshapeHandler']
