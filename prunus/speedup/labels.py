@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
 from prunus.compression import grouping

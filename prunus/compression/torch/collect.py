@@ -13,7 +13,7 @@ from torch import nn
 
 from prunus.layers.torch import specs
 from .flops import call_model
-from .metrics import taylor_fo_contribution
+from .criteria import taylor_fo_contribution
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     'relu': torch.relu,

@@ -22,15 +22,6 @@ from ..allocation import keep_mask
 from prunus.layers.torch import specs
 
 
-def _produces(module: Any) -> bool:
-    """A layer whose own weights make its output channels (not a depthwise conv, which
-    follows the channels it is fed)."""
-    if not isinstance(module, specs.FILTERED):
-        return False
-    groups = getattr(module, 'groups', 1)
-    return not (groups > 1 and groups == module.in_channels == module.out_channels)
-
-
 def _warn_untargeted(targeted: list[str], others: list[str]) -> None:
     """Channels tied to a layer the config leaves alone stay: the pruned ones cannot go."""
     if others:
@@ -54,7 +45,7 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
         if not names:
             continue
         _warn_untargeted(names, [n for n in group.names if n not in pruner.targets
-                                 and _produces(modules[n])])
+                                 and specs.mixes_channels(modules[n])])
         if len(names) < 2 and group.groups == 1:
             continue
         total = _group_scores(group, names, scores)
@@ -65,7 +56,7 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
             keeps[n] = keep[group.channels[n].numpy()]
     if splits:
         _even_splits(groups, splits, keeps, scores,
-                     {n for n, m in modules.items() if _produces(m)})
+                     {n for n, m in modules.items() if specs.mixes_channels(m)})
     return keeps
 
 

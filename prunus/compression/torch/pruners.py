@@ -9,7 +9,7 @@ from torch import nn
 
 from ..registry import register_pruner
 from prunus.layers.torch import specs
-from . import metrics
+from . import criteria
 from .base import Pruner, Scores
 from .dependency import dependency_keeps
 from .regularization import BatchNormL1Subgradient
@@ -29,7 +29,7 @@ class LevelPruner(Pruner):
         super().__init__(model, config_list, optimizer)
 
     def compute_scores(self, collected: Any) -> Scores:
-        return {name: metrics.magnitude(module.weight) for name, module in self.targets.items()}
+        return {name: criteria.magnitude(module.weight) for name, module in self.targets.items()}
 
 
 def check_dependency_args(owner: str, dependency_aware: Any, dummy_input: Any) -> None:
@@ -86,21 +86,21 @@ class WeightFilterPruner(FilterPruner):
 class L1FilterPruner(WeightFilterPruner):
     """Prunes the filters with the smallest sum of absolute weights (Li et al., 2017)."""
 
-    filter_criterion = staticmethod(metrics.l1_filter)
+    filter_criterion = staticmethod(criteria.l1_filter)
 
 
 @register_pruner('l2', framework='torch')
 class L2FilterPruner(WeightFilterPruner):
     """Prunes the filters with the smallest L2 norm."""
 
-    filter_criterion = staticmethod(metrics.l2_filter)
+    filter_criterion = staticmethod(criteria.l2_filter)
 
 
 @register_pruner('fpgm', framework='torch')
 class FPGMPruner(WeightFilterPruner):
     """Prunes the filters nearest the geometric median of their layer (He et al., 2019)."""
 
-    filter_criterion = staticmethod(metrics.fpgm)
+    filter_criterion = staticmethod(criteria.fpgm)
 
 
 @register_pruner('slim', framework='torch')
@@ -155,4 +155,4 @@ class SlimPruner(Pruner):
         return None
 
     def compute_scores(self, collected: Any) -> Scores:
-        return {name: metrics.bn_scale(module.weight) for name, module in self.targets.items()}
+        return {name: criteria.bn_scale(module.weight) for name, module in self.targets.items()}

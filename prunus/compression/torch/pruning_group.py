@@ -15,10 +15,11 @@ from ..pruning_config import DEFAULT_REG_COEFF
 from ..schedules import StepSchedule
 from .criteria import CRITERIA, Criterion, add_group_lasso_grad, from_matrix, matrix_view
 from .distributed import average_scores, broadcast_masks
+from prunus.layers.torch import specs
 from prunus.layers.torch.masking import Masks, apply_masks
 
 #: Layer types the training API prunes; ``pruning_op_types`` entries match by prefix.
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+PRUNABLE = specs.PATTERNED
 
 
 def _type_matches(module: nn.Module, wanted: list[str]) -> bool:

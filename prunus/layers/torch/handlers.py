@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from prunus.layers.torch import specs
+
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
     """Replace parameter or buffer ``name`` by ``value``, keeping its kind."""
@@ -184,7 +186,7 @@ class ConvHandler(Handler):
     """nn.Conv{1,2,3}d: weight (out, in/groups, *k); depthwise (groups == in == out) is tied."""
 
     def tied(self, module):
-        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        return specs.is_depthwise(module)
 
     def count_in(self, module):
         return module.in_channels

@@ -46,7 +46,7 @@ def _weighted_leaves(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _channel_dim(module: nn.Module, tensor: torch.Tensor) -> int:
-    return tensor.dim() - 1 if isinstance(module, nn.Linear) or tensor.dim() < 2 else 1
+    return tensor.dim() - 1 if tensor.dim() < 2 else specs.activation_channel_dim(module) % tensor.dim()
 
 
 def _dead_channels(module: nn.Module, tensor: Any) -> torch.Tensor | None:
@@ -134,9 +134,10 @@ def probe_input(dummy_input: Any, batch: int = 8, seed: int = 0) -> Any:
 
 
 def _channelwise(module: nn.Module) -> bool:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
-    return not isinstance(module, (nn.Linear, nn.Bilinear, nn.Embedding))
+    """A layer whose output channel i depends on input channel i alone."""
+    if isinstance(module, specs.CONV + specs.CONV_TRANSPOSE):
+        return specs.is_depthwise(module)
+    return not isinstance(module, (nn.Linear, nn.Bilinear) + specs.EMBEDDING)
 
 
 @torch.no_grad()
@@ -162,16 +163,11 @@ def _layer_groups(model: nn.Module, dummy_input: Any, names: list[str]) -> tuple
     return dependency_groups(model, dummy_input), called_more_than_once(model, dummy_input, names)
 
 
-def _mixing(module: nn.Module) -> bool:
-    """A layer producing channels from all its inputs (conv/linear, not depthwise)."""
-    return isinstance(module, specs.FILTERED) and not _channelwise(module)
-
-
 def _alone(groups: list[Any], modules: Mapping[str, nn.Module], names: list[str],
            shared: set[str]) -> dict[str, dict[str, torch.Tensor]]:
     alone: dict[str, dict[str, torch.Tensor]] = {}
     for group in groups:
-        mixing = [n for n in group.names if _mixing(modules[n])]
+        mixing = [n for n in group.names if specs.mixes_channels(modules[n])]
         blocked = group.blocked is not None and bool(group.blocked.any())
         if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names or mixing[0] in shared:
             continue
@@ -224,7 +220,7 @@ class CostModel:
         self.followers = _alone(groups, modules, prunable, shared)
         #: tied groups searched as one variable, keyed by their first member; an
         #: allocation's value for the key prunes the same channels in every member
-        self.tied = tied_units(groups, modules, prunable, shared, _mixing)
+        self.tied = tied_units(groups, modules, prunable, shared, specs.mixes_channels)
         for key, unit in self.tied.items():
             self.channels[key] = unit.size
         self.useful = [n for n in prunable if n in self.followers or n in self.tied]
