@@ -152,7 +152,7 @@ class Analysis:
         roots = {self.find(i) for i in self.blocked}
         changed = False
         for plan in self.plans.values():
-            if plan.role != 'mixing' or plan.handler.absorbs(plan.layer) \
+            if plan.role != 'mixing' or plan.handler.can_fold(plan.layer) \
                     or not plan.handler.can_carry(plan.layer):
                 continue
             ids = plan.in_ids[0]
@@ -271,7 +271,7 @@ class Analysis:
         if getattr(getattr(layer, 'activation', None), '__name__', '') in ('softmax', 'log_softmax'):
             self.block(plan.out_ids, f"'{name}' ends in a softmax over its channels")
         weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
-        return Flow(plan.out_ids, value, plan.handler.constant_outputs(layer, weights))
+        return Flow(plan.out_ids, value, plan.handler.dead_out(layer, weights))
 
     def _fold_blocks(self, layer, name: str, plan: Plan, flow: Flow, const: np.ndarray,
                      first: bool) -> None:
@@ -282,7 +282,7 @@ class Analysis:
         """
         if not first:
             bad = (const != 0) | (const != plan.const_in)
-        elif plan.handler.absorbs(layer) or plan.handler.can_carry(layer):
+        elif plan.handler.can_fold(layer) or plan.handler.can_carry(layer):
             return  # a carrier, if one is needed, is picked once everything is known
         else:
             bad = const != 0
@@ -296,7 +296,7 @@ class Analysis:
             return self._pinned(value, f"'{name}' changes the channel count")
         const = np.repeat(flow.const, mult)
         weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
-        own = plan.handler.constant_outputs(layer, weights)
+        own = plan.handler.dead_out(layer, weights)
         if own is not None:
             const = const | own
         return Flow(np.repeat(flow.ids, mult), value, const)

@@ -64,7 +64,7 @@ def _summary(analysis: Analysis, before: keras.Model, after: keras.Model) -> dic
 def _pruned(plan, keep: np.ndarray) -> list[int]:
     """Ids of the layer's output channels its (masked) weights make constant but are kept."""
     weights = {v.name: v.numpy() for v in getattr(plan.layer, 'weights', ())}
-    pruned = plan.handler.constant_outputs(plan.layer, weights)
+    pruned = plan.handler.dead_out(plan.layer, weights)
     if pruned is None or len(pruned) != len(keep):
         return []
     return plan.out_ids[pruned & keep].tolist()
