@@ -135,7 +135,13 @@ def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tupl
 
 
 def _compare(ref: Any, out: Any) -> float:
+    """The largest difference relative to the output scale; ``inf`` where a value is
+    NaN or infinite in one output and not the same in the other (a NaN difference
+    must fail the check, not compare as 0)."""
     refs, outs = tree_flatten(ref)[0], tree_flatten(out)[0]
+    if len(refs) != len(outs):
+        raise SpeedupError(f'The sped-up model returns {len(outs)} outputs where the masked '
+                           f'model returns {len(refs)}.')
     worst = 0.0
     for r, o in zip(refs, outs):
         if not isinstance(r, torch.Tensor):
@@ -143,10 +149,23 @@ def _compare(ref: Any, out: Any) -> float:
         if not isinstance(o, torch.Tensor) or r.shape != o.shape:
             raise SpeedupError(f'The sped-up model returns shape {getattr(o, "shape", o)} '
                                f'where the masked model returns {tuple(r.shape)}.')
-        if r.is_floating_point() and r.numel():
-            scale = float(r.abs().max()) or 1.0
-            worst = max(worst, float((r - o).abs().max()) / scale)
+        worst = max(worst, _relative_error(r, o.to(r.device)))
     return worst
+
+
+def _relative_error(r: torch.Tensor, o: torch.Tensor) -> float:
+    if not r.numel():
+        return 0.0
+    if not (r.is_floating_point() or r.is_complex()):
+        return 0.0 if torch.equal(r, o) else float('inf')
+    same = (r == o) | (r.isnan() & o.isnan())  # equal infinities and NaN where NaN was
+    differ = ~same
+    if not bool(torch.isfinite(r[differ]).all() and torch.isfinite(o[differ]).all()):
+        return float('inf')
+    finite = r[torch.isfinite(r)]
+    scale = float(finite.abs().max()) if finite.numel() else 1.0
+    diff = (r - o).abs().masked_fill(same, 0)
+    return float(diff.max()) / (scale or 1.0)
 
 
 def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> SpeedupSummary:

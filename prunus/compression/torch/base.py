@@ -115,18 +115,11 @@ class Pruner:
             sparsity = self.sparsity_of(entry)
             if self.is_global(entry):
                 keeps.update(global_keep_masks({n: _to_numpy(scores[n]) for n in names}, sparsity,
-                                               self._layer_caps(entry, scores, names), entry.where))
+                                               entry.get('max_sparsity_per_layer'), entry.where,
+                                               min_keep=1 if self.structured else 0))
             else:
                 keeps.update({n: keep_mask(_to_numpy(scores[n]), sparsity) for n in names})
         return keeps
-
-    def _layer_caps(self, entry: ConfigEntry, scores: Scores, names: list[str]) -> Any:
-        """The per-layer cap of a global ranking: the user's, or for structured pruning
-        'never a whole layer', since a layer with no channel left cuts the network."""
-        if 'max_sparsity_per_layer' in entry or not self.structured:
-            return entry.get('max_sparsity_per_layer')
-        counts = {n: scores[n].numel() for n in names}
-        return {n: (c - 1) / c if c > 1 else 1.0 for n, c in counts.items()}
 
     def expand_keep(self, name: str, keep: torch.Tensor) -> dict[str, torch.Tensor]:
         """Turns a flat keep vector into per-parameter masks for layer ``name``."""

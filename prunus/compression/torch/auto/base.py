@@ -39,11 +39,13 @@ from ...registry import get_pruner
 from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
 from .. import layers
 from ..base import Pruner, Scores, _to_numpy
+from ..forksafe import guard_forked_workers
 from ..masking import Masks, apply_masks
 from .cost import CostModel
 from .units import SearchUnit
 
 logger = logging.getLogger('prunus.search')
+guard_forked_workers()  # candidates may run in a default (forked) process pool
 
 BUDGETS = ('sparsity', 'flops')
 

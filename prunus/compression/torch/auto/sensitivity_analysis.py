@@ -20,8 +20,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...registry import get_pruner
+from ..forksafe import guard_forked_workers
 from ..masking import apply_masks
 from .base import check_base_algo
+
+guard_forked_workers()  # sweeps may run in a default (forked) process pool
 
 EARLY_STOP_MODES = (None, 'minimize', 'maximize', 'dropped', 'raised')
 
