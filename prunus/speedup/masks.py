@@ -36,11 +36,10 @@ def load_masks(masks: Any, model: nn.Module | None = None) -> Masks:
     elif not isinstance(masks, dict):
         raise TypeError('masks must be a dict {module_name: {"weight": mask, "bias": mask}}, '
                         f'a path to one, or a pruner with get_masks(); got {type(masks).__name__}.')
-    masks = files.normalize_mask_keys(masks) if isinstance(masks, dict) else masks
+    mask_rules.check_structure(masks, source)
+    masks = files.normalize_mask_keys(masks)
     if model is not None:
         masking.check_masks(model, masks, source, buffers=True)
-    else:
-        mask_rules.check_structure(masks, source)
     return masks
 
 

@@ -7,16 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunus.compression.torch.inputs import call_model
+
 __all__ = ['call_model', 'tensors_in', 'channel_constants', 'op_signature']
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keywords."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 def tensors_in(obj: Any, acc: list[torch.Tensor] | None = None) -> list[torch.Tensor]:

@@ -11,6 +11,9 @@ from keras import tree
 
 from .analysis import SpeedupError
 
+#: Smallest output scale errors are measured against: outputs that are all ~1e-8 (a
+#: normalization followed by a mean) differ by float32 rounding alone.
+SCALE_FLOOR = 1e-3
 #: Stand-in for unknown (None) non-batch dimensions of a model input.
 FREE_DIM = 4
 
@@ -32,7 +35,8 @@ def synthetic_inputs(model: keras.Model, batch: int = 2, seed: int = 0) -> Any:
 
 
 def relative_error(ref: np.ndarray, out: np.ndarray) -> float:
-    """Largest difference over the reference's largest finite magnitude; ``inf`` where
+    """Largest difference over the reference's largest finite magnitude (at least
+    :data:`SCALE_FLOOR`); ``inf`` where
     one side is NaN or infinite and the other is not the same."""
     ref, out = np.asarray(ref), np.asarray(out)
     if ref.shape != out.shape:
@@ -44,7 +48,7 @@ def relative_error(ref: np.ndarray, out: np.ndarray) -> float:
     if not (np.isfinite(ref[~same]).all() and np.isfinite(out[~same]).all()):
         return float('inf')
     finite = np.abs(ref[np.isfinite(ref)])
-    scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    scale = max(float(finite.max()) if finite.size else 0.0, SCALE_FLOOR)
     return float(np.where(same, 0.0, np.abs(ref - out)).max()) / scale
 
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ...allocation import keep_mask, prune_count
 from ...config import ConfigSpec
+from ...fingerprint import callable_digest, config_digest
 from ...history import SearchHistory
 from ...registry import get_pruner
 from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
@@ -42,6 +43,7 @@ from ..base import Pruner, Scores, _to_numpy
 from ..forksafe import guard_forked_workers
 from ..masking import Masks, apply_masks
 from .cost import CostModel
+from .fingerprint import model_digest
 from .units import SearchUnit
 
 logger = logging.getLogger('prunus.search')
@@ -146,6 +148,9 @@ class AutoPruner(Pruner):
         self._cost: CostModel | None = None
         self.best_allocation: Allocation | None = None
         self.best_score: float | None = None
+        # Taken before the search touches anything: a resume needs the same starting point.
+        self.fingerprint = {'model': model_digest(self.bound_model), 'config': config_digest(self.config_list),
+                            'evaluator': callable_digest(evaluator)}
 
     def _single_target(self) -> float:
         values = {e.index: e.get('sparsity') for e in self.entries if not e.exclude}
@@ -352,7 +357,7 @@ class AutoPruner(Pruner):
         """What determines the search path; a history is resumed only if these match."""
         return {'seed': self.seed, 'base_algo': self.base_algo, 'budget': self.budget,
                 'target': self.target_sparsity, 'layers': sorted(self.targets),
-                'max_sparsity_per_layer': self.max_sparsity}
+                'max_sparsity_per_layer': self.max_sparsity, 'fingerprint': self.fingerprint}
 
 
 __all__ = ['AutoPruner', 'score_candidate', 'allocation_key', 'BUDGETS']
