@@ -22,8 +22,9 @@ errors, so both frameworks say the same thing::
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 #: What a mask may be made of; 'other' (complex, strings, objects) is refused.
 MASK_KINDS = ('bool', 'int', 'float')
@@ -50,14 +51,22 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else '.'
 
 
+MASK_DICT = "{module_name: {'weight': mask, 'bias': mask}}"
+
+
+def not_masks(masks: Any, pruner: bool = True) -> TypeError:
+    """The one error for a ``masks`` argument of the wrong kind."""
+    also = ', a path to a mask file, or a pruner with get_masks()' if pruner else ' or a path to a mask file'
+    return TypeError(f'masks must be a dict {MASK_DICT}{also}; got {type(masks).__name__}.')
+
+
 def check_structure(masks: Any, source: str = 'masks') -> None:
     """``masks`` must be ``{name: {param: array}}`` with string keys; TypeError otherwise.
 
     ``source`` names where the dict came from (a file path) in the message.
     """
-    shape = "{module_name: {'weight': mask, 'bias': mask}}"
     if not isinstance(masks, Mapping):
-        raise TypeError(f'{source} must be a mask dict {shape}; got {type(masks).__name__}.')
+        raise TypeError(f'{source} must be a dict {MASK_DICT}; got {type(masks).__name__}.')
     for name, entry in masks.items():
         if not isinstance(name, str):
             raise TypeError(f'{source}: module names must be strings; got {name!r} '
@@ -69,6 +78,17 @@ def check_structure(masks: Any, source: str = 'masks') -> None:
             if not isinstance(pname, str):
                 raise TypeError(f'{source}[{name!r}]: parameter names must be strings; '
                                 f'got {pname!r} ({type(pname).__name__}).')
+
+
+@contextmanager
+def naming_source(source: str) -> Iterator[None]:
+    """Errors raised inside name where the masks came from (a mask file), once."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if source == 'masks' or type(exc) not in (TypeError, ValueError) or str(exc).startswith(source):
+            raise
+        raise type(exc)(f'{source}: {exc}') from exc
 
 
 def check_module(name: str, known: Iterable[str], what: str = 'module') -> None:
@@ -102,5 +122,5 @@ def check_facts(where: str, facts: MaskFacts, expected_shape: tuple) -> None:
                          '(scale weights outside prunus).')
 
 
-__all__ = ['MaskFacts', 'MASK_KINDS', 'mask_where', 'did_you_mean', 'check_structure',
+__all__ = ['MaskFacts', 'MASK_KINDS', 'MASK_DICT', 'not_masks', 'mask_where', 'did_you_mean', 'check_structure', 'naming_source',
            'check_module', 'check_parameter', 'check_facts']

@@ -34,8 +34,7 @@ def load_masks(masks: Any, model: nn.Module | None = None) -> Masks:
         source = f"mask file '{os.fspath(masks)}'"
         masks = files.read_mask_file(masks)
     elif not isinstance(masks, dict):
-        raise TypeError('masks must be a dict {module_name: {"weight": mask, "bias": mask}}, '
-                        f'a path to one, or a pruner with get_masks(); got {type(masks).__name__}.')
+        raise mask_rules.not_masks(masks)
     mask_rules.check_structure(masks, source)
     masks = files.normalize_mask_keys(masks)
     if model is not None:

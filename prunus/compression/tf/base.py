@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from ..owner_errors import name_errors, wrap_subclass_init
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import Selection, select_layers
@@ -51,6 +52,11 @@ class Pruner:
     global_per_entry = False
     structured = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_subclass_init(cls)  # a constructor's errors name the pruner
+
+    @name_errors
     def __init__(self, model: keras.Model, config_list: list[dict[str, Any]],
                  dependency_aware: bool = False):
         owner = type(self).__name__

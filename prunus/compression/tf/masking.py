@@ -54,6 +54,24 @@ def mask_facts(where: str, mask: object) -> MaskFacts:
     return MaskFacts(arr.shape, kind, finite, binary, str(arr.dtype))
 
 
+def _layer_plan(name: str, layers: dict, entry: Mapping[str, object]) -> list:
+    rules.check_module(name, layers, 'layer')
+    try:
+        spec = spec_of(layers[name])
+    except TypeError as exc:
+        raise ValueError(f'masks[{name!r}]: {exc}') from None
+    variables = variables_of(layers[name])
+    known = [k for k, v in (('weight', spec.weight), ('bias', spec.bias)) if v in variables]
+    plan = []
+    for key, mask in entry.items():
+        rules.check_parameter(name, key, known, 'layer')
+        variable = variables[{'weight': spec.weight, 'bias': spec.bias}[key]]
+        where = rules.mask_where(name, key)
+        rules.check_facts(where, mask_facts(where, mask), tuple(variable.shape))
+        plan.append((name, key, variable, np.asarray(mask, dtype=np.float32)))
+    return plan
+
+
 def _masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.ndarray]],
                       source: str = 'masks'):
     """Yields ``(name, key, variable, mask)`` after checking every mask against the
@@ -61,20 +79,9 @@ def _masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.nd
     rules.check_structure(masks, source)
     layers = dict(iter_layers(model))
     plan = []
-    for name, entry in masks.items():
-        rules.check_module(name, layers, 'layer')
-        try:
-            spec = spec_of(layers[name])
-        except TypeError as exc:
-            raise ValueError(f'masks[{name!r}]: {exc}') from None
-        variables = variables_of(layers[name])
-        known = [k for k, v in (('weight', spec.weight), ('bias', spec.bias)) if v in variables]
-        for key, mask in entry.items():
-            rules.check_parameter(name, key, known, 'layer')
-            variable = variables[{'weight': spec.weight, 'bias': spec.bias}[key]]
-            where = rules.mask_where(name, key)
-            rules.check_facts(where, mask_facts(where, mask), tuple(variable.shape))
-            plan.append((name, key, variable, np.asarray(mask, dtype=np.float32)))
+    with rules.naming_source(source):
+        for name, entry in masks.items():
+            plan += _layer_plan(name, layers, entry)
     return plan
 
 

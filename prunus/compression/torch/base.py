@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..owner_errors import name_errors, wrap_subclass_init
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import LayerRef, select_layers
@@ -61,6 +62,11 @@ class Pruner:
     #: True when 'sparsity' itself is a global budget over the entry's layers (Slim).
     global_by_default: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_subclass_init(cls)  # a constructor's errors name the pruner
+
+    @name_errors
     def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f'{type(self).__name__} needs a torch.nn.Module as model; '

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..mask_rules import check_structure
+from ..mask_rules import check_structure, not_masks
 from .files import atomic_path, check_writable, normalize_mask_keys, read_mask_file, save_atomic
 from .masking import Masks, check_masks, strip
 
@@ -28,7 +28,7 @@ def load_masks(masks: str | os.PathLike | Mapping, device: Any = None) -> Masks:
         check_structure(masks)
         loaded = masks
     else:
-        raise TypeError(f'masks must be a dict or a path to a mask file; got {type(masks).__name__}.')
+        raise not_masks(masks, pruner=False)
     return normalize_mask_keys(loaded)
 
 

@@ -17,11 +17,6 @@ MASK_FORMAT = ("a mask file written by export_model (torch.save of "
                "{module_name: {'weight': mask, 'bias': mask}})")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0][:160] if text else type(exc).__name__).rstrip('.')
-
-
 def check_readable(path: str | os.PathLike, what: str) -> str:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -39,8 +34,9 @@ def load_tensors(path: str | os.PathLike, what: str, expected: str, device: Any 
     try:
         return torch.load(path, map_location=device or 'cpu', weights_only=True)
     except Exception as exc:  # corrupt, truncated, foreign pickle: all one user error
-        raise ValueError(f"{what} '{path}' cannot be read as {expected}: "
-                         f'{type(exc).__name__}: {_first_line(exc)}.') from exc
+        # torch's text advises weights_only=False, which would run code from the file
+        raise ValueError(f"{what} '{path}' cannot be read as {expected}: it is corrupt, truncated, "
+                         f'or holds objects other than tensors and containers ({type(exc).__name__}).') from exc
 
 
 def read_mask_file(path: str | os.PathLike, device: Any = None) -> dict:

@@ -117,10 +117,11 @@ def check_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]
     ``buffers`` also allows masking buffers (the speedup accepts those)."""
     rules.check_structure(masks, source)
     modules = dict(model.named_modules())
-    for name, per_param in masks.items():
-        rules.check_module(name, modules)
-        for pname, mask in per_param.items():
-            _check_mask(name, pname, modules[name], mask, buffers)
+    with rules.naming_source(source):
+        for name, per_param in masks.items():
+            rules.check_module(name, modules)
+            for pname, mask in per_param.items():
+                _check_mask(name, pname, modules[name], mask, buffers)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
+from ...compression.mask_rules import not_masks
 from ...compression.tf.masking import _masked_variables, load_masks
 from .analysis import Analysis, SpeedupError, require_graph
 from .handlers import HANDLERS, LayerHandler
@@ -24,8 +25,7 @@ def _as_masks(masks: Any) -> tuple[Mapping[str, Mapping[str, np.ndarray]], str]:
         return masks.get_masks(), f'{type(masks).__name__}.get_masks()'
     if isinstance(masks, Mapping):
         return masks, 'masks'
-    raise TypeError(f'masks must be a mask dict, a mask file path or a pruner; '
-                    f'got {type(masks).__name__}.')
+    raise not_masks(masks)
 
 
 def _masked_copy(model: keras.Model, masks, source: str) -> keras.Model:
@@ -102,6 +102,7 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
         SpeedupError: a layer could not be analysed or rebuilt (the error names it); the
             given model is unchanged in every case.
     """
+    require_graph(model)
     handlers = {**HANDLERS, **check_custom_handlers(custom_handlers)}
     inputs = None
     if check:
