@@ -5,6 +5,7 @@ framework's own ``(name, dtype, shape, bytes)`` records."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import types
@@ -37,9 +38,26 @@ def _code_bytes(code: types.CodeType) -> bytes:
     return code.co_code + consts + repr(code.co_names).encode()
 
 
+class _Pickler(pickle.Pickler):
+    """Pickles tensors by their values: torch's own pickling embeds a random
+    serialization id, so the same data would digest differently every time."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj).__module__.startswith('torch') and hasattr(obj, 'detach') and hasattr(obj, 'dtype'):
+            flat = obj.detach().cpu().contiguous().reshape(-1)
+            try:
+                raw = flat.numpy().tobytes()
+            except (TypeError, RuntimeError):  # bfloat16 and other types numpy lacks
+                raw = repr(flat.tolist()).encode()
+            return ('tensor', str(obj.dtype), tuple(obj.shape), hashlib.sha256(raw).hexdigest())
+        return None
+
+
 def _value_bytes(value: Any) -> bytes:
+    buffer = io.BytesIO()
     try:
-        return pickle.dumps(value, protocol=4)
+        _Pickler(buffer, protocol=4).dump(value)
+        return buffer.getvalue()
     except Exception:  # an unpicklable capture: its type and identity-free repr
         return f'{type(value).__module__}.{type(value).__qualname__}'.encode()
 

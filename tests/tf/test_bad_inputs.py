@@ -201,3 +201,52 @@ def test_fpgm_scores_agree_with_torch_on_near_ties():
     net = torch.nn.Sequential(conv)
     torch_masks = TorchFPGM(net, [{'sparsity': 0.5, 'op_types': ['Conv2d']}]).calc_masks()
     np.testing.assert_array_equal(keras_masks['conv1']['bias'], torch_masks['0']['bias'].numpy())
+
+
+def test_any_keras_mask_dict_is_attached_exactly_or_refused_cleanly():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    model = _net()
+    shapes = {'conv1': {'weight': K, 'bias': (8,)}, 'fc': {'weight': (8, 4), 'bias': (4,)}}
+    fills = st.sampled_from([0.0, 1.0, 0.5, np.nan, -np.inf, 2.0])
+
+    @st.composite
+    def arrays(draw, shape):
+        dims = draw(st.sampled_from([shape, shape[::-1], (3,)]))
+        arr = np.random.default_rng(draw(st.integers(0, 9))).integers(0, 2, dims).astype(
+            draw(st.sampled_from(['float32', 'float64', 'bool', 'int32'])))
+        if draw(st.booleans()) and arr.dtype.kind == 'f':
+            arr.reshape(-1)[0] = draw(fills)
+        return arr
+
+    @st.composite
+    def mask_dicts(draw):
+        names = draw(st.lists(st.sampled_from(['conv1', 'fc', 'conv9', 're_lu']), max_size=2, unique=True))
+        out = {}
+        for name in names:
+            spec = shapes.get(name, {'weight': (2,)})
+            keys = draw(st.lists(st.sampled_from(sorted(spec) + ['kernel']), min_size=1, max_size=2, unique=True))
+            out[name] = {k: draw(arrays(spec.get(k, (2,)))) for k in keys}
+        return out
+
+    def valid(masks):
+        return all(n in shapes and k in shapes[n] and m.shape == shapes[n][k] and np.isin(m.astype(float), (0, 1)).all()
+                   for n, e in masks.items() for k, m in e.items())
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(masks=mask_dicts())
+    def check(masks):
+        work = keras.models.clone_model(model)
+        work.set_weights(model.get_weights())
+        before = _weights(work)
+        pruner = L1FilterPruner(work, [{'sparsity': 0.5, 'op_types': ['Conv2D']}])
+        try:
+            pruner.load_masks(masks)
+        except (ValueError, TypeError) as exc:
+            assert '\n' not in str(exc) and not valid(masks)
+            assert _weights(work) == before
+        else:
+            assert valid(masks)
+
+    check()
