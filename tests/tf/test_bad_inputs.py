@@ -162,7 +162,7 @@ def test_a_wrong_rebuild_is_caught_by_the_check(monkeypatch):
 
 def test_bad_example_inputs_and_handlers_are_named():
     model = _net()
-    for inputs, words in ((np.ones((2, 8, 8, 4), np.float32), "example input"),
+    for inputs, words in ((np.ones((2, 8, 8, 4), np.float32), 'shape (2, 8, 8, 4)'),
                           (np.full((2, 8, 8, 3), np.nan, np.float32), 'NaN'),
                           ([np.ones((2, 8, 8, 3))] * 2, '2 arrays')):
         with pytest.raises(SpeedupError) as info:
@@ -250,3 +250,20 @@ def test_any_keras_mask_dict_is_attached_exactly_or_refused_cleanly():
             assert valid(masks)
 
     check()
+
+
+def test_keras_data_driven_pruner_names_the_bad_batch():
+    from prunus.compression.tf import ActivationAPoZRankFilterPruner
+    model = _net()
+    before = _weights(model)
+    data = [np.ones((2, 8, 8, 3), np.float32), np.ones((2, 8, 8, 5), np.float32)]
+    with pytest.raises(ValueError) as info:
+        ActivationAPoZRankFilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}], data=data).compress()
+    text = _one_line(info.value)
+    assert 'ActivationAPoZRankFilterPruner' in text and 'batch 1' in text and '(2, 8, 8, 5)' in text
+    assert _weights(model) == before
+
+
+def test_keras_op_types_in_torch_spelling_get_a_did_you_mean():
+    with pytest.raises(ValueError, match="did you mean 'Conv2D'"):
+        L1FilterPruner(_net(), [{'sparsity': 0.5, 'op_types': ['Conv2d']}])
