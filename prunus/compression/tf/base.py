@@ -14,9 +14,9 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from ..owner_errors import name_errors, wrap_subclass_init
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
+from ..owner_errors import name_errors, wrap_subclass_init
 from ..selection import Selection, select_layers
 from . import masking
 from .files import atomic_path, check_writable

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..owner_errors import name_errors, wrap_subclass_init
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
+from ..owner_errors import name_errors, wrap_subclass_init
 from ..selection import LayerRef, select_layers
 from . import layers
 from .export import export_model as _export_model

@@ -3,6 +3,7 @@ it expected, every write goes through a temporary file in the target directory, 
 failed export leaves nothing half-written behind."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
+
+logger = logging.getLogger('prunus.search')
 
 from .. import mask_rules
 
@@ -80,10 +83,24 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def read_checkpoint(path: str | os.PathLike, owner: str) -> dict | None:
+    """A search's own checkpoint, or None (with a warning) when it cannot be read: a
+    half-written or foreign file means starting that search afresh, not a crash."""
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as exc:  # corrupt or from another torch: not worth stopping for
+        logger.warning("%s: checkpoint '%s' cannot be read (%s); starting afresh", owner, path, type(exc).__name__)
+        return None
+    if not isinstance(state, dict):
+        logger.warning("%s: checkpoint '%s' is not a prunus checkpoint; starting afresh", owner, path)
+        return None
+    return state
+
+
 def normalize_mask_keys(masks: Mapping) -> dict:
     """NNI's mask files name the entries ``'weight_mask'``/``'bias_mask'``; accept both."""
     return {name: {key.removesuffix('_mask'): m for key, m in entry.items()} for name, entry in masks.items()}
 
 
 __all__ = ['MASK_FORMAT', 'load_tensors', 'read_mask_file', 'check_readable', 'check_writable',
-           'atomic_path', 'save_atomic', 'normalize_mask_keys']
+           'atomic_path', 'save_atomic', 'normalize_mask_keys', 'read_checkpoint']

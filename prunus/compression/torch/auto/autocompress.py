@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..files import read_checkpoint, save_atomic
 from ...history import SearchHistory
 from ...registry import available_pruners, get_pruner, register_pruner
 from ...search import Allocation, check_optimize_mode
@@ -138,7 +139,7 @@ class AutoCompressPruner(AutoPruner):
                             self.budget, achieved, goal)
                 rounds.append(self.best_config_list(allocation))
                 # The whole (sped-up) module is saved: its shapes no longer match the original class defaults.
-                torch.save({'settings': history.settings, 'round': index + 1, 'model': model, 'rounds': rounds},
+                save_atomic({'settings': history.settings, 'round': index + 1, 'model': model, 'rounds': rounds},
                            self.experiment_data_dir / CHECKPOINT)
                 bar.set_postfix(score=f'{score:.4f}', removed=f'{achieved:.3f}')
                 bar.update(1)
@@ -153,7 +154,7 @@ class AutoCompressPruner(AutoPruner):
     def _resume(self, history: SearchHistory) -> tuple[nn.Module, int, list]:
         path = self.experiment_data_dir / CHECKPOINT
         if history.resumed and path.exists():
-            state = torch.load(path, weights_only=False)
+            state = read_checkpoint(path, 'AutoCompressPruner') or {}
             if state.get('settings') == history.settings:
                 logger.info('AutoCompressPruner: resuming after round %d', state['round'])
                 return state['model'], state['round'], state['rounds']

@@ -40,6 +40,7 @@ from ...registry import get_pruner
 from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
 from .. import layers
 from ..base import Pruner, Scores, _to_numpy
+from ..files import save_atomic
 from ..forksafe import guard_forked_workers
 from ..masking import Masks, apply_masks
 from .cost import CostModel
@@ -341,7 +342,7 @@ class AutoPruner(Pruner):
         history.save_best(self.best_config_list(allocation), score, budget=self.budget,
                           achieved=self.measure(allocation), target=self.target_sparsity,
                           **({'units': units} if units else {}))
-        torch.save(masks, self.experiment_data_dir / 'best_masks.pth')
+        save_atomic(masks, self.experiment_data_dir / 'best_masks.pth')
         logger.info('%s: best score %s at %s %.4f (target %.4f)', type(self).__name__, score,
                     self.budget, self.measure(allocation), self.target_sparsity)
         return self.bound_model

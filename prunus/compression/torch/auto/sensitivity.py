@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..files import read_checkpoint, save_atomic
 from ...history import SearchHistory
 from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, scale_to_budget
@@ -149,7 +150,7 @@ class SensitivityPruner(AutoPruner):
                             self.budget, self.measure(current))
                 round_index += 1
                 reached = step_target >= self.target_sparsity  # the round aiming at the target is the last
-                torch.save({'settings': history.settings, 'round': round_index, 'allocation': current,
+                save_atomic({'settings': history.settings, 'round': round_index, 'allocation': current,
                             'model': model.state_dict(), 'reached': reached}, self.experiment_data_dir / CHECKPOINT)
                 bar.set_postfix(score=f'{self.best_score:.4f}', budget=f'{self.measure(current):.3f}')
                 bar.update(1)
@@ -162,7 +163,7 @@ class SensitivityPruner(AutoPruner):
         path = self.experiment_data_dir / CHECKPOINT
         if not (history.resumed and path.exists()):
             return start, 0, False
-        state = torch.load(path, weights_only=False)
+        state = read_checkpoint(path, 'SensitivityPruner') or {}
         if state.get('settings') != history.settings:
             return start, 0, False
         self.bound_model.load_state_dict(state['model'])
