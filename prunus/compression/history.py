@@ -82,6 +82,8 @@ class SearchHistory:
 
     def __init__(self, directory: str | os.PathLike, algorithm: str, settings: dict[str, Any]):
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise NotADirectoryError(f"experiment_data_dir '{self.directory}' is a file, not a directory.")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.algorithm = algorithm
         self.settings = json.loads(json.dumps(settings))

@@ -207,3 +207,48 @@ def test_speedup_check_fails_on_nan_difference(monkeypatch):
     assert core._relative_error(torch.tensor([float('nan')]), torch.tensor([float('nan')])) == 0.0
     assert core._relative_error(torch.tensor([float('inf'), 1.0]), torch.tensor([float('inf'), 1.0])) == 0.0
     assert core._relative_error(torch.tensor([1.0, 2.0]), torch.tensor([float('inf'), 2.0])) == float('inf')
+
+
+def _misc_cases(tmp_path):
+    from prunus.compression.torch import AGPPruner, SimulatedAnnealingPruner, load_pruning_yaml
+    config = [{'sparsity': 0.5, 'op_types': ['Conv2d']}]
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    bad_yaml = tmp_path / 'bad.yaml'
+    bad_yaml.write_text('pruning:\n  approach: [\n')
+    return [
+        ('sa-cool-down', lambda m: SimulatedAnnealingPruner(m, config, lambda x: 1.0, cool_down_rate=1.5),
+         ValueError, 'SimulatedAnnealingPruner: cool_down_rate'),
+        ('sa-base-algo', lambda m: SimulatedAnnealingPruner(m, config, lambda x: 1.0, base_algo='l9'),
+         ValueError, 'SimulatedAnnealingPruner'),
+        ('sa-evaluator-str', lambda m: SimulatedAnnealingPruner(m, config, lambda x: 'high', experiment_data_dir=tmp_path / 's')
+         .compress(), TypeError, 'must return a number'),
+        ('sa-evaluator-nan', lambda m: SimulatedAnnealingPruner(m, config, lambda x: float('nan'),
+                                                                experiment_data_dir=tmp_path / 'n').compress(),
+         ValueError, 'NaN'),
+        ('sa-dir-is-file', lambda m: SimulatedAnnealingPruner(m, config, lambda x: 1.0, experiment_data_dir=a_file)
+         .compress(), NotADirectoryError, 'is a file'),
+        ('agp-epochs', lambda m: AGPPruner(m, [{'initial_sparsity': 0, 'final_sparsity': 0.5, 'start_epoch': 3,
+                                               'end_epoch': 1, 'op_types': ['Conv2d']}], None),
+         ValueError, "['end_epoch'] (1)"),
+        ('yaml-syntax', lambda m: load_pruning_yaml(str(bad_yaml)), ValueError, 'bad.yaml'),
+        ('speedup-tolerance', lambda m: speedup(m, X, tolerance=-1), ValueError, 'tolerance'),
+        ('speedup-not-a-model', lambda m: speedup('model', X), TypeError, 'torch.nn.Module'),
+    ]
+
+
+@pytest.mark.parametrize('index', range(9))
+def test_misc_bad_arguments_are_named(tmp_path, index):
+    name, run, error, words = _misc_cases(tmp_path)[index]
+    model = Net()
+    before = model_bytes(model)
+    with pytest.raises(error) as info:
+        run(model)
+    assert words in _one_line(info.value), name
+    assert model_bytes(model) == before
+
+
+def test_amc_with_an_empty_val_loader_says_so():
+    from prunus.compression.torch import AMCPruner
+    with pytest.raises(ValueError, match='val_loader yields no batch'):
+        AMCPruner(Net(), [{'op_types': ['Conv2d']}], lambda loader, model: 1.0, [])

@@ -48,7 +48,12 @@ class DataDrivenPruner(Pruner):
         if self.data is None:
             raise ValueError(f'{type(self).__name__} scores filters from data: pass data=<an '
                              'iterable of batches or (x, y) pairs, or a tf.data.Dataset>.')
-        batches = [_split(b) for b in islice(iter(self.data), self.statistics_batch_num)]
+        try:
+            source = iter(self.data)
+        except TypeError:
+            raise TypeError(f'{type(self).__name__}: data must be an iterable of batches, (x, y) pairs or a '
+                            f'tf.data.Dataset; got {type(self.data).__name__}.') from None
+        batches = [_split(b) for b in islice(source, self.statistics_batch_num)]
         if not batches:
             raise ValueError(f'{type(self).__name__}: data yielded no batch.')
         return batches

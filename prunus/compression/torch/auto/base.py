@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import zlib
 from concurrent.futures import Executor
@@ -54,7 +55,8 @@ BUDGETS = ('sparsity', 'flops')
 
 
 def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tuner: Callable | None = None,
-                    seed: int = 0, evaluator_args: Sequence[Any] = ()) -> tuple[float, dict | None]:
+                    seed: int = 0, evaluator_args: Sequence[Any] = (), owner: str = 'search'
+                    ) -> tuple[float, dict | None]:
     """Masks a copy of ``model``, optionally fine-tunes it, and evaluates it.
 
     Module-level so process pools and dask can pickle it. Returns the score and, when a
@@ -64,9 +66,22 @@ def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tu
     candidate = apply_masks(copy.deepcopy(model), masks)
     if fine_tuner is not None:
         fine_tuner(candidate)
-    score = float(evaluator(*evaluator_args, candidate))
+    score = as_score(evaluator(*evaluator_args, candidate), owner)
     state = {k: v.detach().clone() for k, v in candidate.state_dict().items()} if fine_tuner else None
     return score, state
+
+
+def as_score(value: Any, owner: str) -> float:
+    """The evaluator's result as a float; a non-number or NaN would make every later
+    comparison of the search meaningless, so it stops the search with a clear error."""
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f'{owner}: the evaluator must return a number (the score); '
+                        f'got {type(value).__name__} {str(value)[:40]!r}.') from None
+    if math.isnan(score):
+        raise ValueError(f'{owner}: the evaluator returned NaN for a candidate; return a number.')
+    return score
 
 
 def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -307,7 +322,7 @@ class AutoPruner(Pruner):
                 continue
             results.append(None)
             args = (model, self.masks_for(alloc, scores), self.evaluator, fine_tuner,
-                    (self.seed + zlib.crc32(key.encode())) % 2 ** 31, tuple(evaluator_args))
+                    (self.seed + zlib.crc32(key.encode())) % 2 ** 31, tuple(evaluator_args), type(self).__name__)
             pending[i] = self.executor.submit(score_candidate, *args) if self.executor else args
         for i, job in pending.items():
             results[i] = job.result() if self.executor else score_candidate(*job)

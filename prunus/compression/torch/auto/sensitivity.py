@@ -14,7 +14,7 @@ from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, scale_to_budget
 from .. import layers
 from ..masking import apply_masks
-from .base import AutoPruner
+from .base import AutoPruner, as_score
 from .sensitivity_analysis import SensitivityAnalysis, _substitute
 
 logger = logging.getLogger('prunus.search')
@@ -131,7 +131,7 @@ class SensitivityPruner(AutoPruner):
                 if resume_sensitivity is not None and round_index == 0:
                     analysis.sensitivities = SensitivityAnalysis.load_csv(resume_sensitivity)
                     args, kwargs = _substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
-                    analysis.baseline = float(self.evaluator(*args, **kwargs))
+                    analysis.baseline = as_score(self.evaluator(*args, **kwargs), type(self).__name__)
                 else:
                     analysis.analysis(eval_args, eval_kwargs, list(current), self._grid_above(current))
                 analysis.export(self.experiment_data_dir / f'sensitivity_round{round_index}.csv')
@@ -143,7 +143,7 @@ class SensitivityPruner(AutoPruner):
                     args, kwargs = _substitute(list(finetune_args or []), dict(finetune_kwargs or {}), model, model)
                     self.finetuner(*args, **kwargs)
                 args, kwargs = _substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
-                self.best_score = float(self.evaluator(*args, **kwargs))
+                self.best_score = as_score(self.evaluator(*args, **kwargs), type(self).__name__)
                 history.record({'round': round_index, 'score': self.best_score, 'budget': self.measure(current),
                                 'allocation': current})
                 logger.info('SensitivityPruner round %d: score %.4f at %s %.4f', round_index, self.best_score,

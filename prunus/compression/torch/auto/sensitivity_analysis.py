@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ...registry import get_pruner
 from ..forksafe import guard_forked_workers
 from ..masking import apply_masks
-from .base import check_base_algo
+from .base import as_score, check_base_algo
 
 guard_forked_workers()  # sweeps may run in a default (forked) process pool
 
@@ -59,7 +59,7 @@ def sweep_layer(model: nn.Module, layer: str, sparsities: Sequence[float], prune
         masks = cls(candidate, [{'sparsity': sparsity, 'op_names': [layer]}], **(base_kwargs or {})).calc_masks()
         apply_masks(candidate, masks)
         call_args, call_kwargs = _substitute(args, kwargs, model, candidate)
-        found[float(sparsity)] = float(val_func(*call_args, **call_kwargs))
+        found[float(sparsity)] = as_score(val_func(*call_args, **call_kwargs), 'SensitivityAnalysis')
         if _stops(*early_stop, baseline, found[float(sparsity)]):
             break
     return found
@@ -125,7 +125,7 @@ class SensitivityAnalysis:
         """
         args, kwargs = list(val_args or []), dict(val_kwargs or {})
         call_args, call_kwargs = _substitute(args, kwargs, self.model, self.model)
-        self.baseline = float(self.val_func(*call_args, **call_kwargs))
+        self.baseline = as_score(self.val_func(*call_args, **call_kwargs), type(self).__name__)
         names = self.layers(specified_layers)
         jobs = {}
         for name in names:
