@@ -52,12 +52,16 @@ def relative_error(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.where(same, 0.0, np.abs(ref - out)).max()) / scale
 
 
-def check_result(masked: keras.Model, small: keras.Model, inputs: Any, tolerance: float) -> None:
-    """SpeedupError unless ``small`` computes what ``masked`` does on ``inputs`` (inference)."""
+def check_result(masked: keras.Model, small: keras.Model, inputs: Any, tolerance: float,
+                 synthetic: bool = False) -> None:
+    """SpeedupError unless ``small`` computes what ``masked`` does on ``inputs`` (inference);
+    ``synthetic``: the inputs were made up from the input specs, not given."""
     try:
         refs = tree.flatten(masked(inputs, training=False))
     except Exception as exc:
-        raise SpeedupError(f'example_inputs do not fit the model: {type(exc).__name__}: '
+        what = ('the check inputs made from the input specs (unknown sizes set to '
+                f'{FREE_DIM}; pass example_inputs=)' if synthetic else 'example_inputs')
+        raise SpeedupError(f'{what} do not fit the model: {type(exc).__name__}: '
                            f'{str(exc).splitlines()[0][:200] if str(exc) else ""}') from exc
     try:
         outs = tree.flatten(small(inputs, training=False))
