@@ -18,6 +18,3 @@ def geometric_median_distance(filters: np.ndarray) -> np.ndarray:
     dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * rows @ rows.T, 0.0)
     np.fill_diagonal(dist2, 0.0)
     return np.sqrt(dist2).sum(axis=1)
-
-
-__all__ = ['geometric_median_distance']

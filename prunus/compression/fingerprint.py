@@ -88,6 +88,3 @@ def _filled(cell: Any) -> bool:
     except ValueError:
         return False
     return True
-
-
-__all__ = ['records_digest', 'config_digest', 'callable_digest']

@@ -120,7 +120,3 @@ def check_facts(where: str, facts: MaskFacts, expected_shape: tuple) -> None:
     if not facts.binary:
         raise ValueError(f'{where} holds values other than 0 and 1; a mask holds only 0 and 1 '
                          '(scale weights outside prunus).')
-
-
-__all__ = ['MaskFacts', 'MASK_KINDS', 'MASK_DICT', 'not_masks', 'mask_where', 'did_you_mean', 'check_structure', 'naming_source',
-           'check_module', 'check_parameter', 'check_facts']

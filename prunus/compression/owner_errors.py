@@ -48,6 +48,3 @@ def wrap_subclass_init(cls: type) -> None:
     """For ``__init_subclass__``: wrap ``cls.__init__`` if ``cls`` defines its own."""
     if '__init__' in cls.__dict__:
         cls.__init__ = name_errors(cls.__dict__['__init__'])
-
-
-__all__ = ['name_errors', 'wrap_subclass_init']

@@ -23,13 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunus.compression.torch.inputs import blame_inputs
 from prunus.speedup.cache import remember
-from prunus.speedup.handlers import Handler, check_custom_handlers
+from prunus.layers.torch.handlers import Handler, check_custom_handlers
+from prunus.layers.torch.inputs import blame_inputs
 from prunus.speedup.structure import trace_structure
-
-__all__ = ['ChannelGroup', 'EvenSplit', 'dependency_groups', 'dependency_structure',
-           'channel_groups']
 
 
 @dataclass

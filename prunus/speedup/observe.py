@@ -6,9 +6,7 @@ from typing import Any
 
 import torch
 
-from prunus.compression.torch.inputs import call_model
-
-__all__ = ['call_model', 'tensors_in', 'channel_constants', 'op_signature']
+from prunus.layers.torch.inputs import call_model
 
 
 def tensors_in(obj: Any, acc: list[torch.Tensor] | None = None) -> list[torch.Tensor]:

@@ -3,7 +3,7 @@ one line naming what and where, and the model is byte-identical afterwards.
 
 The mask cases are derived from the rules of :mod:`prunus.compression.mask_rules` (one
 violation per rule, for every entry point that takes masks); the input cases from the
-forms :func:`prunus.compression.torch.inputs.check_inputs` declares."""
+forms :func:`prunus.layers.torch.inputs.check_inputs` declares."""
 from __future__ import annotations
 
 import os

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 from prunus.compression.tf import FPGMPruner, L1FilterPruner, load_masks  # noqa: E402
 from prunus.speedup.tf import SpeedupError, speedup  # noqa: E402
-from prunus.speedup.tf import handlers as tf_handlers  # noqa: E402
+from prunus.layers.tf import handlers as tf_handlers  # noqa: E402
 
 L = keras.layers
 

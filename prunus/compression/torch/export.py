@@ -15,9 +15,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from prunus.layers.torch.files import atomic_path, check_writable, normalize_mask_keys, read_mask_file, save_atomic
+from prunus.layers.torch.masking import Masks, check_masks, strip
 from ..mask_rules import check_structure, not_masks
-from .files import atomic_path, check_writable, normalize_mask_keys, read_mask_file, save_atomic
-from .masking import Masks, check_masks, strip
 
 
 def load_masks(masks: str | os.PathLike | Mapping, device: Any = None) -> Masks:
@@ -102,6 +102,3 @@ def apply_compression_results(model: nn.Module, mask_path: str | Mapping, device
             param = getattr(modules[name], pname)
             param.mul_(mask.to(param.device, param.dtype))
     return model
-
-
-__all__ = ['load_masks', 'export_model', 'apply_compression_results']

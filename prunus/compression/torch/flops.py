@@ -10,7 +10,7 @@ from prunus._interop import guard_triton_after_tensorflow
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from .inputs import call_model  # noqa: E402
+from prunus.layers.torch.inputs import call_model  # noqa: E402
 
 
 @torch.no_grad()
@@ -34,6 +34,3 @@ def module_flops(model: nn.Module, inputs: Any) -> dict[str, int]:
         name = '' if key == root else key[len(root) + 1:] if key.startswith(root + '.') else key
         flops[name] = int(sum(per_op.values()))
     return flops
-
-
-__all__ = ['call_model', 'module_flops']

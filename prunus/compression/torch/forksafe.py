@@ -27,6 +27,3 @@ def guard_forked_workers() -> None:
     if not _registered and hasattr(os, 'register_at_fork'):
         os.register_at_fork(after_in_child=_one_thread_in_child)
         _registered = True
-
-
-__all__ = ['guard_forked_workers']

@@ -24,6 +24,3 @@ def model_digest(model: nn.Module) -> str:
     records = ((key, str(value.dtype), tuple(value.shape), _raw(value))
                for key, value in model.state_dict().items() if isinstance(value, torch.Tensor))
     return records_digest(records, structure)
-
-
-__all__ = ['model_digest']

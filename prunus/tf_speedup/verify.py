@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import tree
 
-from .analysis import SpeedupError
+from prunus.compression.errors import SpeedupError
 
 #: Smallest output scale errors are measured against: outputs that are all ~1e-8 (a
 #: normalization followed by a mean) differ by float32 rounding alone.
@@ -78,6 +78,3 @@ def check_result(masked: keras.Model, small: keras.Model, inputs: Any, tolerance
                 f'the sped-up model differs from the masked model by {error:.2e} of the scale of '
                 f'output {i} (tolerance {tolerance:.0e}); this is a prunus bug, please report it '
                 'with the model; the model is unchanged.')
-
-
-__all__ = ['synthetic_inputs', 'relative_error', 'check_result', 'FREE_DIM']

@@ -6,13 +6,13 @@ from typing import Any, Mapping
 
 import keras
 
-from ...compression.tf.inputs import check_inputs
-from .analysis import SpeedupError
-from .handlers import LayerHandler
+from prunus.layers.tf.inputs import check_inputs
+from prunus.compression.errors import SpeedupError
+from prunus.layers.tf.handlers import LayerHandler
 
 
 def check_example_inputs(model: keras.Model, example_inputs: Any) -> Any:
-    """The shared Keras input check (:mod:`prunus.compression.tf.inputs`), raising
+    """The shared Keras input check (:mod:`prunus.layers.tf.inputs`), raising
     SpeedupError (a ValueError) as the rest of the speedup does."""
     try:
         return check_inputs(model, example_inputs, 'example_inputs')
@@ -38,6 +38,3 @@ def check_custom_handlers(custom_handlers: Any) -> dict[str, LayerHandler]:
                             f'instance; got {type(handler).__name__}.')
         out[name] = handler
     return out
-
-
-__all__ = ['check_example_inputs', 'check_custom_handlers']

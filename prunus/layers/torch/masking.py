@@ -31,8 +31,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .. import mask_rules as rules
-from ..mask_rules import MaskFacts
+from prunus.compression import mask_rules as rules
+from prunus.compression.mask_rules import MaskFacts
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -80,6 +80,19 @@ register_optimizer_step_post_hook(_remask_after_step)
 def is_masked(module: nn.Module) -> bool:
     """Whether prunus masks are attached to ``module``."""
     return bool(getattr(module, _MASKED_ATTR, ()))
+
+
+def masked_names(module: nn.Module) -> tuple[str, ...]:
+    """Names of the parameters masked on ``module`` (empty when none)."""
+    return getattr(module, _MASKED_ATTR, ())
+
+
+def forget_masks(module: nn.Module) -> None:
+    """Drops ``module``'s mask buffers and marker, leaving its parameters as they are
+    (a shared copy's parameters are the original's: baking would change those)."""
+    for pname in masked_names(module):
+        module._buffers.pop(f'{pname}_mask', None)
+    module.__dict__.pop(_MASKED_ATTR, None)
 
 
 def mask_facts(where: str, mask: object) -> MaskFacts:
@@ -212,7 +225,3 @@ def strip(model: nn.Module) -> nn.Module:
         if is_masked(module):
             detach_masks(module)
     return model
-
-
-__all__ = ['Masks', 'attach_masks', 'apply_masks', 'check_masks', 'reapply_masks', 'get_masks',
-           'detach_masks', 'strip', 'is_masked', 'mask_facts']

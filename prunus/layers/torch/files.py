@@ -14,7 +14,7 @@ import torch
 
 logger = logging.getLogger('prunus.search')
 
-from .. import mask_rules
+from prunus.compression import mask_rules
 
 MASK_FORMAT = ("a mask file written by export_model (torch.save of "
                "{module_name: {'weight': mask, 'bias': mask}})")
@@ -44,7 +44,7 @@ def load_tensors(path: str | os.PathLike, what: str, expected: str, device: Any 
 
 def read_mask_file(path: str | os.PathLike, device: Any = None) -> dict:
     """The mask dict in ``path``; its structure checked (values are checked against the
-    model by :func:`~prunus.compression.torch.masking.check_masks`)."""
+    model by :func:`~prunus.layers.torch.masking.check_masks`)."""
     loaded = load_tensors(path, 'mask file', MASK_FORMAT, device)
     mask_rules.check_structure(loaded, f"mask file '{os.fspath(path)}'")
     return loaded
@@ -100,7 +100,3 @@ def read_checkpoint(path: str | os.PathLike, owner: str) -> dict | None:
 def normalize_mask_keys(masks: Mapping) -> dict:
     """NNI's mask files name the entries ``'weight_mask'``/``'bias_mask'``; accept both."""
     return {name: {key.removesuffix('_mask'): m for key, m in entry.items()} for name, entry in masks.items()}
-
-
-__all__ = ['MASK_FORMAT', 'load_tensors', 'read_mask_file', 'check_readable', 'check_writable',
-           'atomic_path', 'save_atomic', 'normalize_mask_keys', 'read_checkpoint']

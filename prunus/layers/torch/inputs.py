@@ -147,7 +147,3 @@ def run_inputs(model: nn.Module, inputs: Any, what: str = 'dummy_input') -> Any:
         return call_model(model, inputs)
     except Exception as exc:
         raise rejection(model, inputs, exc, what) from exc
-
-
-__all__ = ['FORMS', 'call_model', 'check_inputs', 'locate_failure', 'rejection', 'run_inputs', 'blame_inputs',
-           'shapes_of']

@@ -8,10 +8,11 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from ...compression.mask_rules import not_masks
-from ...compression.tf.masking import _masked_variables, load_masks
-from .analysis import Analysis, SpeedupError, require_graph
-from .handlers import HANDLERS, LayerHandler
+from prunus.compression.errors import SpeedupError
+from prunus.compression.mask_rules import not_masks
+from prunus.layers.tf.masking import masked_variables, load_masks
+from .analysis import Analysis, require_graph
+from prunus.layers.tf.handlers import HANDLERS, LayerHandler
 from .inputs import check_custom_handlers, check_example_inputs
 from .rebuild import Rebuilder, from_config
 from .verify import check_result, synthetic_inputs
@@ -32,14 +33,14 @@ def _masked_copy(model: keras.Model, masks, source: str) -> keras.Model:
     """A clone of ``model`` with the masks multiplied into its weights (every mask is
     checked against ``model`` first)."""
     require_graph(model)
-    _masked_variables(model, masks, source)
+    masked_variables(model, masks, source)
     try:
         work = keras.models.clone_model(model, clone_function=lambda layer: from_config(layer, layer.get_config()))
         work.set_weights(model.get_weights())
     except Exception as exc:
         raise SpeedupError(f"speedup cannot copy '{model.name}' to work on: {type(exc).__name__}: "
                            f'{str(exc).splitlines()[0][:200] if str(exc) else ""}; the model is unchanged.') from exc
-    for _, _, variable, mask in _masked_variables(work, masks, source):
+    for _, _, variable, mask in masked_variables(work, masks, source):
         variable.assign(variable.numpy() * mask)
     return work
 
@@ -74,7 +75,7 @@ def _summary(analysis: Analysis, before: keras.Model, after: keras.Model) -> dic
 def _pruned(plan, keep: np.ndarray) -> list[int]:
     """Ids of the layer's output channels its (masked) weights make constant but are kept."""
     weights = {v.name: v.numpy() for v in getattr(plan.layer, 'weights', ())}
-    pruned = plan.handler.constant_outputs(plan.layer, weights)
+    pruned = plan.handler.dead_out(plan.layer, weights)
     if pruned is None or len(pruned) != len(keep):
         return []
     return plan.out_ids[pruned & keep].tolist()
@@ -118,6 +119,3 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
     if return_summary:
         return small, _summary(analysis, model, small)
     return small
-
-
-__all__ = ['speedup']

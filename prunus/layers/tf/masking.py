@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .. import mask_rules as rules
-from ..mask_rules import MaskFacts
+from prunus.compression import mask_rules as rules
+from prunus.compression.mask_rules import MaskFacts
 from .files import read_mask_npz, write_mask_npz
-from .layers import iter_layers, spec_of, variables_of
+from .specs import iter_layers, spec_of, variables_of
 
 Masks = dict[str, dict[str, np.ndarray]]
 
@@ -72,7 +72,7 @@ def _layer_plan(name: str, layers: dict, entry: Mapping[str, object]) -> list:
     return plan
 
 
-def _masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.ndarray]],
+def masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.ndarray]],
                       source: str = 'masks'):
     """Yields ``(name, key, variable, mask)`` after checking every mask against the
     shared rules (:mod:`prunus.compression.mask_rules`); nothing is changed before."""
@@ -89,7 +89,7 @@ def attach_masks(model: keras.Model, masks: Masks, source: str = 'masks') -> Non
     """Zeroes masked weights and keeps them zero through training (updates existing masks).
     Every mask is checked first, so a bad one changes nothing."""
     added = False
-    for _, _, variable, mask in _masked_variables(model, masks, source):
+    for _, _, variable, mask in masked_variables(model, masks, source):
         current = variable.constraint
         if isinstance(current, MaskConstraint):
             current.mask.assign(mask)  # read by the traced train step: no retrace needed
@@ -138,7 +138,3 @@ def load_masks(path: str) -> Masks:
                              "file names them '<layer name>::weight' or '<layer name>::bias'.")
         masks.setdefault(name, {})[key] = array
     return masks
-
-
-__all__ = ['Masks', 'MaskConstraint', 'attach_masks', 'apply_masks', 'strip', 'save_masks',
-           'load_masks', 'mask_facts']

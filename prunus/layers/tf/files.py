@@ -72,6 +72,3 @@ def read_mask_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                          f'{type(exc).__name__} reading its arrays.') from exc
     finally:
         data.close()
-
-
-__all__ = ['NPZ_FORMAT', 'check_writable', 'atomic_path', 'write_mask_npz', 'read_mask_npz']

@@ -57,6 +57,3 @@ def call_checked(model: keras.Model, inputs: Any, what: str, **kwargs: Any) -> A
     except Exception as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ValueError(f'{what} does not fit the model: {type(exc).__name__}: {first[:240]}') from exc
-
-
-__all__ = ['check_inputs', 'call_checked']
