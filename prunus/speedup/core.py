@@ -271,8 +271,8 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
 
         small = speedup(model, torch.randn(1, 3, 64, 64), pruner)
     """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise ValueError(f'speedup: tolerance must be a number in [0, 1); got {tolerance!r}.')
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ValueError(f'speedup: tolerance must be a number >= 0; got {tolerance!r}.')
     small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers,
                                    float(tolerance) if check else None)
     return (small, summary) if return_summary else small

@@ -103,8 +103,8 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
         SpeedupError: a layer could not be analysed or rebuilt (the error names it); the
             given model is unchanged in every case.
     """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise ValueError(f'speedup: tolerance must be a number in [0, 1); got {tolerance!r}.')
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ValueError(f'speedup: tolerance must be a number >= 0; got {tolerance!r}.')
     require_graph(model)
     handlers = {**HANDLERS, **check_custom_handlers(custom_handlers)}
     inputs = None
