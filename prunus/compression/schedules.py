@@ -10,17 +10,19 @@ Two families, both framework-agnostic:
 
   ======  ======================================================================
   linear  ``s = s_i + (s_f - s_i) * p``
-  cos     ``s = s_i + (s_f - s_i) * (1 - cos(pi * p)) / 2`` (half a cosine period)
+  cos     ``s = s_i + (s_f - s_i) * (1 - cos(p * pi / 2))`` (a quarter cosine period)
   exp     density decays geometrically: ``1 - s = (1 - s_i) * ((1 - s_f) / (1 - s_i))**p``
-  cube    ``s = s_f + (s_i - s_f) * (1 - p)**3`` (the AGP curve)
+  cube    ``s = s_i + (s_f - s_i) * p**3`` (slow at first, fast at the end)
   ======  ======================================================================
 
-Every curve starts at ``s_i`` and ends *exactly* at ``s_f`` (``p = 1`` is special-cased
+These are Intel Neural Compressor's iterative-scheduler formulas, so a schedule written for
+it reaches the same sparsity at every update (at 60% of a 0 -> 0.8 schedule: linear 0.48,
+cos 0.330, exp 0.620, cube 0.173). Every curve starts at ``s_i`` and ends *exactly* at ``s_f`` (``p = 1`` is special-cased
 so no floating-point residue is left at the end step). Example::
 
     >>> schedule = StepSchedule(start=0, end=100, frequency=10, final=0.9, decay='cube')
     >>> schedule.is_update_step(20), round(schedule.sparsity_at(20), 4)
-    (True, 0.4392)
+    (True, 0.0072)
     >>> schedule.sparsity_at(100)
     0.9
 """
@@ -31,6 +33,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 DECAY_TYPES = ('linear', 'cos', 'exp', 'cube')
+
+
+def nni_agp_sparsity(epoch: int, start: int, end: int, frequency: int, initial: float,
+                     final: float) -> float:
+    """NNI 1.x's AGP sparsity at ``epoch``: the cubic curve over the span
+    ``((end - start - 1) // frequency) * frequency``, so the last update epoch before
+    ``end`` already reaches ``final`` (0 -> 0.8 with ``end_epoch=10`` is 0.8 at epoch 9)."""
+    if end <= start or initial >= final or epoch >= end:
+        return final
+    span = ((end - start - 1) // frequency) * frequency
+    if epoch <= start:
+        return initial
+    return agp_sparsity(epoch, start, span, initial, final)
 
 
 def agp_sparsity(t: float, t0: float, span: float, initial: float, final: float) -> float:
@@ -50,7 +65,7 @@ def _linear(p: float, initial: float, final: float) -> float:
 
 
 def _cos(p: float, initial: float, final: float) -> float:
-    return initial + (final - initial) * (1.0 - math.cos(math.pi * p)) / 2.0
+    return initial + (final - initial) * (1.0 - math.cos(p * math.pi / 2.0))
 
 
 def _exp(p: float, initial: float, final: float) -> float:
@@ -58,7 +73,7 @@ def _exp(p: float, initial: float, final: float) -> float:
 
 
 def _cube(p: float, initial: float, final: float) -> float:
-    return final + (initial - final) * (1.0 - p) ** 3
+    return initial + (final - initial) * p ** 3
 
 
 _DECAY: dict[str, Callable[[float, float, float], float]] = {
@@ -143,4 +158,4 @@ def lottery_round_sparsity(final: float, rounds: int, round_index: int) -> float
     return 1.0 - (1.0 - final) ** (round_index / rounds)
 
 
-__all__ = ['DECAY_TYPES', 'agp_sparsity', 'decay_sparsity', 'StepSchedule', 'lottery_round_sparsity']
+__all__ = ['DECAY_TYPES', 'agp_sparsity', 'nni_agp_sparsity', 'decay_sparsity', 'StepSchedule', 'lottery_round_sparsity']

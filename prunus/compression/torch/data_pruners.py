@@ -33,6 +33,16 @@ def _check_count(owner: str, key: str, value: Any) -> None:
         raise ValueError(f'{owner}: {key} must be an integer >= 1; got {value!r}.')
 
 
+def check_collected(owner: str, collector: Collector) -> None:
+    """A clear error instead of a KeyError when a target layer recorded nothing."""
+    if collector.batches == 0:
+        raise ValueError(f'{owner} saw no batch: the data or trainer ran none through the model.')
+    missing = collector.missing()
+    if missing:
+        raise ValueError(f"{owner}: layer(s) {', '.join(repr(n) for n in missing)} recorded nothing in "
+                         f'the {collector.batches} batch(es) seen; they did not run (or got no gradient).')
+
+
 class DataDrivenFilterPruner(FilterPruner):
     """Shared calling styles of the data-driven filter pruners (see the module doc)."""
 
@@ -81,9 +91,7 @@ class DataDrivenFilterPruner(FilterPruner):
                 self.trainer(self.bound_model, optimizer=self.optimizer, criterion=self.criterion, epoch=0)
             finally:
                 collector.stop()
-        if collector.batches == 0:
-            raise ValueError(f'{type(self).__name__} saw no batch: the data or trainer ran none '
-                             'through the selected layers.')
+        check_collected(type(self).__name__, collector)
         return collector
 
     def compress(self) -> nn.Module:
@@ -110,6 +118,8 @@ class DataDrivenFilterPruner(FilterPruner):
         if self._pending is None or not self._pending.done:
             return
         collector, self._pending = self._pending, None
+        collector.stop()
+        check_collected(type(self).__name__, collector)
         for handle in self._legacy_handles:
             handle.remove()
         self._legacy_handles.clear()
@@ -138,7 +148,7 @@ class ActivationFilterPruner(DataDrivenFilterPruner):
                          data=data)
 
     def make_collector(self, limit: int | None) -> Collector:
-        return ActivationCollector(self.targets, limit, self.activation)
+        return ActivationCollector(self.targets, limit, self.activation, self.bound_model)
 
 
 @register_pruner('apoz', framework='torch')
@@ -189,7 +199,7 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
                          data=data)
 
     def make_collector(self, limit: int | None) -> Collector:
-        return TaylorCollector(self.targets, limit)
+        return TaylorCollector(self.targets, limit, self.bound_model)
 
     def compute_scores(self, collected: TaylorCollector) -> Scores:
         return {n: collected.contributions[n] for n in self.targets}
