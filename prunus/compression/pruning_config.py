@@ -27,8 +27,14 @@ from .schedules import DECAY_TYPES
 #: The group lasso coefficient used when a regularized entry sets no 'reg_coeff'.
 DEFAULT_REG_COEFF = 1e-4
 
-PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso')
-_TYPE_ALIASES = {'basic_magnitude': 'magnitude', 'grouplasso': 'group_lasso'}
+PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso',
+                 'basic_magnitude')
+_TYPE_ALIASES = {'grouplasso': 'group_lasso'}
+
+#: LPOT's basic_magnitude pruned single weights of each tensor and raised the target
+#: linearly with the epochs; its entries default to that where they do not say otherwise.
+LPOT_DEFAULTS: dict[str, Any] = {'pattern': 'unstructured', 'sparsity_decay_type': 'linear',
+                                 'pruning_scope': 'local'}
 
 
 def _is_pattern(value: Any) -> bool:
@@ -192,7 +198,9 @@ class WeightPruningConfig:
         ``excluded_op_names`` is the exception: global and local exclusions both apply)."""
         merged = []
         for index, local in enumerate(self.pruning_configs):
-            settings = {**DEFAULTS, **self.global_settings, **local}
+            given = {**self.global_settings, **local}
+            lpot = LPOT_DEFAULTS if given.get('pruning_type') == 'basic_magnitude' else {}
+            settings = {**DEFAULTS, **lpot, **given}
             # Exclusions add up: a global "do not prune" list holds for every local entry.
             settings['excluded_op_names'] = (self.global_settings.get('excluded_op_names', [])
                                              + local.get('excluded_op_names', []))

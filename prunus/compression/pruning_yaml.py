@@ -51,7 +51,18 @@ def _construct_pruner(loader: yaml.SafeLoader, node: yaml.Node) -> _PrunerEntry:
     return _PrunerEntry(loader.construct_mapping(node, deep=True))
 
 
+def _scalar_unless_sexagesimal(base):
+    """YAML 1.1 reads ``2:4`` as the base-60 number 124; a pattern must load as written."""
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        text = loader.construct_scalar(node)
+        return text if ':' in text else base(loader, node)
+    return construct
+
+
 _Loader.add_constructor('!Pruner', _construct_pruner)
+_Loader.add_constructor('tag:yaml.org,2002:int', _scalar_unless_sexagesimal(yaml.SafeLoader.construct_yaml_int))
+_Loader.add_constructor('tag:yaml.org,2002:float',
+                        _scalar_unless_sexagesimal(yaml.SafeLoader.construct_yaml_float))
 
 
 def _only(mapping: Any, allowed: tuple[str, ...], where: str) -> Mapping[str, Any]:

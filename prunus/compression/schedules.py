@@ -147,6 +147,46 @@ class StepSchedule:
         return steps + [self.end]
 
 
+@dataclass(frozen=True)
+class EpochSchedule:
+    """An epoch schedule followed at each epoch's start, as LPOT's pruners did.
+
+    Masks are recomputed at every epoch of ``[start, end]``; the progress moves in steps of
+    ``frequency`` epochs (a fraction such as 0.1 moves every epoch): at epoch ``e`` it is
+    ``floor((e - start) / frequency) * frequency / (end - start)``, capped at 1, so with
+    ``linear`` decay the sparsity rises linearly with the epochs and is ``final`` at ``end``.
+    """
+
+    start: int
+    end: int
+    frequency: float = 1
+    final: float = 0.0
+    initial: float = 0.0
+    decay: str = 'linear'
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f'end_epoch ({self.end}) must be >= start_epoch ({self.start}).')
+        if not self.frequency > 0:
+            raise ValueError(f'the update frequency must be > 0 epochs; got {self.frequency}.')
+        if self.decay not in _DECAY:
+            raise ValueError(f"sparsity_decay_type must be one of {', '.join(DECAY_TYPES)}; "
+                             f'got {self.decay!r}.')
+
+    def is_update_epoch(self, epoch: int) -> bool:
+        return self.start <= epoch <= self.end
+
+    def sparsity_at(self, epoch: int) -> float:
+        if epoch < self.start:
+            return self.initial
+        if self.start == self.end or epoch >= self.end:
+            return self.final
+        # The small epsilon keeps 1 // 0.1 from being 9 in floating point.
+        moves = math.floor((epoch - self.start) / self.frequency + 1e-9)
+        progress = min(moves * self.frequency / (self.end - self.start), 1.0)
+        return decay_sparsity(self.decay, progress, self.initial, self.final)
+
+
 def lottery_round_sparsity(final: float, rounds: int, round_index: int) -> float:
     """Overall sparsity after ``round_index`` of ``rounds`` lottery-ticket rounds.
 
@@ -158,4 +198,4 @@ def lottery_round_sparsity(final: float, rounds: int, round_index: int) -> float
     return 1.0 - (1.0 - final) ** (round_index / rounds)
 
 
-__all__ = ['DECAY_TYPES', 'agp_sparsity', 'nni_agp_sparsity', 'decay_sparsity', 'StepSchedule', 'lottery_round_sparsity']
+__all__ = ['DECAY_TYPES', 'agp_sparsity', 'nni_agp_sparsity', 'decay_sparsity', 'StepSchedule', 'EpochSchedule', 'lottery_round_sparsity']

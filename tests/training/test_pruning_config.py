@@ -32,11 +32,14 @@ def test_step_yaml_binds_to_the_model():
 def test_epoch_yaml_layout_loads_and_converts_epochs_to_steps():
     config = load_pruning_yaml(FIXTURES / 'magnitude_epochs.yaml')
     (settings,) = config.resolved()
-    assert settings['pruning_type'] == 'magnitude' and settings['names'] == ['fc1.weight']
+    assert settings['pruning_type'] == 'basic_magnitude' and settings['names'] == ['fc1.weight']
     assert settings['target_sparsity'] == 0.75 and settings['update_frequency'] == 0.5
+    # LPOT's basic_magnitude: element-wise, per tensor, linear in the epochs
+    assert (settings['pattern'], settings['pruning_scope'], settings['sparsity_decay_type']) == (
+        'unstructured', 'local', 'linear')
     assert config.train['iteration'] == 50
-    with pytest.raises(ValueError, match='pass steps_per_epoch= to Pruning'):
-        Pruning(config, make_model(0))
+    (group,) = Pruning(config, make_model(0)).groups  # no steps_per_epoch: followed per epoch
+    assert [group.schedule.sparsity_at(e) for e in (0, 1, 2, 3)] == [0.0, 0.0, 0.75, 0.75]
     pruning = Pruning(config, make_model(0), steps_per_epoch=10)
     (group,) = pruning.groups
     assert list(group.modules) == ['fc1']

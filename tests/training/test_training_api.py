@@ -39,8 +39,9 @@ def test_iterative_schedule_hits_target_exactly_at_end_step(digits, criterion, d
     original = group.update
 
     def record(sparsity, owner):
-        original(sparsity, owner)
-        seen.append((pruning.step, sparsity, get_masks(model)))
+        masks = original(sparsity, owner)
+        seen.append((pruning.step, sparsity, masks))
+        return masks
     group.update = record
     pruning.on_train_begin()
     train_epoch(model, optimizer, digits, 0, hooks=pruning, check=assert_masked_weights_zero)
