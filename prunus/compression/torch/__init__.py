@@ -21,7 +21,9 @@ from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, Sl
 from .regularization import bn_l1_penalty
 from .report import SparsityReport
 from .semi_structured import is_two_four, semi_structured_available, to_semi_structured
-from .training import Pruning, prepare_pruning
+from . import common
+from .launcher import Pruning, pruning
+from .training import prepare_pruning
 from ..pruning_config import WeightPruningConfig
 from ..pruning_yaml import load_pruning_yaml
 
@@ -31,7 +33,7 @@ __all__ = [
     'apply_compression_results', 'load_masks', 'apply_masks', 'get_masks', 'strip',
     'bn_l1_penalty', 'SparsityReport',
     'AGPPruner', 'LotteryTicketPruner', 'ADMMPruner',
-    'Pruning', 'prepare_pruning', 'WeightPruningConfig', 'load_pruning_yaml',
+    'Pruning', 'pruning', 'common', 'prepare_pruning', 'WeightPruningConfig', 'load_pruning_yaml',
     'average_scores', 'broadcast_masks',
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
