@@ -16,6 +16,7 @@ from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFil
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .lottery import LotteryTicketPruner
+from .nni_utils import ChannelDependency, GroupDependency, count_flops_params, not_safe_to_prune
 from .masking import apply_masks, get_masks, strip
 from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
 from .regularization import bn_l1_penalty
@@ -38,4 +39,5 @@ __all__ = [
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
     'AMCPruner', 'AutoCompressPruner',
+    'count_flops_params', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune',
 ]

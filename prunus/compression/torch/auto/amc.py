@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 import os
-from typing import Any, Callable
+from typing import Any, Mapping, Callable
 
 import numpy as np
 import torch
@@ -26,6 +27,23 @@ def first_input(val_loader: Any) -> Any:
     """One example from the first batch of ``val_loader`` (the dummy input for FLOPs)."""
     inputs = split_batch(next(iter(val_loader)))[0]
     return inputs[:1] if isinstance(inputs, torch.Tensor) else inputs
+
+
+#: NNI's AMC arguments prunus accepts but does not use, with NNI's defaults: the per-layer
+#: least-squares reconstruction of the next layer's weights (n_calibration_batches,
+#: n_points_per_layer) is not done, and the others only named NNI's log folders or tuned
+#: its own agent's bookkeeping.
+IGNORED_DEFAULTS = {'suffix': None, 'model_type': 'mobilenet', 'dataset': 'cifar10', 'n_calibration_batches': 60,
+                    'n_points_per_layer': 10, 'window_length': 1, 'max_episode_length': 1e9, 'debug': False,
+                    'epsilon': 50000}
+
+
+def _warn_ignored(owner: str, **given: Any) -> None:
+    changed = [k for k, v in given.items() if v != IGNORED_DEFAULTS[k]]
+    if changed:
+        warnings.warn(f"{owner}: {', '.join(changed)} {'is' if len(changed) == 1 else 'are'} accepted for NNI "
+                      'compatibility and ignored (prunus does not reconstruct weights by least squares; '
+                      'the others only named NNI log folders or its agent bookkeeping).', UserWarning, stacklevel=3)
 
 
 @register_pruner('amc', framework='torch')
@@ -91,6 +109,10 @@ class AMCPruner(AutoPruner):
                            ('bsize', bsize), ('rmsize', rmsize)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f'{owner}: {key} must be an integer >= 1; got {value!r}.')
+        _warn_ignored(owner, suffix=suffix, model_type=model_type, dataset=dataset,
+                      n_calibration_batches=n_calibration_batches, n_points_per_layer=n_points_per_layer,
+                      window_length=window_length, max_episode_length=max_episode_length, debug=debug,
+                      epsilon=epsilon)
         self.val_loader, self.flops_ratio = val_loader, flops_ratio
         self.lbound, self.rbound, self.reward_kind = lbound, rbound, reward
         self.channel_round, self.train_episode, self.warmup = channel_round, train_episode, warmup
@@ -172,6 +194,28 @@ class AMCPruner(AutoPruner):
             keep = int(math.floor(cap * count / step) * step)
         keep = min(count, max(1, keep))
         return 1.0 - keep / count
+
+    def fit_budget(self, raw: Mapping[str, float]) -> dict[str, float]:
+        """As the base, but ``flops_ratio`` is a ceiling, as in AMC: when the nearest
+        allocation keeps more FLOPs than allowed, channels go until it keeps no more."""
+        allocation = dict(super().fit_budget(raw))
+        units = {n: self.units(n) for n in allocation}
+        for _ in range(sum(units.values())):
+            if self.measure(allocation) >= self.target_sparsity - 1e-9:
+                break
+            moves = [{**allocation, n: allocation[n] + 1 / units[n]} for n in allocation
+                     if allocation[n] + 1 / units[n] <= self.max_sparsity + 1e-12]
+            if not moves:
+                break
+            # the smallest step that removes FLOPs, so the result stays nearest the ceiling
+            gains = [self.measure(m) for m in moves]
+            useful = [i for i, g in enumerate(gains) if g > self.measure(allocation) + 1e-12]
+            if not useful:
+                break
+            reaching = [i for i in useful if gains[i] >= self.target_sparsity - 1e-9]
+            pick = min(reaching, key=lambda i: gains[i]) if reaching else max(useful, key=lambda i: gains[i])
+            allocation = moves[pick]
+        return allocation
 
     def reward(self, score: float, allocation: dict[str, float]) -> float:
         if self.reward_kind == 'acc_flops_reward':
