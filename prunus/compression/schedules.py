@@ -91,14 +91,18 @@ def decay_sparsity(decay: str, progress: float, initial: float, final: float) ->
 
 @dataclass(frozen=True)
 class StepSchedule:
-    """When to update masks and to which sparsity, counted in steps.
+    """When to update masks and to which sparsity, counted in steps, on Intel Neural
+    Compressor's grid.
 
-    One-shot when ``start == end``: a single update at ``start`` to ``final``. Otherwise
-    updates happen at ``start, start + frequency, ...`` and always at ``end``.
+    Updates happen at ``start, start + frequency, ...`` up to ``end``; the k-th of the
+    ``n = (end - start) // frequency`` updates after the first is at progress ``k / n``, so
+    the first update is at ``initial`` and the last (at ``final_step``, the last grid point
+    not after ``end``) is exactly at ``final``. One-shot when ``n == 0`` (``start == end``,
+    or a frequency longer than the schedule): a single update at ``start`` to ``final``.
 
     Attributes:
         start: first step that updates masks.
-        end: step at which ``final`` is reached; no update after it.
+        end: no update after it.
         frequency: steps between updates.
         final: the target sparsity.
         initial: the sparsity the curve starts from (0 for the training API).
@@ -122,29 +126,38 @@ class StepSchedule:
                              f'got {self.decay!r}.')
 
     @property
+    def updates(self) -> int:
+        """Updates after the first one (INC's ``total_prune_cnt``)."""
+        return (self.end - self.start) // self.frequency
+
+    @property
     def one_shot(self) -> bool:
-        return self.start == self.end
+        return self.updates == 0
+
+    @property
+    def final_step(self) -> int:
+        """The step whose update reaches ``final``."""
+        return self.start + self.updates * self.frequency
 
     def is_update_step(self, step: int) -> bool:
-        if step < self.start or step > self.end:
-            return False
-        return step == self.end or (step - self.start) % self.frequency == 0
+        return self.start <= step <= self.final_step and (step - self.start) % self.frequency == 0
 
     def progress(self, step: int) -> float:
+        if step < self.start:
+            return 0.0
         if self.one_shot:
-            return 1.0 if step >= self.end else 0.0
-        return min(max((step - self.start) / (self.end - self.start), 0.0), 1.0)
+            return 1.0
+        return min((step - self.start) // self.frequency, self.updates) / self.updates
 
     def sparsity_at(self, step: int) -> float:
         """The target sparsity of an update made at ``step``."""
-        if self.one_shot or step >= self.end:
-            return self.final if step >= self.start else self.initial
+        if step < self.start:
+            return self.initial
         return decay_sparsity(self.decay, self.progress(step), self.initial, self.final)
 
     def update_steps(self) -> list[int]:
         """Every step at which masks are updated, in order."""
-        steps = list(range(self.start, self.end, self.frequency))
-        return steps + [self.end]
+        return list(range(self.start, self.final_step + 1, self.frequency))
 
 
 @dataclass(frozen=True)

@@ -36,20 +36,24 @@ def test_each_decay_follows_its_formula_at_every_update(decay, seed):
     initial, final = sorted(rng.uniform(0, 0.95, size=2))
     schedule = StepSchedule(start, end, frequency, final, initial, decay)
     steps = schedule.update_steps()
-    assert steps[0] == start and steps[-1] == end
+    # INC's grid: start, start + f, ... up to end; the last point is at the target
+    updates = (end - start) // frequency
+    assert steps == [start + k * frequency for k in range(updates + 1)]
     assert [s for s in range(end + 30) if schedule.is_update_step(s)] == steps
-    for step in steps:
-        expected = FORMULAS[decay]((step - start) / (end - start), initial, final)
+    for k, step in enumerate(steps):
+        expected = FORMULAS[decay](k / updates, initial, final) if updates else final
         assert schedule.sparsity_at(step) == pytest.approx(expected, abs=1e-12)
-    assert schedule.sparsity_at(end) == final  # exact, not approximately
+    assert schedule.sparsity_at(steps[-1]) == final == schedule.sparsity_at(end)  # exact
     values = [schedule.sparsity_at(s) for s in steps]
     assert all(b >= a - 1e-12 for a, b in zip(values, values[1:]))
 
 
-def test_one_shot_when_start_equals_end():
+def test_one_shot_when_start_equals_end_or_frequency_exceeds_the_span():
     schedule = StepSchedule(7, 7, 3, 0.6)
     assert schedule.one_shot and schedule.update_steps() == [7]
     assert schedule.sparsity_at(7) == 0.6 and not schedule.is_update_step(6)
+    schedule = StepSchedule(2, 22, 1000, 0.8)  # INC: a single update at start, to the target
+    assert schedule.one_shot and schedule.update_steps() == [2] and schedule.sparsity_at(2) == 0.8
 
 
 def test_agp_cubic_formula():

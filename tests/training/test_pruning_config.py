@@ -89,7 +89,10 @@ def test_selection_errors_name_the_entry():
     model = make_model(0)
     with pytest.raises(ValueError, match=r'pruners\[1\] selects no layer'):
         Pruning(WeightPruningConfig([{}, {'op_names': ['nothing_here']}]), model)
-    with pytest.raises(ValueError, match=r"pruners\[0\]\['pruning_op_types'\] names 'LSTM'"):
+    with pytest.raises(ValueError, match=r"pruners\[0\]\['pruning_op_types'\] \['LSTM'\] matches no prunable layer"):
         Pruning(WeightPruningConfig(pruning_op_types=['LSTM']), model)
-    with pytest.raises(ValueError, match="pattern '2:4' needs the input dimension of 'conv1'"):
-        Pruning(WeightPruningConfig(pattern='2:4'), model)
+    # INC skips the layers a pattern cannot tile, and says which
+    with pytest.warns(UserWarning, match=r"pruners\[0\]: pattern '2:4' does not fit layer\(s\) 'conv1' \(32x9\); "
+                                         'they are skipped and stay dense'):
+        (group,) = Pruning(WeightPruningConfig(pattern='2:4'), model).groups
+    assert 'conv1' not in group.modules and group.skipped == ["'conv1' (32x9)"]

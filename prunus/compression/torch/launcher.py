@@ -54,7 +54,7 @@ class Pruning(HookPruning):
     """
 
     def __init__(self, config: Any, model: Any = None, steps_per_epoch: int | None = None):
-        object.__setattr__(self, '_wrapped', False)
+        object.__setattr__(self, '_given', None)
         self.train_func: Callable | None = None
         self.train_dataloader: Any = None
         self.eval_dataloader: Any = None
@@ -77,9 +77,8 @@ class Pruning(HookPruning):
 
     @model.setter
     def model(self, model: Any) -> None:
-        wrapped = isinstance(model, common.Model)
-        HookPruning.model.fset(self, model.model if wrapped else model)
-        object.__setattr__(self, '_wrapped', wrapped)
+        HookPruning.model.fset(self, model.model if isinstance(model, common.Model) else model)
+        object.__setattr__(self, '_given', model)  # what fit() gives back
 
     @property
     def pruning_func(self) -> Callable | None:
@@ -97,7 +96,7 @@ class Pruning(HookPruning):
             raise RuntimeError('Pruning has no model; set prune.model first.')
         model = self._model
         func = self.train_func or yaml_train_func(self.config.train, self.train_dataloader, self)
-        given = common.Model(model) if self._wrapped else model
+        given = self._given if self._given is not None else model
         self.on_train_begin()
         func(model)
         self.on_train_end()

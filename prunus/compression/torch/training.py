@@ -28,7 +28,8 @@ Steps follow the caller: ``on_step_begin(local_step)`` (or ``step``) gives the s
 epochs); without it every step begun or ended counts one. A step's updates happen when it
 ends (``on_after_optimizer_step``, ``on_step_end`` or the next ``on_step_begin``, whichever
 comes first), and steps skipped by the caller are caught up with one update, so after
-step ``end_step`` every entry is exactly at its ``target_sparsity``. Entries scheduled in
+step ``end_step`` every entry is exactly at its ``target_sparsity`` (INC's grid: updates at
+``start_step + k * frequency``, the last one at the target). Entries scheduled in
 epochs without ``steps_per_epoch`` are updated in ``on_epoch_begin(epoch)``, as LPOT did.
 Entries whose layers overlap each prune them, as in Intel Neural Compressor: a layer's mask
 is the product of its entries' masks (a warning names the overlap). Masked weights stay
