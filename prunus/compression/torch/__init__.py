@@ -7,18 +7,17 @@ Example::
     model = pruner.compress()
 """
 from .admm import ADMMPruner
-from .agp import AGPPruner
 from .auto import (AMCPruner, AutoCompressPruner, NetAdaptPruner, SensitivityAnalysis, SensitivityPruner,
                    SimulatedAnnealingPruner, pruned_flops)
 from .base import Pruner
-from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
-                           TaylorFOWeightFilterPruner)
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .lottery import LotteryTicketPruner
 from .nni_utils import ChannelDependency, GroupDependency, count_flops_params, not_safe_to_prune
 from .masking import apply_masks, get_masks, strip
-from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
+from .pruners import LevelPruner, SlimPruner
+from .nni_compat import (AGPPruner, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner, FPGMPruner,
+                         L1FilterPruner, L2FilterPruner, TaylorFOWeightFilterPruner)
 from .regularization import bn_l1_penalty
 from .report import SparsityReport
 from .semi_structured import is_two_four, semi_structured_available, to_semi_structured

@@ -62,7 +62,7 @@ class AGPPruner(Pruner):
                                     'max_sparsity_per_layer'))
     schedules_itself = True
 
-    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
+    def __init__(self, model: nn.Module, config_list: list[dict], *, optimizer: Any = None,
                  trainer: Callable | None = None, criterion: Callable | None = None,
                  num_iterations: int = 10, epochs_per_iteration: int = 1,
                  pruning_algorithm: str = 'level'):
