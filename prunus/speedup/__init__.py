@@ -16,7 +16,7 @@ from typing import Any
 from prunus._interop import guard_triton_after_tensorflow
 
 _EXPORTS = {
-    'ModelSpeedup': 'core', 'SpeedupError': 'core', 'speedup': 'core',
+    'ModelSpeedup': 'nni', 'SpeedupError': 'core', 'speedup': 'core',
     'ChannelGroup': 'dependency', 'channel_groups': 'dependency', 'dependency_groups': 'dependency',
     'EvenSplit': 'dependency', 'dependency_structure': 'dependency',
     'HANDLERS': 'handlers', 'SUPPORTED_LAYERS': 'handlers', 'Handler': 'handlers',

@@ -15,6 +15,7 @@ any single layer). Achieved counts are exactly ``round(sparsity * count)``.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import LayerRef, select_layers
 from . import layers
 from .export import export_model as _export_model
+from .legacy_methods import NNIPrunerMethods
 from .masking import Masks, apply_masks, get_masks as _masks_on
 from .report import SparsityReport, sparsity_report as _report
 
@@ -36,7 +38,7 @@ def _to_numpy(scores: torch.Tensor) -> np.ndarray:
     return scores.detach().to('cpu', torch.float64).numpy().reshape(-1)
 
 
-class Pruner:
+class Pruner(NNIPrunerMethods):
     """Base of every PyTorch pruner.
 
     Args:
@@ -175,9 +177,13 @@ class Pruner:
         """Loads a plain state dict into the pruned model; masks are re-applied."""
         self.bound_model.load_state_dict(model_state)
 
-    def get_pruned_weights(self) -> dict[str, float]:
-        """Achieved weight sparsity per pruned layer."""
-        return {name: 1.0 - float(m['weight'].float().mean()) for name, m in self.get_masks().items()}
+    def get_pruned_weights(self, dim: int = 0) -> dict[str, float]:
+        """Achieved weight sparsity per pruned layer (NNI logged it; ``dim`` is accepted
+        for its signature); also logged at INFO."""
+        pruned = {name: 1.0 - float(m['weight'].float().mean()) for name, m in self.get_masks().items()}
+        for name, value in pruned.items():
+            logging.getLogger('prunus.pruning').info('%s: %.4f of the weights pruned', name, value)
+        return pruned
 
     def _unwrap_model(self) -> nn.Module:
         from .masking import strip
