@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from prunus.compression.torch import (AGPPruner, ActivationAPoZRankFilterPruner, AMCPruner, AutoCompressPruner,
-                                      ChannelDependency, GroupDependency, L1FilterPruner, SensitivityPruner,
+                                      ChannelDependency, GroupDependency, L1FilterPruner, get_module_by_name, SensitivityPruner,
                                       TaylorFOWeightFilterPruner, count_flops_params, not_safe_to_prune)
 from prunus.speedup import ModelSpeedup
 
@@ -164,3 +164,10 @@ def test_auto_compress_accepts_an_executor(tmp_path):
                                     experiment_data_dir=str(tmp_path), executor=executor, progress=False)
         small = pruner.compress()
     assert sum(m.out_channels for m in small.modules() if isinstance(m, nn.Conv2d)) < 24
+
+
+def test_get_module_by_name():
+    model = torchvision.models.resnet18()
+    parent, leaf = get_module_by_name(model, 'layer1.0.conv1')
+    assert parent is model.layer1[0] and leaf is model.layer1[0].conv1
+    assert get_module_by_name(model, 'layer1.9.conv1') == (None, None)

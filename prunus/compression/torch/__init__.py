@@ -13,7 +13,8 @@ from .base import Pruner
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .lottery import LotteryTicketPruner
-from .nni_utils import ChannelDependency, GroupDependency, count_flops_params, not_safe_to_prune
+from .nni_utils import (ChannelDependency, GroupDependency, count_flops_params, get_module_by_name,
+                        not_safe_to_prune)
 from .masking import apply_masks, get_masks, strip
 from .pruners import LevelPruner, SlimPruner
 from .nni_compat import (AGPPruner, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner, FPGMPruner,
@@ -38,5 +39,5 @@ __all__ = [
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
     'AMCPruner', 'AutoCompressPruner',
-    'count_flops_params', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune',
+    'count_flops_params', 'get_module_by_name', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune',
 ]

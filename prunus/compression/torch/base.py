@@ -168,10 +168,11 @@ class Pruner(NNIPrunerMethods):
         return _report(self.bound_model, self.get_masks(), dummy_input)
 
     def export_model(self, model_path: str, mask_path: str | None = None, onnx_path: str | None = None,
-                     input_shape: Any = None, device: Any = None, dummy_input: Any = None) -> None:
+                     input_shape: Any = None, device: Any = None, dummy_input: Any = None,
+                     opset_version: int | None = None) -> None:
         """Saves the pruned weights (masks baked in) and optionally the masks and ONNX."""
         _export_model(self.bound_model, self.get_masks(), model_path, mask_path, onnx_path,
-                      input_shape, device, dummy_input)
+                      input_shape, device, dummy_input, opset_version)
 
     def load_model_state_dict(self, model_state: Mapping[str, torch.Tensor]) -> None:
         """Loads a plain state dict into the pruned model; masks are re-applied."""

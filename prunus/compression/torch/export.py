@@ -50,7 +50,7 @@ def _dummy(input_shape: Any, device: Any, dummy_input: Any) -> Any:
 
 def export_model(model: nn.Module, masks: Masks, model_path: str, mask_path: str | None = None,
                  onnx_path: str | None = None, input_shape: Any = None, device: Any = None,
-                 dummy_input: Any = None) -> None:
+                 dummy_input: Any = None, opset_version: int | None = None) -> None:
     """Writes the pruned state dict, and optionally the masks and an ONNX graph."""
     if onnx_path is not None and input_shape is None and dummy_input is None:
         raise ValueError('export_model needs input_shape or dummy_input to write onnx_path.')
@@ -77,7 +77,8 @@ def export_model(model: nn.Module, masks: Masks, model_path: str, mask_path: str
         # would also need onnxscript.
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
-            torch.onnx.export(plain, args, onnx_path, kwargs=kwargs or None, dynamo=False)
+            torch.onnx.export(plain, args, onnx_path, kwargs=kwargs or None, dynamo=False,
+                              **({'opset_version': opset_version} if opset_version is not None else {}))
 
 
 @torch.no_grad()

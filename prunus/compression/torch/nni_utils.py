@@ -166,4 +166,16 @@ def not_safe_to_prune(model: nn.Module, dummy_input: Any) -> list[str]:
     return unsafe
 
 
-__all__ = ['count_flops_params', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune']
+def get_module_by_name(model: nn.Module, module_name: str) -> tuple[nn.Module | None, nn.Module | None]:
+    """``(parent, module)`` for a dotted name, ``(None, None)`` when there is none (NNI's)."""
+    names = module_name.split('.')
+    owner = model
+    for name in names[:-1]:
+        owner = getattr(owner, name, None)
+        if not isinstance(owner, nn.Module):
+            return None, None
+    leaf = getattr(owner, names[-1], None)
+    return (owner, leaf) if isinstance(leaf, nn.Module) else (None, None)
+
+
+__all__ = ['get_module_by_name', 'count_flops_params', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune']
