@@ -182,14 +182,17 @@ class Pruning:
         if self._open:
             self._close_step()
         if given is None:
-            self.step = self._closed + 1
+            step = self._closed + 1
         else:
             if self._last_local is not None and given < self._last_local:
                 self._offset = self._closed + 1 - given  # the index restarted: keep counting
             self._last_local = given
             self.local_step = given
-            self.step = given + self._offset
-        self._open = True
+            step = given + self._offset
+        if step - 1 > self._closed:  # steps the caller skipped are over: their updates are due
+            self.step = step - 1
+            self._close_step()
+        self.step, self._open = step, True
 
     def on_before_optimizer_step(self) -> None:
         """Reads gradients for the criteria and adds group-lasso gradients."""
