@@ -47,7 +47,11 @@ def test_flops_budget_is_met_after_speedup(name, tmp_path):
     x = example_input()
     dense = pruned_flops(tiny_model(), x, {})
     _, model, _ = run(name, tmp_path, budget='flops', dummy_input=x)
-    assert abs(1 - pruned_flops(model, x) / dense - 0.5) <= 0.01
+    removed = 1 - pruned_flops(model, x) / dense
+    if name == 'amc':  # AMC's flops_ratio is a ceiling: the nearest allocation that keeps no more
+        assert 0.5 - 1e-9 <= removed <= 0.5 + 0.02
+    else:
+        assert abs(removed - 0.5) <= 0.01
 
 
 @pytest.mark.parametrize('name', AUTO)

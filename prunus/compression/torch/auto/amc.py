@@ -196,26 +196,43 @@ class AMCPruner(AutoPruner):
         return 1.0 - keep / count
 
     def fit_budget(self, raw: Mapping[str, float]) -> dict[str, float]:
-        """As the base, but ``flops_ratio`` is a ceiling, as in AMC: when the nearest
-        allocation keeps more FLOPs than allowed, channels go until it keeps no more."""
+        """As the base, but ``flops_ratio`` is a ceiling, as in AMC: the allocation nearest
+        the budget among those that keep no more FLOPs than allowed."""
         allocation = dict(super().fit_budget(raw))
         units = {n: self.units(n) for n in allocation}
+        target = self.target_sparsity - 1e-9
         for _ in range(sum(units.values())):
-            if self.measure(allocation) >= self.target_sparsity - 1e-9:
+            if self.measure(allocation) >= target:
                 break
-            moves = [{**allocation, n: allocation[n] + 1 / units[n]} for n in allocation
-                     if allocation[n] + 1 / units[n] <= self.max_sparsity + 1e-12]
+            moves = [m for m in self._moves(allocation, units, (1,)) if self.measure(m) > self.measure(allocation)]
             if not moves:
+                return allocation
+            reaching = [m for m in moves if self.measure(m) >= target]
+            allocation = (min(reaching, key=self.measure) if reaching else max(moves, key=self.measure))
+        # then back towards the ceiling, one channel (or one channel traded) at a time
+        for _ in range(sum(units.values())):
+            closer = [m for m in self._moves(allocation, units, (-1, (1, -1)))
+                      if target <= self.measure(m) < self.measure(allocation) - 1e-12]
+            if not closer:
                 break
-            # the smallest step that removes FLOPs, so the result stays nearest the ceiling
-            gains = [self.measure(m) for m in moves]
-            useful = [i for i, g in enumerate(gains) if g > self.measure(allocation) + 1e-12]
-            if not useful:
-                break
-            reaching = [i for i in useful if gains[i] >= self.target_sparsity - 1e-9]
-            pick = min(reaching, key=lambda i: gains[i]) if reaching else max(useful, key=lambda i: gains[i])
-            allocation = moves[pick]
+            allocation = min(closer, key=self.measure)
         return allocation
+
+    def _moves(self, allocation: dict[str, float], units: dict[str, int], kinds: tuple) -> list[dict[str, float]]:
+        """Allocations one unit away (``1``, ``-1``) or one unit traded between two layers."""
+        names, out = list(allocation), []
+
+        def ok(value: float) -> bool:
+            return -1e-12 <= value <= self.max_sparsity + 1e-12
+        for kind in kinds:
+            if isinstance(kind, int):
+                out += [{**allocation, n: allocation[n] + kind / units[n]} for n in names
+                        if ok(allocation[n] + kind / units[n])]
+            elif len(names) <= 24:  # pairs only where they stay cheap
+                out += [{**allocation, a: allocation[a] + 1 / units[a], b: allocation[b] - 1 / units[b]}
+                        for a in names for b in names
+                        if a != b and ok(allocation[a] + 1 / units[a]) and ok(allocation[b] - 1 / units[b])]
+        return out
 
     def reward(self, score: float, allocation: dict[str, float]) -> float:
         if self.reward_kind == 'acc_flops_reward':
