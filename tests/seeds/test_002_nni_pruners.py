@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from .conftest import SeedCNN, accuracy, pruned_filters, train, trained_cnn, zeros_fraction
+from .conftest import accuracy, pruned_filters, train, trained_cnn, zeros_fraction
 
 
 @pytest.fixture
