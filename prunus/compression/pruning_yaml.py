@@ -30,6 +30,9 @@ import yaml
 from .pruning_config import WeightPruningConfig
 
 APPROACHES = ('weight_compression', 'weight_compression_pytorch')
+#: Root sections of INC / LPOT configs; those other than ``pruning`` (how their tools
+#: evaluated and tuned) are accepted and do not affect pruning.
+ROOT_KEYS = ('version', 'model', 'pruning', 'device', 'evaluation', 'tuning')
 #: Keys of a ``train:`` section; only the schedule ones drive pruning, the others
 #: (how older tools built their own training loop) are kept in ``config.train``.
 TRAIN_KEYS = ('start_epoch', 'end_epoch', 'frequency', 'iteration', 'dataloader', 'criterion',
@@ -78,9 +81,9 @@ def _settings_mapping(doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mappin
     """(settings, train section) of a parsed document in any accepted layout."""
     if 'pruning' not in doc:
         return doc, {}
-    _only(doc, ('version', 'model', 'pruning'), 'the YAML root')
+    _only(doc, ROOT_KEYS, 'the YAML root')
     if 'model' in doc:
-        _only(doc['model'], ('name', 'framework'), "'model'")
+        _only(doc['model'], ('name', 'framework', 'inputs', 'outputs'), "'model'")
     pruning = _only(doc['pruning'], ('train', 'approach'), "'pruning'")
     if 'approach' not in pruning:
         raise ValueError("'pruning' needs an 'approach' section holding 'weight_compression'.")
@@ -128,4 +131,4 @@ def load_pruning_yaml(source: str | os.PathLike) -> WeightPruningConfig:
     return config_from_mapping(yaml.load(text, Loader=_Loader))  # noqa: S506 (SafeLoader subclass)
 
 
-__all__ = ['load_pruning_yaml', 'config_from_mapping', 'APPROACHES', 'TRAIN_KEYS']
+__all__ = ['load_pruning_yaml', 'config_from_mapping', 'APPROACHES', 'ROOT_KEYS', 'TRAIN_KEYS']

@@ -15,7 +15,18 @@ from torch import nn
 
 from .conftest import zeros_fraction
 
+# The document's pruning section, in a whole LPOT config (model, device, evaluation, tuning).
 YAML = '''
+model:
+  name: resnet18
+  framework: pytorch
+device: cpu
+evaluation:
+  accuracy:
+    metric:
+      topk: 1
+tuning:
+  random_seed: 9527
 pruning:                                             # mandotory only for pruning.
   train:
     start_epoch: 0
