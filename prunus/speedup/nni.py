@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .core import ModelSpeedup as CoreModelSpeedup
-from .handlers import Handler
+from prunus.layers.torch.handlers import Handler
 
 
 def _input_dims(dummy_input: Any) -> int | None:
@@ -82,5 +82,3 @@ class ModelSpeedup(CoreModelSpeedup):
         """NNI's name for the model being sped up (shrunk in place by ``speedup_model()``)."""
         return self.model
 
-
-__all__ = ['ModelSpeedup']

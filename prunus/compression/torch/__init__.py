@@ -15,7 +15,7 @@ from .export import apply_compression_results, load_masks
 from .lottery import LotteryTicketPruner
 from .nni_utils import (ChannelDependency, GroupDependency, count_flops_params, get_module_by_name,
                         not_safe_to_prune)
-from .masking import apply_masks, get_masks, strip
+from prunus.layers.torch.masking import apply_masks, get_masks, strip
 from .pruners import LevelPruner, SlimPruner
 from .nni_compat import (AGPPruner, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner, FPGMPruner,
                          L1FilterPruner, L2FilterPruner, TaylorFOWeightFilterPruner)

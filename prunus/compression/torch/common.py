@@ -61,5 +61,3 @@ def DataLoader(dataset: Any, batch_size: int = 1, **kwargs: Any) -> torch.utils.
     """LPOT's ``common.DataLoader(dataset, batch_size)``: a ``torch.utils.data.DataLoader``."""
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, **kwargs)
 
-
-__all__ = ['Model', 'DataLoader']

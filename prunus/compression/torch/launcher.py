@@ -111,5 +111,3 @@ class Pruning(HookPruning):
 
 
 pruning = Pruning
-
-__all__ = ['Pruning', 'pruning']

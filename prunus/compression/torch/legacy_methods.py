@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..config import validate_config_list
-from .masking import Masks, apply_masks
+from prunus.layers.torch.masking import Masks, apply_masks
 
 
 @dataclass(frozen=True)
@@ -117,5 +117,3 @@ class NNIPrunerMethods:
         for task in tasks:
             getattr(optimizer, register)(lambda opt, args, kwargs, task=task: task())
 
-
-__all__ = ['LayerInfo', 'LayerWrapper', 'NNIPrunerMethods']

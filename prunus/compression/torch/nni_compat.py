@@ -89,7 +89,3 @@ ActivationMeanRankFilterPruner = nni_signature(data_pruners.ActivationMeanRankFi
                                                _fourth_is(str))
 TaylorFOWeightFilterPruner = nni_signature(data_pruners.TaylorFOWeightFilterPruner, _TAYLOR, _fourth_is(int))
 AGPPruner = nni_signature(agp.AGPPruner, _AGP, _fourth_is(str))
-
-__all__ = ['keywords', 'nni_signature', 'L1FilterPruner', 'L2FilterPruner', 'FPGMPruner',
-           'ActivationAPoZRankFilterPruner', 'ActivationMeanRankFilterPruner', 'TaylorFOWeightFilterPruner',
-           'AGPPruner']

@@ -177,5 +177,3 @@ def get_module_by_name(model: nn.Module, module_name: str) -> tuple[nn.Module | 
     leaf = getattr(owner, names[-1], None)
     return (owner, leaf) if isinstance(leaf, nn.Module) else (None, None)
 
-
-__all__ = ['get_module_by_name', 'count_flops_params', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune']

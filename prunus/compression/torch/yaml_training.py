@@ -97,5 +97,3 @@ def yaml_train_func(train: Mapping[str, Any], dataloader: Any, hooks: Any) -> Ca
             hooks.on_epoch_end()
     return train_func
 
-
-__all__ = ['build_optimizer', 'build_criterion', 'yaml_train_func']

@@ -18,5 +18,3 @@ Transformers' ``NLPTrainer.prune`` offered it.
 from . import metrics
 from .callback import PruningCallback
 from .trainer import NLPTrainer
-
-__all__ = ['metrics', 'PruningCallback', 'NLPTrainer']

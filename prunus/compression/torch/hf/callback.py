@@ -48,5 +48,3 @@ class PruningCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.pruning.on_train_end()
 
-
-__all__ = ['PruningCallback']

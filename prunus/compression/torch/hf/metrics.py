@@ -26,5 +26,3 @@ class Metric:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f'Metric.name must be a non-empty string; got {self.name!r}.')
 
-
-__all__ = ['Metric']

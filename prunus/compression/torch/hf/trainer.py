@@ -58,5 +58,3 @@ class NLPTrainer(Trainer):
             return results[metric.name]
         return None
 
-
-__all__ = ['NLPTrainer']
