@@ -171,3 +171,25 @@ def test_get_module_by_name():
     parent, leaf = get_module_by_name(model, 'layer1.0.conv1')
     assert parent is model.layer1[0] and leaf is model.layer1[0].conv1
     assert get_module_by_name(model, 'layer1.9.conv1') == (None, None)
+
+
+@pytest.mark.parametrize('config, builtin, message', [
+    ([{'sparsity': 1.5, 'op_types': ['Conv2d']}], ValueError, r"config_list\[0\]\['sparsity'\] must be a number in \[0, 1\); got 1.5."),
+    ([{'sparsity': 'half', 'op_types': ['Conv2d']}], TypeError, r"config_list\[0\]\['sparsity'\] must be a number"),
+    ([{'sparsty': 0.5}], ValueError, r"config_list\[0\] has unknown key 'sparsty'; did you mean 'sparsity'\?"),
+])
+def test_config_errors_are_schema_errors_too(config, builtin, message):
+    import schema
+    for kind in (schema.SchemaError, builtin):
+        with pytest.raises(kind, match=message) as caught:
+            L1FilterPruner(_cnn(), config)
+        assert str(caught.value).count('\n') == 0  # one line, the same for both
+
+
+def test_training_config_errors_are_schema_errors_too():
+    import schema
+    from prunus.compression.torch import WeightPruningConfig, load_pruning_yaml
+    with pytest.raises(schema.SchemaError, match="pruning config has unknown key 'patern'"):
+        WeightPruningConfig(patern='2:4')
+    with pytest.raises(ValueError, match="'pruning.approach' has unknown key 'weight_compresion'"):
+        load_pruning_yaml('pruning:\n  approach:\n    weight_compresion: {}\n')
