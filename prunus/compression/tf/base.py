@@ -24,12 +24,8 @@ from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import Selection, select_layers
 from prunus.layers.tf import masking
 from .dependency import dependency_keeps, tied_groups
-from prunus.layers.tf.specs import channel_mask, iter_layers, layer_refs, spec_of, variables_of
-
-CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
-              'Conv3DTranspose')
-FILTER_TYPES = CONV_TYPES + ('DepthwiseConv1D', 'DepthwiseConv2D', 'SeparableConv1D',
-                             'SeparableConv2D', 'Dense')
+from prunus.layers.tf.specs import (CONV_TYPES, FILTER_TYPES, channel_mask, iter_layers, layer_refs, spec_of,
+                                    variables_of)
 
 
 class Pruner:
