@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .rules import CONFIG_LIST_KEYS, KeyRule, check_value, rules_for, unknown_key_error
+from .errors import ConfigTypeError, ConfigValueError
 
 SELECTOR_KEYS = ('op_types', 'op_names', 'op_names_re', 'op_partial_names')
 SPARSITY_ALIASES = {'sparsity_per_layer': 'sparsity'}
@@ -75,20 +76,20 @@ class ConfigEntry:
 def _check_entry_shape(index: int, values: dict[str, Any], spec: ConfigSpec, pruner: str) -> None:
     where = f'config_list[{index}]'
     if not any(key in values for key in SELECTOR_KEYS):
-        raise ValueError(f"{where} selects no layers: give at least one of "
+        raise ConfigValueError(f"{where} selects no layers: give at least one of "
                          f"{', '.join(repr(k) for k in SELECTOR_KEYS)}.")
     given = [key for key in spec.targets if key in values]
     if values.get('exclude', False):
         if given:
-            raise ValueError(f"{where} is an exclude entry and cannot also set '{given[0]}'.")
+            raise ConfigValueError(f"{where} is an exclude entry and cannot also set '{given[0]}'.")
         return
     if spec.targets and not given:
-        raise ValueError(f"{where} needs one of {', '.join(repr(k) for k in spec.targets)} "
+        raise ConfigValueError(f"{where} needs one of {', '.join(repr(k) for k in spec.targets)} "
                          f'(how much {pruner} should prune).')
     if len(given) > 1:
-        raise ValueError(f"{where} sets both '{given[0]}' and '{given[1]}'; give only one.")
+        raise ConfigValueError(f"{where} sets both '{given[0]}' and '{given[1]}'; give only one.")
     if 'max_sparsity_per_layer' in values and 'total_sparsity' not in values:
-        raise ValueError(f"{where}['max_sparsity_per_layer'] only applies together with "
+        raise ConfigValueError(f"{where}['max_sparsity_per_layer'] only applies together with "
                          "'total_sparsity'.")
 
 
@@ -101,14 +102,14 @@ def validate_config_list(config_list: Any, spec: ConfigSpec = ConfigSpec(),
         ValueError: a value is out of range, a key is unknown, or an entry is incomplete.
     """
     if isinstance(config_list, Mapping) or not isinstance(config_list, (list, tuple)):
-        raise TypeError(f'config_list must be a list of dicts; got {type(config_list).__name__}.')
+        raise ConfigTypeError(f'config_list must be a list of dicts; got {type(config_list).__name__}.')
     if not config_list:
-        raise ValueError('config_list is empty; give at least one entry such as '
+        raise ConfigValueError('config_list is empty; give at least one entry such as '
                          "{'sparsity': 0.5, 'op_types': ['default']}.")
     entries = []
     for index, raw in enumerate(config_list):
         if not isinstance(raw, Mapping):
-            raise TypeError(f'config_list[{index}] must be a dict; got {type(raw).__name__}.')
+            raise ConfigTypeError(f'config_list[{index}] must be a dict; got {type(raw).__name__}.')
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key not in spec.accepted:
@@ -116,7 +117,7 @@ def validate_config_list(config_list: Any, spec: ConfigSpec = ConfigSpec(),
             check_value(f'config_list[{index}]', key, KEY_RULES[key], value)
             canonical = SPARSITY_ALIASES.get(key, key)
             if canonical in values:
-                raise ValueError(f"config_list[{index}] sets both '{canonical}' and its alias '{key}'.")
+                raise ConfigValueError(f"config_list[{index}] sets both '{canonical}' and its alias '{key}'.")
             values[canonical] = list(value) if isinstance(value, tuple) else value
         _check_entry_shape(index, values, spec, pruner)
         entries.append(ConfigEntry(index, values))

@@ -2,13 +2,35 @@
 
 Bad input (a config entry, a mask, an argument) raises the built-in ``TypeError`` or
 ``ValueError`` with a one-line message naming what was wrong, before anything changes.
+A bad config (``config_list``, ``WeightPruningConfig``, YAML) raises
+:class:`ConfigValueError` / :class:`ConfigTypeError`, which are also ``schema.SchemaError``:
+NNI validated ``config_list`` with ``schema`` and its users catch ``SchemaError``.
 Calling things in the wrong order raises ``RuntimeError``. A speedup that cannot be done
 raises :class:`SpeedupError`, with the user's model unchanged.
 """
 
 
+from schema import SchemaError
+
+
 class PrunusError(Exception):
     """Base class of the errors prunus defines itself."""
+
+
+class ConfigValueError(PrunusError, SchemaError, ValueError):
+    """A config value breaks its rule (or a key is unknown); catchable as ``ValueError``
+    and as ``schema.SchemaError``, with the same one-line message."""
+
+    def __init__(self, message: str):
+        SchemaError.__init__(self, message)
+
+
+class ConfigTypeError(PrunusError, SchemaError, TypeError):
+    """A config value has the wrong type; catchable as ``TypeError`` and as
+    ``schema.SchemaError``, with the same one-line message."""
+
+    def __init__(self, message: str):
+        SchemaError.__init__(self, message)
 
 
 class SpeedupError(PrunusError, RuntimeError, ValueError):

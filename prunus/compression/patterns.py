@@ -33,7 +33,7 @@ import numpy as np
 
 _BLOCK = re.compile(r'^(\d+|channel)x(\d+|channel)$')
 _NM = re.compile(r'^(\d+):(\d+)$')
-_PREFIXES = ('oc_pattern_', 'ic_pattern_')
+_PREFIXES = ('oc_pattern_', 'ic_pattern_', 'tile_pattern_')
 
 
 class Pattern:

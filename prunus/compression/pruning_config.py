@@ -21,11 +21,17 @@ from typing import Any, Mapping, Sequence
 
 from .rules import PRUNING_TYPES  # noqa: F401 (the training API's pruning types, named here too)
 from .rules import TRAINING_KEYS, TRAINING_OVERRIDES, KeyRule, check_value, is_int, rules_for, unknown_key_error
+from .errors import ConfigTypeError, ConfigValueError
 
 #: The group lasso coefficient used when a regularized entry sets no 'reg_coeff'.
 DEFAULT_REG_COEFF = 1e-4
 
-_TYPE_ALIASES = {'basic_magnitude': 'magnitude', 'grouplasso': 'group_lasso'}
+_TYPE_ALIASES = {'grouplasso': 'group_lasso'}
+
+#: LPOT's basic_magnitude pruned single weights of each tensor and raised the target
+#: linearly with the epochs; its entries default to that where they do not say otherwise.
+LPOT_DEFAULTS: dict[str, Any] = {'pattern': 'unstructured', 'sparsity_decay_type': 'linear',
+                                 'pruning_scope': 'local'}
 
 #: Canonical key -> rule (from the shared table in :mod:`prunus.compression.rules`).
 #: Aliases (below) are renamed to these before checking.
@@ -66,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
 def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Renames aliases, normalizes pruning types and checks every key of one mapping."""
     if not isinstance(raw, Mapping):
-        raise TypeError(f'{where} must be a mapping of settings; got {type(raw).__name__}.')
+        raise ConfigTypeError(f'{where} must be a mapping of settings; got {type(raw).__name__}.')
     out: dict[str, Any] = {}
     for key, value in raw.items():
         canonical = KEY_ALIASES.get(key, key) if isinstance(key, str) else key
@@ -76,7 +82,7 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             value = value.lower().replace('-', '_')
             value = _TYPE_ALIASES.get(value, value)
         if canonical in out:
-            raise ValueError(f"{where} sets '{canonical}' twice (once as '{key}').")
+            raise ConfigValueError(f"{where} sets '{canonical}' twice (once as '{key}').")
         check_value(where, canonical, PRUNING_KEYS[canonical], value)
         out[canonical] = list(value) if isinstance(value, tuple) else value
     return out
@@ -85,17 +91,17 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _check_schedule(settings: dict[str, Any], where: str) -> None:
     epochs = 'start_epoch' in settings or 'end_epoch' in settings
     if epochs and not ('start_epoch' in settings and 'end_epoch' in settings):
-        raise ValueError(f"{where} gives only one of 'start_epoch' and 'end_epoch'; give both.")
+        raise ConfigValueError(f"{where} gives only one of 'start_epoch' and 'end_epoch'; give both.")
     start, end = ('start_epoch', 'end_epoch') if epochs else ('start_step', 'end_step')
     if settings[end] < settings[start]:
-        raise ValueError(f"{where}['{end}'] ({settings[end]}) must be >= '{start}' ({settings[start]}).")
+        raise ConfigValueError(f"{where}['{end}'] ({settings[end]}) must be >= '{start}' ({settings[start]}).")
     if not epochs and 'update_frequency' in settings:
         if not is_int(settings['update_frequency']):
-            raise ValueError(f"{where}['update_frequency'] counts steps here and must be an integer; "
+            raise ConfigValueError(f"{where}['update_frequency'] counts steps here and must be an integer; "
                              f"got {settings['update_frequency']!r}.")
         settings['pruning_frequency'] = settings.pop('update_frequency')
     if settings['initial_sparsity'] > settings['target_sparsity']:
-        raise ValueError(f"{where}['initial_sparsity'] ({settings['initial_sparsity']}) must not exceed "
+        raise ConfigValueError(f"{where}['initial_sparsity'] ({settings['initial_sparsity']}) must not exceed "
                          f"'target_sparsity' ({settings['target_sparsity']}).")
 
 
@@ -116,7 +122,7 @@ class WeightPruningConfig:
         if pruning_configs is None:
             pruning_configs = [{}]
         if isinstance(pruning_configs, Mapping) or not isinstance(pruning_configs, (list, tuple)):
-            raise TypeError('pruning_configs must be a list of dicts; got '
+            raise ConfigTypeError('pruning_configs must be a list of dicts; got '
                             f'{type(pruning_configs).__name__}.')
         self.global_settings = normalize_settings(settings, 'pruning config')
         self.pruning_configs = [normalize_settings(local, f'pruners[{i}]')
@@ -129,7 +135,9 @@ class WeightPruningConfig:
         ``excluded_op_names`` is the exception: global and local exclusions both apply)."""
         merged = []
         for index, local in enumerate(self.pruning_configs):
-            settings = {**DEFAULTS, **self.global_settings, **local}
+            given = {**self.global_settings, **local}
+            lpot = LPOT_DEFAULTS if given.get('pruning_type') == 'basic_magnitude' else {}
+            settings = {**DEFAULTS, **lpot, **given}
             # Exclusions add up: a global "do not prune" list holds for every local entry.
             settings['excluded_op_names'] = (self.global_settings.get('excluded_op_names', [])
                                              + local.get('excluded_op_names', []))

@@ -29,8 +29,12 @@ import yaml
 
 from .pruning_config import WeightPruningConfig
 from .rules import unknown_key_error
+from .errors import ConfigTypeError, ConfigValueError
 
 APPROACHES = ('weight_compression', 'weight_compression_pytorch')
+#: Root sections of INC / LPOT configs; those other than ``pruning`` (how their tools
+#: evaluated and tuned) are accepted and do not affect pruning.
+ROOT_KEYS = ('version', 'model', 'pruning', 'device', 'evaluation', 'tuning')
 #: Keys of a ``train:`` section; only the schedule ones drive pruning, the others
 #: (how older tools built their own training loop) are kept in ``config.train``.
 TRAIN_KEYS = ('start_epoch', 'end_epoch', 'frequency', 'iteration', 'dataloader', 'criterion',
@@ -48,16 +52,27 @@ class _Loader(yaml.SafeLoader):
 
 def _construct_pruner(loader: yaml.SafeLoader, node: yaml.Node) -> _PrunerEntry:
     if not isinstance(node, yaml.MappingNode):
-        raise ValueError(f'a !Pruner entry must be a mapping of settings (line {node.start_mark.line + 1}).')
+        raise ConfigValueError(f'a !Pruner entry must be a mapping of settings (line {node.start_mark.line + 1}).')
     return _PrunerEntry(loader.construct_mapping(node, deep=True))
 
 
+def _scalar_unless_sexagesimal(base):
+    """YAML 1.1 reads ``2:4`` as the base-60 number 124; a pattern must load as written."""
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        text = loader.construct_scalar(node)
+        return text if ':' in text else base(loader, node)
+    return construct
+
+
 _Loader.add_constructor('!Pruner', _construct_pruner)
+_Loader.add_constructor('tag:yaml.org,2002:int', _scalar_unless_sexagesimal(yaml.SafeLoader.construct_yaml_int))
+_Loader.add_constructor('tag:yaml.org,2002:float',
+                        _scalar_unless_sexagesimal(yaml.SafeLoader.construct_yaml_float))
 
 
 def _only(mapping: Any, allowed: tuple[str, ...], where: str) -> Mapping[str, Any]:
     if not isinstance(mapping, Mapping):
-        raise TypeError(f'{where} must be a mapping; got {type(mapping).__name__}.')
+        raise ConfigTypeError(f'{where} must be a mapping; got {type(mapping).__name__}.')
     for key in mapping:
         if key not in allowed:
             raise unknown_key_error(where, key, allowed)
@@ -68,15 +83,15 @@ def _settings_mapping(doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mappin
     """(settings, train section) of a parsed document in any accepted layout."""
     if 'pruning' not in doc:
         return doc, {}
-    _only(doc, ('version', 'model', 'pruning'), 'the YAML root')
+    _only(doc, ROOT_KEYS, 'the YAML root')
     if 'model' in doc:
-        _only(doc['model'], ('name', 'framework'), "'model'")
+        _only(doc['model'], ('name', 'framework', 'inputs', 'outputs'), "'model'")
     pruning = _only(doc['pruning'], ('train', 'approach'), "'pruning'")
     if 'approach' not in pruning:
-        raise ValueError("'pruning' needs an 'approach' section holding 'weight_compression'.")
+        raise ConfigValueError("'pruning' needs an 'approach' section holding 'weight_compression'.")
     approach = _only(pruning['approach'], APPROACHES, "'pruning.approach'")
     if len(approach) != 1:
-        raise ValueError(f"'pruning.approach' needs exactly one of {', '.join(APPROACHES)}.")
+        raise ConfigValueError(f"'pruning.approach' needs exactly one of {', '.join(APPROACHES)}.")
     train = _only(pruning.get('train') or {}, TRAIN_KEYS, "'pruning.train'")
     return next(iter(approach.values())) or {}, train
 
@@ -84,16 +99,16 @@ def _settings_mapping(doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mappin
 def config_from_mapping(doc: Any) -> WeightPruningConfig:
     """A :class:`WeightPruningConfig` from an already parsed document (see module doc)."""
     if not isinstance(doc, Mapping):
-        raise TypeError(f'a pruning config document must be a mapping; got {type(doc).__name__}.')
+        raise ConfigTypeError(f'a pruning config document must be a mapping; got {type(doc).__name__}.')
     settings, train = _settings_mapping(doc)
     settings = dict(_only(settings, tuple(settings), 'the pruning settings'))
     local = settings.pop('pruners', None)
     if 'pruning_configs' in settings:
         if local is not None:
-            raise ValueError("the pruning settings give both 'pruners' and 'pruning_configs'; use one.")
+            raise ConfigValueError("the pruning settings give both 'pruners' and 'pruning_configs'; use one.")
         local = settings.pop('pruning_configs')
     if local is not None and not isinstance(local, list):
-        raise TypeError(f"'pruners' must be a list of !Pruner entries; got {type(local).__name__}.")
+        raise ConfigTypeError(f"'pruners' must be a list of !Pruner entries; got {type(local).__name__}.")
     for key in _TRAIN_SCHEDULE:
         if key in train and key not in settings:
             settings[key] = train[key]

@@ -24,7 +24,8 @@ def register_pruner(name: str, *, framework: str) -> Callable[[T], T]:
     """Class decorator that files a pruner under ``name`` for ``framework``."""
     def decorate(cls: T) -> T:
         table = _REGISTRY.setdefault(framework, {})
-        if name in table and table[name] is not cls:
+        # A subclass may take over its base's name (the NNI-signature layer does).
+        if name in table and table[name] is not cls and not issubclass(cls, table[name]):
             raise ValueError(f"pruner name '{name}' is already registered for {framework} "
                              f'by {table[name].__name__}.')
         table[name] = cls

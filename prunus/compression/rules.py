@@ -26,6 +26,7 @@ from schema import And, Schema, SchemaError
 
 from .patterns import parse_pattern
 from .schedules import DECAY_TYPES
+from .errors import ConfigTypeError, ConfigValueError
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def one_of(choices: Sequence[str]) -> KeyRule:
                    'one of ' + ', '.join(repr(c) for c in choices))
 
 
-PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso')
+PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso',
+                 'basic_magnitude')
 
 FRACTION = KeyRule(is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
 CAP = KeyRule(is_number, 'a number', lambda v: 0 < v <= 1, 'a number in (0, 1]')
@@ -152,14 +154,14 @@ def check_value(where: str, key: str, rule: KeyRule, value: Any) -> None:
     try:
         Schema(rule.type_schema).validate(value)
     except SchemaError:
-        raise TypeError(f'{here} must be {rule.type_text}; got {_fmt(value)} '
+        raise ConfigTypeError(f'{here} must be {rule.type_text}; got {_fmt(value)} '
                         f'of type {type(value).__name__}.') from None
     if rule.value_schema is None:
         return
     try:
         Schema(rule.value_schema).validate(value)
     except SchemaError:
-        raise ValueError(f'{here} must be {rule.value_text}; got {_fmt(value)}.') from None
+        raise ConfigValueError(f'{here} must be {rule.value_text}; got {_fmt(value)}.') from None
 
 
 def unknown_key_error(where: str, key: Any, accepted: Sequence[str], *, known: Iterable[str] = (),
@@ -167,10 +169,10 @@ def unknown_key_error(where: str, key: Any, accepted: Sequence[str], *, known: I
     """The error for a key ``where`` does not accept: one ``user`` does not read (it is in
     ``known``), or an unknown one, with the closest accepted key as a hint."""
     if not isinstance(key, str):
-        return ValueError(f'{where} has a key {key!r} that is not a string.')
+        return ConfigValueError(f'{where} has a key {key!r} that is not a string.')
     if key in known:
-        return ValueError(f"{where} has key '{key}', which {user} does not use; "
+        return ConfigValueError(f"{where} has key '{key}', which {user} does not use; "
                           f"it accepts: {', '.join(accepted)}.")
     close = difflib.get_close_matches(key, accepted, n=1) if hint else []
     tail = f" did you mean '{close[0]}'?" if close else f" accepted keys: {', '.join(accepted)}."
-    return ValueError(f"{where} has unknown key '{key}';{tail}")
+    return ConfigValueError(f"{where} has unknown key '{key}';{tail}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .config import ConfigEntry
+from .errors import ConfigValueError
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _by_name(entry: ConfigEntry, layers: Sequence[LayerRef]) -> set[str] | None:
         for pattern in entry.get(key, []):
             hits = set(matching(rules[key], pattern, all_names))
             if not hits:
-                raise ValueError(f"{entry.where}['{key}'] " + missing.format(pattern, _suggest(pattern, all_names)))
+                raise ConfigValueError(f"{entry.where}['{key}'] " + missing.format(pattern, _suggest(pattern, all_names)))
             picked |= hits
     return picked
 
@@ -110,7 +111,7 @@ def _types_of(entry: ConfigEntry, prunable: set[str], supported: Sequence[str],
             if case or not entry.exclude:  # an exclude of a wrong-case name would exclude nothing
                 close = case or difflib.get_close_matches(type_name, known, n=1, cutoff=0.6)
                 hint = f"did you mean '{close[0]}'? " if close else ''
-                raise ValueError(f"{entry.where}['op_types'] names '{type_name}', which {pruner} cannot "
+                raise ConfigValueError(f"{entry.where}['op_types'] names '{type_name}', which {pruner} cannot "
                                  f"prune; {hint}it prunes: {', '.join(supported)}.")
         types.add(type_name)
     return types
@@ -130,11 +131,11 @@ def _entry_layers(entry: ConfigEntry, layers: Sequence[LayerRef], supported: Seq
         if not layer.is_a(supported):
             if entry.exclude or types is None and layer.name not in entry.get('op_names', []):
                 continue  # a regex or a partial name may sweep up containers and activations
-            raise ValueError(f"{entry.where}['op_names'] names '{layer.name}', a {layer.type_name}, "
+            raise ConfigValueError(f"{entry.where}['op_names'] names '{layer.name}', a {layer.type_name}, "
                              f"which {pruner} cannot prune; it prunes: {', '.join(supported)}.")
         chosen.append(layer)
     if not chosen and not entry.exclude:
-        raise ValueError(f'{entry.where} selects no layer that {pruner} can prune '
+        raise ConfigValueError(f'{entry.where} selects no layer that {pruner} can prune '
                          f'(it prunes: {", ".join(supported)}).')
     return chosen
 
@@ -158,7 +159,7 @@ def select_layers(entries: Sequence[ConfigEntry], layers: Sequence[LayerRef], *,
             else:
                 owner[layer.name] = entry
     if not owner:
-        raise ValueError('config_list excludes every layer it selects; nothing is left to prune.')
+        raise ConfigValueError('config_list excludes every layer it selects; nothing is left to prune.')
     return [Selection(layer, owner[layer.name]) for layer in layers if layer.name in owner]
 
 
@@ -178,19 +179,20 @@ def select_by_settings(settings: Mapping[str, Any], layers: Sequence[LayerRef], 
     ``layers``: the model's layers of ``prunable_types`` (the only ones it may select).
 
     Raises:
-        ValueError: a type or an exact name selects no prunable layer.
+        ValueError: no listed type, or an exact name, selects a prunable layer.
     """
     wanted = settings['pruning_op_types']
-    for type_name in wanted:
-        if not any(_type_matches(layer, [type_name]) for layer in layers):
-            raise ValueError(f"{where}['pruning_op_types'] names '{type_name}', which matches no "
-                             f"prunable layer of the model (prunable: {', '.join(prunable_types)}).")
+    # As in INC, a type the model lacks (the default 'Conv' on a Linear-only model) is
+    # simply not found; only a list of which no type matches is an error.
+    if not any(_type_matches(layer, wanted) for layer in layers):
+        raise ConfigValueError(f"{where}['pruning_op_types'] {wanted!r} matches no prunable layer of the "
+                         f"model (prunable: {', '.join(prunable_types)}).")
     names = [layer.name for layer in layers if _type_matches(layer, wanted)]
     rules = NAME_MATCHING['training']
     exact = [n[:-len('.weight')] if n.endswith('.weight') else n for n in settings.get('names', [])]
     for name in exact:
         if not matching(rules['names'], name, names):
-            raise ValueError(f"{where}['names'] names '{name}', which is not a prunable layer of the model.")
+            raise ConfigValueError(f"{where}['names'] names '{name}', which is not a prunable layer of the model.")
     if exact:
         names = [n for n in names if _any_match(rules['names'], exact, n)]
     if settings['op_names']:

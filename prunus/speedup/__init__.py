@@ -17,7 +17,8 @@ if find_spec('torch') is not None:
     guard_triton_after_tensorflow()  # before torch's FLOP counter can pull in triton
     from prunus.layers.torch.handlers import HANDLERS, SUPPORTED_LAYERS, Handler
     from prunus.compression.errors import SpeedupError
-    from prunus.speedup.core import ModelSpeedup, speedup
+    from prunus.speedup.core import speedup
+    from prunus.speedup.nni import ModelSpeedup
     from prunus.speedup.dependency import (ChannelGroup, EvenSplit, channel_groups, dependency_groups,
                                            dependency_structure)
     from prunus.speedup.ops import OP_RULES

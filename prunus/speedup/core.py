@@ -287,9 +287,8 @@ class ModelSpeedup:
     running the result (see :func:`speedup`).
     """
 
-    def __init__(self, model: nn.Module, dummy_input: Any, masks_file_or_dict: Any = None,
-                 custom_handlers: dict[type, Handler] | None = None, *,
-                 check: bool = True) -> None:
+    def __init__(self, model: nn.Module, dummy_input: Any, masks_file_or_dict: Any = None, *,
+                 custom_handlers: dict[type, Handler] | None = None, check: bool = True) -> None:
         self.model = model
         self.check = check
         self.dummy_input = dummy_input

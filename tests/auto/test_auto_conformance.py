@@ -47,7 +47,11 @@ def test_flops_budget_is_met_after_speedup(name, tmp_path):
     x = example_input()
     dense = pruned_flops(tiny_model(), x, {})
     _, model, _ = run(name, tmp_path, budget='flops', dummy_input=x)
-    assert abs(1 - pruned_flops(model, x) / dense - 0.5) <= 0.01
+    removed = 1 - pruned_flops(model, x) / dense
+    if name == 'amc':  # AMC's flops_ratio is a ceiling: the nearest allocation that keeps no more
+        assert 0.5 - 1e-9 <= removed <= 0.5 + 0.02
+    else:
+        assert abs(removed - 0.5) <= 0.01
 
 
 @pytest.mark.parametrize('name', AUTO)
@@ -66,7 +70,9 @@ def test_experiment_dir_holds_history_best_config_and_masks_and_resumes(name, tm
     history = json.loads((tmp_path / 'search_history.json').read_text())
     assert history['trials'] and all('score' in t for t in history['trials'])
     best = json.loads((tmp_path / 'best_config.json').read_text())
-    assert best['config_list'] and abs(best['achieved'] - 0.5) <= 0.01
+    ceiling = name == 'amc'  # AMC's flops_ratio is a ceiling (see test_flops_budget_is_met_after_speedup)
+    assert best['config_list'] and (0.5 - 1e-9 <= best['achieved'] <= 0.52 if ceiling
+                                    else abs(best['achieved'] - 0.5) <= 0.01)
     saved = torch.load(tmp_path / 'best_masks.pth')
     assert all(torch.equal(saved[n]['weight'], m['weight']) for n, m in get_masks(model).items())
     again, model_again, second = run(name, tmp_path)

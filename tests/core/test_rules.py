@@ -45,7 +45,10 @@ def test_training_api_selection_prefix_types_regex_names_and_exclusions():
               LayerRef('fc2', 'Linear')]
     settings = {'pruning_op_types': ['Conv', 'Linear'], 'op_names': ['1$', 'fc'], 'excluded_op_names': ['fc2']}
     assert select_by_settings(settings, layers, prunable_types=['Conv2d', 'Linear'], where='p') == ['conv1', 'fc1']
-    with pytest.raises(ValueError, match=r"p\['pruning_op_types'\] names 'LSTM'"):
+    with pytest.raises(ValueError, match=r"p\['pruning_op_types'\] \['LSTM'\] matches no prunable layer"):
         select_by_settings({**settings, 'pruning_op_types': ['LSTM']}, layers, prunable_types=['Conv2d'], where='p')
+    # as in INC, a listed type the model lacks is not an error while another one matches
+    assert select_by_settings({**settings, 'pruning_op_types': ['LSTM', 'Conv']}, layers,
+                              prunable_types=['Conv2d'], where='p') == ['conv1']
     with pytest.raises(ValueError, match=r"p\['names'\] names 'nope'"):
         select_by_settings({**settings, 'names': ['nope.weight']}, layers, prunable_types=['Conv2d'], where='p')

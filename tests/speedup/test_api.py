@@ -112,7 +112,7 @@ def test_failure_leaves_model_unchanged_and_names_layer():
     state = copy.deepcopy(model.state_dict())
     masks = {'stem.0': l1_masks(model)['stem.0']}
     with pytest.raises(SpeedupError, match=r"'odd' \(Odd, input \(1, 8, 12, 12\).*custom_handlers"):
-        ModelSpeedup(model, X, masks, {Odd: BrokenHandler()}).speedup_model()
+        ModelSpeedup(model, X, masks, custom_handlers={Odd: BrokenHandler()}).speedup_model()
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 

@@ -39,7 +39,13 @@ def test_agp_schedule_is_cubic_and_held_between_updates():
     pruner = AGPPruner(model, [{'initial_sparsity': 0.0, 'final_sparsity': 0.8, 'start_epoch': 0,
                                 'end_epoch': 4, 'frequency': 2, 'op_types': ['Conv2D']}])
     entry = pruner.entries[0]
-    assert pruner.target_sparsity(entry, 3) == pruner.target_sparsity(entry, 2) == agp_sparsity(2, 0, 4, 0.0, 0.8)
+    # NNI 1.x span ((4 - 0 - 1) // 2) * 2 = 2: the update at epoch 2 already reaches 0.8.
+    assert pruner.target_sparsity(entry, 1) == pruner.target_sparsity(entry, 0) == 0.0
+    assert pruner.target_sparsity(entry, 3) == pruner.target_sparsity(entry, 2) == 0.8
+    pruner = AGPPruner(model, [{'initial_sparsity': 0.0, 'final_sparsity': 0.8, 'start_epoch': 0,
+                                'end_epoch': 10, 'frequency': 1, 'op_types': ['Conv2D']}])
+    assert pruner.target_sparsity(pruner.entries[0], 9) == 0.8
+    assert pruner.target_sparsity(pruner.entries[0], 3) == pytest.approx(agp_sparsity(3, 0, 9, 0.0, 0.8))
 
 
 def test_agp_digits_80_percent_within_one_point_of_dense():

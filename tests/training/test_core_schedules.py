@@ -13,9 +13,10 @@ from prunus.compression import (DECAY_TYPES, StepSchedule, agp_sparsity, decay_s
 
 FORMULAS = {
     'linear': lambda p, si, sf: si + (sf - si) * p,
-    'cos': lambda p, si, sf: si + (sf - si) * (1 - math.cos(math.pi * p)) / 2,
+    # Intel Neural Compressor's IterativeScheduler formulas.
+    'cos': lambda p, si, sf: si + (sf - si) * (1 - math.cos(p * math.pi / 2)),
     'exp': lambda p, si, sf: 1 - (1 - si) * ((1 - sf) / (1 - si)) ** p,
-    'cube': lambda p, si, sf: sf + (si - sf) * (1 - p) ** 3,
+    'cube': lambda p, si, sf: si + (sf - si) * p ** 3,
 }
 
 
@@ -35,20 +36,24 @@ def test_each_decay_follows_its_formula_at_every_update(decay, seed):
     initial, final = sorted(rng.uniform(0, 0.95, size=2))
     schedule = StepSchedule(start, end, frequency, final, initial, decay)
     steps = schedule.update_steps()
-    assert steps[0] == start and steps[-1] == end
+    # INC's grid: start, start + f, ... up to end; the last point is at the target
+    updates = (end - start) // frequency
+    assert steps == [start + k * frequency for k in range(updates + 1)]
     assert [s for s in range(end + 30) if schedule.is_update_step(s)] == steps
-    for step in steps:
-        expected = FORMULAS[decay]((step - start) / (end - start), initial, final)
+    for k, step in enumerate(steps):
+        expected = FORMULAS[decay](k / updates, initial, final) if updates else final
         assert schedule.sparsity_at(step) == pytest.approx(expected, abs=1e-12)
-    assert schedule.sparsity_at(end) == final  # exact, not approximately
+    assert schedule.sparsity_at(steps[-1]) == final == schedule.sparsity_at(end)  # exact
     values = [schedule.sparsity_at(s) for s in steps]
     assert all(b >= a - 1e-12 for a, b in zip(values, values[1:]))
 
 
-def test_one_shot_when_start_equals_end():
+def test_one_shot_when_start_equals_end_or_frequency_exceeds_the_span():
     schedule = StepSchedule(7, 7, 3, 0.6)
     assert schedule.one_shot and schedule.update_steps() == [7]
     assert schedule.sparsity_at(7) == 0.6 and not schedule.is_update_step(6)
+    schedule = StepSchedule(2, 22, 1000, 0.8)  # INC: a single update at start, to the target
+    assert schedule.one_shot and schedule.update_steps() == [2] and schedule.sparsity_at(2) == 0.8
 
 
 def test_agp_cubic_formula():
@@ -56,6 +61,21 @@ def test_agp_cubic_formula():
         expected = 0.8 + (0.1 - 0.8) * (1 - min(max(t - 2, 0), 8) / 8) ** 3
         assert agp_sparsity(t, 2, 8, 0.1, 0.8) == pytest.approx(expected)
     assert agp_sparsity(10, 2, 8, 0.1, 0.8) == 0.8
+
+
+def test_decay_values_at_sixty_percent_are_inc_s():
+    values = {d: round(decay_sparsity(d, 0.6, 0.0, 0.8), 4) for d in DECAY_TYPES}
+    assert values == {'linear': 0.48, 'cos': 0.3298, 'exp': 0.6193, 'cube': 0.1728}
+
+
+def test_nni_agp_end_point_is_the_last_update_epoch_before_end():
+    from prunus.compression.schedules import nni_agp_sparsity
+    assert nni_agp_sparsity(9, 0, 10, 1, 0.0, 0.8) == 0.8
+    assert nni_agp_sparsity(8, 0, 10, 1, 0.0, 0.8) == pytest.approx(0.8 - 0.8 * (1 - 8 / 9) ** 3)
+    # frequency 4, end 10: span 8, so the update at epoch 8 is final
+    assert nni_agp_sparsity(8, 0, 10, 4, 0.0, 0.8) == 0.8
+    assert nni_agp_sparsity(4, 0, 10, 4, 0.0, 0.8) == pytest.approx(0.8 - 0.8 * 0.5 ** 3)
+    assert nni_agp_sparsity(0, 0, 10, 1, 0.0, 0.8) == 0.0
 
 
 def test_lottery_rounds_prune_a_constant_fraction_of_survivors():

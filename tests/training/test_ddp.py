@@ -74,7 +74,7 @@ def _agp_mean_activation(rank: int, digits: Digits) -> tuple[dict, dict]:
     """AGP + mean activation: statistics come from each rank's own batches."""
     model = DistributedDataParallel(make_model(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    config = [{'final_sparsity': 0.5, 'start_epoch': 0, 'end_epoch': 2, 'op_types': ['Conv2d']}]
+    config = [{'final_sparsity': 0.5, 'start_epoch': 0, 'end_epoch': 3, 'op_types': ['Conv2d']}]
     pruner = AGPPruner(model, config, optimizer, pruning_algorithm='mean_activation')
     pruner.compress()
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -32,11 +32,14 @@ def test_step_yaml_binds_to_the_model():
 def test_epoch_yaml_layout_loads_and_converts_epochs_to_steps():
     config = load_pruning_yaml(FIXTURES / 'magnitude_epochs.yaml')
     (settings,) = config.resolved()
-    assert settings['pruning_type'] == 'magnitude' and settings['names'] == ['fc1.weight']
+    assert settings['pruning_type'] == 'basic_magnitude' and settings['names'] == ['fc1.weight']
     assert settings['target_sparsity'] == 0.75 and settings['update_frequency'] == 0.5
+    # LPOT's basic_magnitude: element-wise, per tensor, linear in the epochs
+    assert (settings['pattern'], settings['pruning_scope'], settings['sparsity_decay_type']) == (
+        'unstructured', 'local', 'linear')
     assert config.train['iteration'] == 50
-    with pytest.raises(ValueError, match='pass steps_per_epoch= to Pruning'):
-        Pruning(config, make_model(0))
+    (group,) = Pruning(config, make_model(0)).groups  # no steps_per_epoch: followed per epoch
+    assert [group.schedule.sparsity_at(e) for e in (0, 1, 2, 3)] == [0.0, 0.0, 0.75, 0.75]
     pruning = Pruning(config, make_model(0), steps_per_epoch=10)
     (group,) = pruning.groups
     assert list(group.modules) == ['fc1']
@@ -86,7 +89,10 @@ def test_selection_errors_name_the_entry():
     model = make_model(0)
     with pytest.raises(ValueError, match=r'pruners\[1\] selects no layer'):
         Pruning(WeightPruningConfig([{}, {'op_names': ['nothing_here']}]), model)
-    with pytest.raises(ValueError, match=r"pruners\[0\]\['pruning_op_types'\] names 'LSTM'"):
+    with pytest.raises(ValueError, match=r"pruners\[0\]\['pruning_op_types'\] \['LSTM'\] matches no prunable layer"):
         Pruning(WeightPruningConfig(pruning_op_types=['LSTM']), model)
-    with pytest.raises(ValueError, match="pattern '2:4' needs the input dimension of 'conv1'"):
-        Pruning(WeightPruningConfig(pattern='2:4'), model)
+    # INC skips the layers a pattern cannot tile, and says which
+    with pytest.warns(UserWarning, match=r"pruners\[0\]: pattern '2:4' does not fit layer\(s\) 'conv1' \(32x9\); "
+                                         'they are skipped and stay dense'):
+        (group,) = Pruning(WeightPruningConfig(pattern='2:4'), model).groups
+    assert 'conv1' not in group.modules and group.skipped == ["'conv1' (32x9)"]

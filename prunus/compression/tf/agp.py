@@ -7,7 +7,7 @@ import keras
 
 from ..config import ConfigSpec, validate_config_list
 from ..registry import get_pruner, register_pruner
-from ..schedules import agp_sparsity, check_agp_entry
+from ..schedules import check_agp_entry, nni_agp_sparsity
 from prunus.layers.tf import masking
 from .base import Pruner
 
@@ -19,7 +19,8 @@ class AGPPruner(Pruner):
     """Automated Gradual Pruning (Zhu & Gupta, 2017) as a Keras callback.
 
     Each config entry gives ``final_sparsity`` and optionally ``initial_sparsity`` (0),
-    ``start_epoch`` (0), ``end_epoch`` (10) and ``frequency`` (1); at the start of every
+    ``start_epoch`` (0), ``end_epoch`` (10) and ``frequency`` (1), on NNI 1.x's span
+    ``((end_epoch - start_epoch - 1) // frequency) * frequency``; at the start of every
     epoch the masks of ``pruning_algorithm`` (any name in ``available_pruners('tf')``) are
     recomputed at the scheduled sparsity. Already-pruned weights score zero, so they stay
     pruned.
@@ -74,8 +75,8 @@ class AGPPruner(Pruner):
         start, end, frequency = entry.get('start_epoch', 0), entry.get('end_epoch', 10), entry.get('frequency', 1)
         # The mask changes only every `frequency` epochs: hold the last update's value.
         update = epoch if epoch < start else start + ((epoch - start) // frequency) * frequency
-        return agp_sparsity(update, start, end - start, entry.get('initial_sparsity', 0.0),
-                            entry.get('final_sparsity'))
+        return nni_agp_sparsity(update, start, end, frequency, entry.get('initial_sparsity', 0.0),
+                                entry.get('final_sparsity'))
 
     def update_epoch(self, epoch: int) -> None:
         """Sets the epoch and recomputes the masks at the scheduled sparsity."""

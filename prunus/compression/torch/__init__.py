@@ -7,21 +7,24 @@ Example::
     model = pruner.compress()
 """
 from .admm import ADMMPruner
-from .agp import AGPPruner
 from .auto import (AMCPruner, AutoCompressPruner, NetAdaptPruner, SensitivityAnalysis, SensitivityPruner,
                    SimulatedAnnealingPruner, pruned_flops)
 from .base import Pruner
-from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
-                           TaylorFOWeightFilterPruner)
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .lottery import LotteryTicketPruner
+from .nni_utils import (ChannelDependency, GroupDependency, count_flops_params, get_module_by_name,
+                        not_safe_to_prune)
 from prunus.layers.torch.masking import apply_masks, get_masks, strip
-from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
+from .pruners import LevelPruner, SlimPruner
+from .nni_compat import (AGPPruner, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner, FPGMPruner,
+                         L1FilterPruner, L2FilterPruner, TaylorFOWeightFilterPruner)
 from .regularization import bn_l1_penalty
 from .report import SparsityReport
 from .semi_structured import is_two_four, semi_structured_available, to_semi_structured
-from .training import Pruning, prepare_pruning
+from . import common
+from .launcher import Pruning, pruning
+from .training import prepare_pruning
 from ..pruning_config import WeightPruningConfig
 from ..pruning_yaml import load_pruning_yaml
 
@@ -31,9 +34,10 @@ __all__ = [
     'apply_compression_results', 'load_masks', 'apply_masks', 'get_masks', 'strip',
     'bn_l1_penalty', 'SparsityReport',
     'AGPPruner', 'LotteryTicketPruner', 'ADMMPruner',
-    'Pruning', 'prepare_pruning', 'WeightPruningConfig', 'load_pruning_yaml',
+    'Pruning', 'pruning', 'common', 'prepare_pruning', 'WeightPruningConfig', 'load_pruning_yaml',
     'average_scores', 'broadcast_masks',
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
     'AMCPruner', 'AutoCompressPruner',
+    'count_flops_params', 'get_module_by_name', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune',
 ]

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..registry import register_pruner
-from ..schedules import agp_sparsity, check_agp_entry
+from ..schedules import agp_sparsity, check_agp_entry, nni_agp_sparsity
 from prunus.layers.torch import specs
 from .base import Pruner
 from .collect import Collector
@@ -25,7 +25,9 @@ class AGPPruner(Pruner):
     """Raises sparsity along the cubic AGP curve while the model trains.
 
     ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))**3`` with ``t0 = start_epoch``,
-    ``n * dt = end_epoch - start_epoch`` and masks updated every ``frequency`` epochs.
+    ``n * dt = ((end_epoch - start_epoch - 1) // frequency) * frequency`` (NNI 1.x's span,
+    so the last update epoch before ``end_epoch`` is at ``s_f``) and masks updated every
+    ``frequency`` epochs.
     Each update recomputes the masks with ``pruning_algorithm`` (any registered name).
 
     Two calling styles:
@@ -60,7 +62,7 @@ class AGPPruner(Pruner):
                                     'max_sparsity_per_layer'))
     schedules_itself = True
 
-    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
+    def __init__(self, model: nn.Module, config_list: list[dict], *, optimizer: Any = None,
                  trainer: Callable | None = None, criterion: Callable | None = None,
                  num_iterations: int = 10, epochs_per_iteration: int = 1,
                  pruning_algorithm: str = 'level'):
@@ -86,6 +88,7 @@ class AGPPruner(Pruner):
         self.num_iterations, self.epochs_per_iteration = num_iterations, epochs_per_iteration
         self.pruning_algorithm = pruning_algorithm
         self.applied: dict[int, float] = {}
+        self.now_epoch = 0
         self._collector: Collector | None = None
 
     @staticmethod
@@ -103,7 +106,19 @@ class AGPPruner(Pruner):
     def sparsity_at_epoch(self, entry: ConfigEntry, epoch: int) -> float:
         """The AGP curve of ``entry`` at ``epoch`` (NNI 1.x style, in epochs)."""
         start, end = entry.get('start_epoch', 0), entry.get('end_epoch', _DEFAULT_END_EPOCH)
-        return agp_sparsity(epoch, start, end - start, entry.get('initial_sparsity', 0.0), self.final_of(entry))
+        return nni_agp_sparsity(epoch, start, end, entry.get('frequency', 1),
+                                entry.get('initial_sparsity', 0.0), self.final_of(entry))
+
+    def compute_target_sparsity(self, config: dict) -> float:
+        """NNI's name: the scheduled sparsity of a config entry (a dict of ``config_list``)
+        at the current epoch."""
+        index = next((i for i, c in enumerate(self.config_list) if c is config), None)
+        if index is None:
+            index = next((i for i, c in enumerate(self.config_list) if c == config), None)
+        entry = self.entries[index] if index is not None else None
+        if entry is None:
+            entry = validate_config_list([config], self.config_spec, type(self).__name__)[0]
+        return self.sparsity_at_epoch(entry, self.now_epoch)
 
     def _updates_at(self, entry: ConfigEntry, epoch: int) -> bool:
         start, end = entry.get('start_epoch', 0), entry.get('end_epoch', _DEFAULT_END_EPOCH)
@@ -155,6 +170,7 @@ class AGPPruner(Pruner):
         """Moves the schedule to ``epoch``; masks are recomputed on update epochs."""
         if not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f'{type(self).__name__}.update_epoch: epoch must be an integer >= 0; got {epoch!r}.')
+        self.now_epoch = epoch
         due = {e.index: self.sparsity_at_epoch(e, epoch) for e in self.entries
                if not e.exclude and self._updates_at(e, epoch)}
         if due:

@@ -15,6 +15,7 @@ any single layer). Achieved counts are exactly ``round(sparsity * count)``.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..owner_errors import name_errors, wrap_subclass_init
 from ..selection import LayerRef, select_layers
 from prunus.layers.torch import specs
 from .export import export_model as _export_model
+from .legacy_methods import NNIPrunerMethods
 from prunus.layers.torch.masking import Masks, apply_masks, get_masks as _masks_on, strip as _strip_masks
 from .report import SparsityReport, sparsity_report as _report
 
@@ -37,7 +39,7 @@ def to_numpy(scores: torch.Tensor) -> np.ndarray:
     return scores.detach().to('cpu', torch.float64).numpy().reshape(-1)
 
 
-class Pruner:
+class Pruner(NNIPrunerMethods):
     """Base of every PyTorch pruner.
 
     Args:
@@ -170,18 +172,23 @@ class Pruner:
         return _report(self.bound_model, self.get_masks(), dummy_input)
 
     def export_model(self, model_path: str, mask_path: str | None = None, onnx_path: str | None = None,
-                     input_shape: Any = None, device: Any = None, dummy_input: Any = None) -> None:
+                     input_shape: Any = None, device: Any = None, dummy_input: Any = None,
+                     opset_version: int | None = None) -> None:
         """Saves the pruned weights (masks baked in) and optionally the masks and ONNX."""
         _export_model(self.bound_model, self.get_masks(), model_path, mask_path, onnx_path,
-                      input_shape, device, dummy_input)
+                      input_shape, device, dummy_input, opset_version)
 
     def load_model_state_dict(self, model_state: Mapping[str, torch.Tensor]) -> None:
         """Loads a plain state dict into the pruned model; masks are re-applied."""
         self.bound_model.load_state_dict(model_state)
 
-    def get_pruned_weights(self) -> dict[str, float]:
-        """Achieved weight sparsity per pruned layer."""
-        return {name: 1.0 - float(m['weight'].float().mean()) for name, m in self.get_masks().items()}
+    def get_pruned_weights(self, dim: int = 0) -> dict[str, float]:
+        """Achieved weight sparsity per pruned layer (NNI logged it; ``dim`` is accepted
+        for its signature); also logged at INFO."""
+        pruned = {name: 1.0 - float(m['weight'].float().mean()) for name, m in self.get_masks().items()}
+        for name, value in pruned.items():
+            logging.getLogger('prunus.pruning').info('%s: %.4f of the weights pruned', name, value)
+        return pruned
 
     def _unwrap_model(self) -> nn.Module:
         return _strip_masks(self.bound_model)

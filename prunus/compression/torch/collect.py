@@ -75,50 +75,81 @@ def limited(data: Iterable, limit: int | None) -> Iterable:
 
 
 class Collector:
-    """Base collector: counts batches and stops listening after ``limit`` of them."""
+    """Base collector: counts batches and stops listening after ``limit`` of them.
 
-    def __init__(self, modules: dict[str, nn.Module], limit: int | None):
+    A batch is one call of ``root`` (the model), counted by a forward pre-hook on it, so
+    every target layer records the whole of each batch whatever order the layers run in;
+    the call after the last counted batch closes the collector before any layer records.
+    Without ``root`` a batch is counted when the first target layer records.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], limit: int | None, root: nn.Module | None = None):
         self.modules = modules
         self.limit = limit
+        self.root = root
         self.batches = 0
+        self.completed = 0  # batches whose root call returned
+        self.closed = False
+        self._first = next(iter(modules))
         self._handles: list[Any] = []
 
     @property
     def done(self) -> bool:
-        return self.limit is not None and self.batches >= self.limit
+        seen = self.batches if self.root is None else self.completed
+        return self.limit is not None and seen >= self.limit
 
     def start(self) -> 'Collector':
+        if self.root is not None:
+            self._handles.append(self.root.register_forward_pre_hook(lambda module, args: self._new_batch()))
+            self._handles.append(self.root.register_forward_hook(lambda module, args, out: self._end_batch()))
         return self
 
+    def _end_batch(self) -> None:
+        self.completed = self.batches
+
     def stop(self) -> None:
+        self.closed = True
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
 
-    def _count_batch(self) -> None:
-        self.batches += 1
+    def _new_batch(self) -> None:
         if self.done:
             self.stop()
+        else:
+            self.batches += 1
+
+    def accepts(self, name: str) -> bool:
+        """Whether a record of layer ``name`` belongs to a counted batch."""
+        if self.closed:
+            return False
+        if self.root is None and name == self._first:
+            self._new_batch()
+            return not self.closed
+        return self.batches > 0 or self.root is None
 
 
 class ActivationCollector(Collector):
     """Per output channel: how often activation(output) is zero, and its sum."""
 
-    def __init__(self, modules: dict[str, nn.Module], limit: int | None, activation: Callable):
-        super().__init__(modules, limit)
+    def __init__(self, modules: dict[str, nn.Module], limit: int | None, activation: Callable,
+                 root: nn.Module | None = None):
+        super().__init__(modules, limit, root)
         self.activation = activation
         self.zeros: dict[str, torch.Tensor] = {}
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self._first = next(iter(modules))
 
     def start(self) -> 'ActivationCollector':
+        super().start()
         for name, module in self.modules.items():
             self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
 
     def _hook(self, name: str):
         def record(module, args, output):
+            if not self.accepts(name):
+                return
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"module '{name}' returned {type(output).__name__}; activation "
                                 'statistics need a tensor output.')
@@ -130,20 +161,21 @@ class ActivationCollector(Collector):
             self.zeros[name] = self.zeros.get(name, 0) + zeros
             self.sums[name] = self.sums.get(name, 0) + sums
             self.counts[name] = self.counts.get(name, 0) + act.numel() // act.shape[dim]
-            if name == self._first:
-                self._count_batch()
         return record
+
+    def missing(self) -> list[str]:
+        return [n for n in self.modules if n not in self.counts]
 
 
 class TaylorCollector(Collector):
     """Per filter: sum over batches of sum over its weights of (w * dL/dw)^2."""
 
-    def __init__(self, modules: dict[str, nn.Module], limit: int | None):
-        super().__init__(modules, limit)
+    def __init__(self, modules: dict[str, nn.Module], limit: int | None, root: nn.Module | None = None):
+        super().__init__(modules, limit, root)
         self.contributions: dict[str, torch.Tensor] = {}
-        self._first = next(iter(modules))
 
     def start(self) -> 'TaylorCollector':
+        super().start()
         for name, module in self.modules.items():
             self._handles.append(module.weight.register_hook(self._hook(name, module)))
         return self
@@ -155,10 +187,12 @@ class TaylorCollector(Collector):
 
     def _hook(self, name: str, module: nn.Module):
         def record(grad):
-            self.add(name, module, grad)
-            if name == self._first:
-                self._count_batch()
+            if self.accepts(name):
+                self.add(name, module, grad)
         return record
+
+    def missing(self) -> list[str]:
+        return [n for n in self.modules if n not in self.contributions]
 
 
 def _call_on_batch(model: nn.Module, inputs: Any, index: int, owner: str) -> Any:

@@ -178,6 +178,8 @@ CRITERIA: dict[str, type[Criterion]] = {
     'magnitude': Magnitude, 'gradient': Gradient, 'snip': Snip, 'snip_momentum': SnipMomentum,
     # pattern_lock keeps masks fixed and group_lasso prunes by magnitude after regularizing.
     'pattern_lock': Magnitude, 'group_lasso': Magnitude,
+    # LPOT's element-wise magnitude pruner (its defaults differ, see pruning_config).
+    'basic_magnitude': Magnitude,
 }
 
 

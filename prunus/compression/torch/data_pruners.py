@@ -33,16 +33,25 @@ def _check_count(owner: str, key: str, value: Any) -> None:
         raise ValueError(f'{owner}: {key} must be an integer >= 1; got {value!r}.')
 
 
+def check_collected(owner: str, collector: Collector) -> None:
+    """A clear error instead of a KeyError when a target layer recorded nothing."""
+    if collector.batches == 0:
+        raise ValueError(f'{owner} saw no batch: the data or trainer ran none through the model.')
+    missing = collector.missing()
+    if missing:
+        raise ValueError(f"{owner}: layer(s) {', '.join(repr(n) for n in missing)} recorded nothing in "
+                         f'the {collector.batches} batch(es) seen; they did not run (or got no gradient).')
+
+
 class DataDrivenFilterPruner(FilterPruner):
     """Shared calling styles of the data-driven filter pruners (see the module doc)."""
 
     needs_gradients = False
 
-    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
+    def __init__(self, model: nn.Module, config_list: list[dict], *, optimizer: Any = None,
                  trainer: Callable | None = None, criterion: Callable | None = None,
                  sparsifying_training_batches: int | None = None, dependency_aware: bool = False,
-                 dummy_input: Any = None, *, statistics_batch_num: int | None = None,
-                 data: Any = None):
+                 dummy_input: Any = None, statistics_batch_num: int | None = None, data: Any = None):
         owner = type(self).__name__
         _check_count(owner, 'sparsifying_training_batches', sparsifying_training_batches)
         _check_count(owner, 'statistics_batch_num', statistics_batch_num)
@@ -81,9 +90,7 @@ class DataDrivenFilterPruner(FilterPruner):
                 self.trainer(self.bound_model, optimizer=self.optimizer, criterion=self.criterion, epoch=0)
             finally:
                 collector.stop()
-        if collector.batches == 0:
-            raise ValueError(f'{type(self).__name__} saw no batch: the data or trainer ran none '
-                             'through the selected layers.')
+        check_collected(type(self).__name__, collector)
         return collector
 
     def compress(self) -> nn.Module:
@@ -110,6 +117,8 @@ class DataDrivenFilterPruner(FilterPruner):
         if self._pending is None or not self._pending.done:
             return
         collector, self._pending = self._pending, None
+        collector.stop()
+        check_collected(type(self).__name__, collector)
         for handle in self._legacy_handles:
             handle.remove()
         self._legacy_handles.clear()
@@ -123,22 +132,13 @@ class DataDrivenFilterPruner(FilterPruner):
 class ActivationFilterPruner(DataDrivenFilterPruner):
     """Base of the activation-statistics pruners; ``activation`` is applied to each output."""
 
-    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
-                 trainer: Callable | None = None, criterion: Callable | None = None,
-                 activation: str | Callable = 'relu', sparsifying_training_batches: int | None = None,
-                 dependency_aware: bool = False, dummy_input: Any = None, *,
-                 statistics_batch_num: int | None = None, data: Any = None):
-        # NNI 1.x order was (model, config_list, optimizer, activation, statistics_batch_num).
-        if isinstance(trainer, str):
-            activation, trainer, statistics_batch_num = trainer, None, criterion or statistics_batch_num
-            criterion = None
+    def __init__(self, model: nn.Module, config_list: list[dict], *, activation: str | Callable = 'relu',
+                 **options: Any):
         self.activation = resolve_activation(activation, type(self).__name__)
-        super().__init__(model, config_list, optimizer, trainer, criterion, sparsifying_training_batches,
-                         dependency_aware, dummy_input, statistics_batch_num=statistics_batch_num,
-                         data=data)
+        super().__init__(model, config_list, **options)
 
     def make_collector(self, limit: int | None) -> Collector:
-        return ActivationCollector(self.targets, limit, self.activation)
+        return ActivationCollector(self.targets, limit, self.activation, self.bound_model)
 
 
 @register_pruner('apoz', framework='torch')
@@ -167,7 +167,9 @@ class ActivationMeanRankFilterPruner(ActivationFilterPruner):
 @register_pruner('taylorfo', framework='torch')
 class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
     """Prunes the filters with the smallest first-order Taylor importance
-    sum((w * dL/dw)^2), accumulated over batches (Molchanov et al. 2019).
+    sum((w * dL/dw)^2), accumulated over batches (Molchanov et al. 2019). With
+    ``global_sort=True`` the contributions are ranked across all of an entry's layers (its
+    ``sparsity`` is then one budget, as ``total_sparsity`` is), as in NNI 2.x.
 
     Example::
 
@@ -177,19 +179,18 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
 
     needs_gradients = True
 
-    def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
-                 trainer: Callable | None = None, criterion: Callable | None = None,
-                 sparsifying_training_batches: int | None = None, dependency_aware: bool = False,
-                 dummy_input: Any = None, *, statistics_batch_num: int | None = None, data: Any = None):
-        # NNI 1.x order was (model, config_list, optimizer, statistics_batch_num).
-        if isinstance(trainer, int) and not isinstance(trainer, bool):
-            trainer, statistics_batch_num = None, trainer
-        super().__init__(model, config_list, optimizer, trainer, criterion, sparsifying_training_batches,
-                         dependency_aware, dummy_input, statistics_batch_num=statistics_batch_num,
-                         data=data)
+    def __init__(self, model: nn.Module, config_list: list[dict], *, global_sort: bool = False, **options: Any):
+        if not isinstance(global_sort, bool):
+            raise TypeError(f'{type(self).__name__}: global_sort must be a bool; got {global_sort!r}.')
+        self.global_sort = global_sort
+        super().__init__(model, config_list, **options)
+
+    def is_global(self, entry) -> bool:
+        """With ``global_sort`` (NNI 2.x), filters are ranked across all of an entry's layers."""
+        return self.global_sort or super().is_global(entry)
 
     def make_collector(self, limit: int | None) -> Collector:
-        return TaylorCollector(self.targets, limit)
+        return TaylorCollector(self.targets, limit, self.bound_model)
 
     def compute_scores(self, collected: TaylorCollector) -> Scores:
         return {n: collected.contributions[n] for n in self.targets}

@@ -46,7 +46,7 @@ def _dummy(input_shape: Any, device: Any, dummy_input: Any) -> Any:
 
 def export_model(model: nn.Module, masks: Masks, model_path: str, mask_path: str | None = None,
                  onnx_path: str | None = None, input_shape: Any = None, device: Any = None,
-                 dummy_input: Any = None) -> None:
+                 dummy_input: Any = None, opset_version: int | None = None) -> None:
     """Writes the pruned state dict, and optionally the masks and an ONNX graph."""
     if onnx_path is not None and input_shape is None and dummy_input is None:
         raise ValueError('export_model needs input_shape or dummy_input to write onnx_path.')
@@ -62,13 +62,14 @@ def export_model(model: nn.Module, masks: Masks, model_path: str, mask_path: str
             key = f'{name}.{pname}' if name else pname
             state[key] = state[key] * mask.to(state[key].device, state[key].dtype)
     if onnx_path is not None:  # the step most likely to fail goes first: all or nothing
-        _export_onnx(model, onnx_path, input_shape, device, dummy_input)
+        _export_onnx(model, onnx_path, input_shape, device, dummy_input, opset_version)
     save_atomic(state, model_path)
     if mask_path is not None:
         save_atomic({n: {p: m.detach().cpu() for p, m in per.items()} for n, per in masks.items()}, mask_path)
 
 
-def _export_onnx(model: nn.Module, onnx_path: str, input_shape: Any, device: Any, dummy_input: Any) -> None:
+def _export_onnx(model: nn.Module, onnx_path: str, input_shape: Any, device: Any, dummy_input: Any,
+                 opset_version: Any = None) -> None:
     plain = strip(copy.deepcopy(model))
     inputs = _dummy(input_shape, device, dummy_input)
     args = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
@@ -81,7 +82,8 @@ def _export_onnx(model: nn.Module, onnx_path: str, input_shape: Any, device: Any
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', DeprecationWarning)
         with atomic_path(onnx_path) as tmp:
-            torch.onnx.export(plain, args, tmp, kwargs=kwargs or None, dynamo=False)
+            torch.onnx.export(plain, args, tmp, kwargs=kwargs or None, dynamo=False,
+                              **({'opset_version': opset_version} if opset_version is not None else {}))
 
 
 def _source(mask_path: Any) -> str:

@@ -71,11 +71,8 @@ class WeightFilterPruner(FilterPruner):
 
     filter_criterion: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
 
-    def __init__(self, model: nn.Module, config_list: list[dict], dependency_aware: bool = False,
+    def __init__(self, model: nn.Module, config_list: list[dict], *, dependency_aware: bool = False,
                  dummy_input: Any = None, optimizer: Any = None):
-        # NNI 1.x took (model, config_list, optimizer, dependency_aware, dummy_input).
-        if isinstance(dependency_aware, torch.optim.Optimizer):
-            optimizer, dependency_aware = dependency_aware, False
         super().__init__(model, config_list, optimizer, dependency_aware, dummy_input)
 
     def compute_scores(self, collected: Any) -> Scores:

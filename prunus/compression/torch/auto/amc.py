@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 import os
-from typing import Any, Callable
+from typing import Any, Mapping, Callable
 
 import numpy as np
 import torch
@@ -34,6 +35,23 @@ def first_input(val_loader: Any) -> Any:
                          'at least one (an empty dataset, or drop_last with fewer samples than batch_size?).')
     inputs = split_batch(first)[0]
     return inputs[:1] if isinstance(inputs, torch.Tensor) else inputs
+
+
+#: NNI's AMC arguments prunus accepts but does not use, with NNI's defaults: the per-layer
+#: least-squares reconstruction of the next layer's weights (n_calibration_batches,
+#: n_points_per_layer) is not done, and the others only named NNI's log folders or tuned
+#: its own agent's bookkeeping.
+IGNORED_DEFAULTS = {'suffix': None, 'model_type': 'mobilenet', 'dataset': 'cifar10', 'n_calibration_batches': 60,
+                    'n_points_per_layer': 10, 'window_length': 1, 'max_episode_length': 1e9, 'debug': False,
+                    'epsilon': 50000}
+
+
+def _warn_ignored(owner: str, **given: Any) -> None:
+    changed = [k for k, v in given.items() if v != IGNORED_DEFAULTS[k]]
+    if changed:
+        warnings.warn(f"{owner}: {', '.join(changed)} {'is' if len(changed) == 1 else 'are'} accepted for NNI "
+                      'compatibility and ignored (prunus does not reconstruct weights by least squares; '
+                      'the others only named NNI log folders or its agent bookkeeping).', UserWarning, stacklevel=3)
 
 
 @register_pruner('amc', framework='torch')
@@ -99,6 +117,10 @@ class AMCPruner(AutoPruner):
                            ('bsize', bsize), ('rmsize', rmsize)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f'{owner}: {key} must be an integer >= 1; got {value!r}.')
+        _warn_ignored(owner, suffix=suffix, model_type=model_type, dataset=dataset,
+                      n_calibration_batches=n_calibration_batches, n_points_per_layer=n_points_per_layer,
+                      window_length=window_length, max_episode_length=max_episode_length, debug=debug,
+                      epsilon=epsilon)
         self.val_loader, self.flops_ratio = val_loader, flops_ratio
         self.lbound, self.rbound, self.reward_kind = lbound, rbound, reward
         self.channel_round, self.train_episode, self.warmup = channel_round, train_episode, warmup
@@ -181,6 +203,45 @@ class AMCPruner(AutoPruner):
             keep = int(math.floor(cap * count / step) * step)
         keep = min(count, max(1, keep))
         return 1.0 - keep / count
+
+    def fit_budget(self, raw: Mapping[str, float]) -> dict[str, float]:
+        """As the base, but ``flops_ratio`` is a ceiling, as in AMC: the allocation nearest
+        the budget among those that keep no more FLOPs than allowed."""
+        allocation = dict(super().fit_budget(raw))
+        units = {n: self.units(n) for n in allocation}
+        target = self.target_sparsity - 1e-9
+        for _ in range(sum(units.values())):
+            if self.measure(allocation) >= target:
+                break
+            moves = [m for m in self._moves(allocation, units, (1,)) if self.measure(m) > self.measure(allocation)]
+            if not moves:
+                return allocation
+            reaching = [m for m in moves if self.measure(m) >= target]
+            allocation = (min(reaching, key=self.measure) if reaching else max(moves, key=self.measure))
+        # then back towards the ceiling, one channel (or one channel traded) at a time
+        for _ in range(sum(units.values())):
+            closer = [m for m in self._moves(allocation, units, (-1, (1, -1)))
+                      if target <= self.measure(m) < self.measure(allocation) - 1e-12]
+            if not closer:
+                break
+            allocation = min(closer, key=self.measure)
+        return allocation
+
+    def _moves(self, allocation: dict[str, float], units: dict[str, int], kinds: tuple) -> list[dict[str, float]]:
+        """Allocations one unit away (``1``, ``-1``) or one unit traded between two layers."""
+        names, out = list(allocation), []
+
+        def ok(value: float) -> bool:
+            return -1e-12 <= value <= self.max_sparsity + 1e-12
+        for kind in kinds:
+            if isinstance(kind, int):
+                out += [{**allocation, n: allocation[n] + kind / units[n]} for n in names
+                        if ok(allocation[n] + kind / units[n])]
+            elif len(names) <= 24:  # pairs only where they stay cheap
+                out += [{**allocation, a: allocation[a] + 1 / units[a], b: allocation[b] - 1 / units[b]}
+                        for a in names for b in names
+                        if a != b and ok(allocation[a] + 1 / units[a]) and ok(allocation[b] - 1 / units[b])]
+        return out
 
     def reward(self, score: float, allocation: dict[str, float]) -> float:
         if self.reward_kind == 'acc_flops_reward':

@@ -107,7 +107,7 @@ class AutoCompressPruner(AutoPruner):
         config = [{**e, 'sparsity': round(round_target, 6)} if 'sparsity' in e else dict(e) for e in self.config_list]
         annealer = _RoundAnnealer(model, config, self.evaluator, experiment_data_dir=self.experiment_data_dir /
                                   f'round{index}', seed=self.seed + index, executor=self.executor, **self.annealing,
-                                  **{k: v for k, v in self.options.items() if k != 'budget'},
+                                  **{k: v for k, v in self.options.items() if k not in ('budget', 'executor')},
                                   budget=self.budget, dummy_input=self.dummy_input)
         allocation, score = annealer.search()
         admm = get_pruner('admm')(model, annealer.best_config_list(allocation), self.trainer,

@@ -86,6 +86,11 @@ class NetAdaptPruner(AutoPruner):
                                              floor=current)
             if candidate not in found:
                 found.append(candidate)
+        if step_target >= self.target_sparsity and found:
+            # The last step lands on the budget: only the candidates nearest to it compete,
+            # so a better-scoring one that overshoots cannot win over one that meets it.
+            gaps = [abs(self.measure(c) - self.target_sparsity) for c in found]
+            found = [c for c, gap in zip(found, gaps) if gap <= min(gaps) + 1e-9]
         return found
 
     def _resume(self, history: SearchHistory, working: nn.Module) -> tuple[int, Allocation] | None:

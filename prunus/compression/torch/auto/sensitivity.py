@@ -68,8 +68,8 @@ class SensitivityPruner(AutoPruner):
     # layers cannot be moved together: under budget='flops' only layers that shrink alone.
     search_tied_groups = False
 
-    def __init__(self, model: nn.Module, config_list: list[dict], finetuner: Callable | None = None,
-                 evaluator: Callable | None = None, base_algo: str = 'l1',
+    def __init__(self, model: nn.Module, config_list: list[dict], evaluator: Callable | None = None,
+                 finetuner: Callable | None = None, base_algo: str = 'l1',
                  sparsity_proportion_calc: Callable | None = None, sparsity_per_iter: float = 0.1,
                  acc_drop_threshold: float = 0.05, checkpoint_dir: str | os.PathLike | None = None, *,
                  sparsities: Sequence[float] | None = None, **options: Any):
