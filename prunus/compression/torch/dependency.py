@@ -2,8 +2,10 @@
 
 Layers whose output channels are tied (residual adds, depthwise convs after their
 expansion conv, ...) can only be physically removed when every one of them drops the same
-channel. Group scores are the sum of the members' channel scores; the group keeps
-``round((1 - sparsity) * size)`` channels, evenly per block for grouped convolutions. The
+channel. Group scores are the sum of the members' channel scores (or, with
+``importance='group'``, :mod:`.group_importance` over every coupled parameter); the group
+keeps ``round((1 - sparsity) * size)`` channels (a multiple of ``round_to`` if given),
+evenly per block for grouped convolutions. The
 groups come from :func:`prunus.speedup.dependency_structure` (the speedup's own tracing).
 Where a tensor is chunked evenly (ShuffleNet), every chunk must lose as many channels as
 the others; pruned channels are given back (highest scores first) until they do.
@@ -18,6 +20,8 @@ import torch
 
 from ..allocation import keep_mask
 from . import layers
+from .group_importance import group_importance
+from .widths import round_keep
 
 __all__ = ['dependency_keeps']
 
@@ -48,6 +52,8 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
     from prunus.speedup import dependency_structure  # noqa: PLC0415 (torch-only)
 
     keeps = dict(keeps)
+    by_group = getattr(pruner, 'importance', 'filter') == 'group'
+    round_to = getattr(pruner, 'round_to', None)
     modules = dict(pruner.bound_model.named_modules())
     groups, splits = dependency_structure(pruner.bound_model, pruner.dummy_input)
     for group in groups:
@@ -57,12 +63,17 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
             continue
         _warn_untargeted(names, [n for n in group.names if n not in pruner.targets
                                  and _produces(modules[n])])
-        if len(names) < 2 and group.groups == 1:
-            continue
-        total = _group_scores(group, names, scores)
+        if len(names) < 2 and group.groups == 1 and not by_group:
+            continue  # the layer's own keep stands
+        if by_group:
+            total = group_importance(group, modules, pruner.group_p, pruner.group_reduction,
+                                     pruner.group_normalization)
+        else:
+            total = _group_scores(group, names, scores)
         sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
         blocks = total.view(group.groups, -1).numpy()
         keep = np.concatenate([keep_mask(b, sparsity) for b in blocks])
+        keep = round_keep(keep, total.numpy(), round_to, group.groups)
         for n in names:
             keeps[n] = keep[group.channels[n].numpy()]
     if splits:
