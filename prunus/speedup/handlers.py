@@ -141,10 +141,12 @@ class LinearHandler(Handler):
     def prune_out(self, module, keep):
         _set(module, 'weight', _take(module.weight.data, 0, keep))
         _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
+        constants.prune_rows(module, keep)
         module.out_features = len(keep)
 
     def dead_out(self, module):
-        return _all_zero_rows(module.weight.data)
+        return _all_zero_rows(module.weight.data) & ~constants.live_rows(
+            module, module.out_features)
 
     def can_fold(self, module, values):
         return True
@@ -212,7 +214,7 @@ class ConvHandler(Handler):
     def prune_out(self, module, keep):
         _set(module, 'weight', _take(module.weight.data, 0, keep))
         _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
-        constants.prune_conv_rows(module, keep)
+        constants.prune_rows(module, keep)
         if self.tied(module):
             module.in_channels = module.groups = len(keep)
         module.out_channels = len(keep)
@@ -231,7 +233,7 @@ class ConvHandler(Handler):
         unpadded = padding == 'valid' or (not isinstance(padding, str) and not any(padding))
         if not unpadded and module.padding_mode == 'zeros':
             # the borders see padding, not the constant: a frozen path, not the bias
-            constants.add_conv_constants(module, removed, values)
+            constants.add_constants(module, removed, values)
             return
         g = module.groups
         sums = module.weight.data.flatten(2).sum(2)  # (out, in/groups)
@@ -264,7 +266,7 @@ class ConvTransposeHandler(Handler):
     def fold_in(self, module, removed, values):
         # overlapping, strided windows make a constant's effect vary: never the bias
         if bool(values.any()):
-            constants.add_transpose_constants(module, removed, values)
+            constants.add_constants(module, removed, values)
 
     def prune_out(self, module, keep):
         g = module.groups
@@ -275,7 +277,7 @@ class ConvTransposeHandler(Handler):
         chunks = [_take(weight[j * in_per:(j + 1) * in_per], 1, local[j]) for j in range(g)]
         _set(module, 'weight', torch.cat(chunks, 0))
         _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
-        constants.prune_transpose_rows(module, keep, per)
+        constants.prune_transpose_rows(module, keep)
         module.out_channels = len(keep)
 
     def dead_out(self, module):
