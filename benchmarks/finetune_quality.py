@@ -85,10 +85,20 @@ def latencies(models: dict[str, torch.nn.Module], x: torch.Tensor, rounds: int =
     return {n: statistics.median(t) for n, t in times.items()}
 
 
+_DENSE: dict = {}
+
+
+def dense_model(arch: str, seed: int, args) -> torch.nn.Module:
+    """The trained dense model of a seed (trained once, shared by both ratios)."""
+    if (arch, seed) not in _DENSE:
+        torch.manual_seed(seed)
+        _DENSE[arch, seed] = train(MODELS[arch](), digits(seed)[0], args.epochs, args.lr, seed)
+    return _DENSE[arch, seed]
+
+
 def run_seed(arch: str, seed: int, ratio: float, args) -> dict[str, dict]:
     train_set, test_set = digits(seed)
-    torch.manual_seed(seed)
-    dense = train(MODELS[arch](), train_set, args.epochs, args.lr, seed)
+    dense = dense_model(arch, seed, args)
     x = train_set[0][:4]
     one = train_set[0][:1]
     made = {
