@@ -7,20 +7,26 @@ fine-tune (``finetune_models.train``: Adam, batch 32, same epochs and learning r
 * ``masked``: prunus ``L1FilterPruner(dependency_aware=True)`` on every Conv2d, masks held
   through the fine-tune (the masked model computes at dense cost);
 * ``speedup``: the same masks, ``prunus.speedup``, then the fine-tune;
-* ``speedup-group``: ``L1FilterPruner(..., importance='group')``, speedup, fine-tune;
+* ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (default reduction
+  ``'mean'``, normalization ``'max'``), speedup, fine-tune;
 * ``tp``: Torch-Pruning ``MetaPruner`` with ``MagnitudeImportance(p=1)``, the same
   pruning ratio per layer and the same ignored layer (the classifier), then the fine-tune.
 
 Reported per flow (mean over seeds): accuracy right after removal and after the
 fine-tune, parameters, MACs at batch 1, and batch-1 CPU latency relative to the dense
-model (``torch.utils.benchmark``, all models of a seed timed interleaved, median).
+model (``torch.utils.benchmark``, all models of a seed timed interleaved, median). A
+second table: ``round_to=8`` against none, MAC ratio against latency ratio.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/finetune_quality.py
+
+Parts can run in parallel (``--models plain --json a.json``, ...) and be joined with
+``--combine a.json b.json c.json``.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import sys
@@ -122,11 +128,41 @@ def run_seed(arch: str, seed: int, ratio: float, args) -> dict[str, dict]:
     return out
 
 
+def round_to_rows(arch: str, ratio: float, seed: int, args) -> dict:
+    """MACs and batch-1 latency (relative to dense) of the sped-up model, without and
+    with ``round_to=8``, and Torch-Pruning's with ``round_to=8``."""
+    dense = dense_model(arch, seed, args)
+    x = digits(seed)[0][0][:4]
+    one = x[:1]
+    made = {'dense': dense, 'prunus': prunus_flow(dense, x, ratio, 'group', True),
+            'prunus round_to=8': prunus_flow(dense, x, ratio, 'group', True, round_to=8),
+            'tp round_to=8': tp_flow(dense, x, ratio, round_to=8)}
+    lat = latencies(made, one)
+    base = macs(dense, one)
+    return {k: {'macs': macs(m, one) / base, 'latency': lat[k] / lat['dense'],
+                'widths': [c.out_channels for c in m.modules()
+                           if isinstance(c, torch.nn.Conv2d)]}
+            for k, m in made.items() if k != 'dense'}
+
+
+def round_table(rounds: dict) -> list[str]:
+    lines = ['| model | channels removed | variant | conv widths | MACs vs dense | '
+             'latency vs dense |', '|---|---|---|---|---|---|']
+    for key, per in rounds.items():
+        arch, ratio = key.split('@')
+        for variant, r in per.items():
+            lines.append(f'| {arch} | {float(ratio):.0%} | {variant} | '
+                         f'{", ".join(map(str, r["widths"]))} | {r["macs"]:.3f} | '
+                         f'{r["latency"]:.2f} |')
+    return lines
+
+
 def table(results: dict, seeds: list[int]) -> list[str]:
     lines = ['| model | channels removed | flow | acc. after removal % | acc. after fine-tune % '
              '| min / max over seeds | params | MACs | latency vs dense |',
              '|---|---|---|---|---|---|---|---|---|']
-    for (arch, ratio), per_seed in results.items():
+    for key, per_seed in results.items():
+        arch, ratio = key.split('@')[0], float(key.split('@')[1])
         for flow in FLOWS:
             rows = [per_seed[s][flow] for s in seeds]
             mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != 'dense'}
@@ -140,7 +176,9 @@ def table(results: dict, seeds: list[int]) -> list[str]:
 
 def verdict(results: dict, seeds: list[int]) -> list[str]:
     lines = []
-    for (arch, ratio), per_seed in results.items():
+    for key, per_seed in results.items():
+        arch, ratio = key.split('@')[0], float(key.split('@')[1])
+
         def mean(flow, key):
             return statistics.mean(per_seed[s][flow][key] for s in seeds)
         best = max(('speedup', 'speedup-group'), key=lambda f: mean(f, 'final'))
@@ -154,39 +192,73 @@ def verdict(results: dict, seeds: list[int]) -> list[str]:
     return lines
 
 
+def _measure(args) -> dict:
+    results, rounds = {}, {}
+    start = time.perf_counter()
+    for arch in args.models:
+        for ratio in args.ratios:
+            key = f'{arch}@{ratio}'
+            results[key] = {str(s): run_seed(arch, s, ratio, args) for s in args.seeds}
+            rounds[key] = round_to_rows(arch, ratio, args.seeds[0], args)
+            print(f'{arch} {ratio}: done ({time.perf_counter() - start:.0f} s)', flush=True)
+    return {'results': results, 'rounds': rounds, 'seconds': time.perf_counter() - start,
+            'argv': sys.argv[1:]}
+
+
+def _combine(paths: list[str]) -> dict:
+    out = {'results': {}, 'rounds': {}, 'seconds': 0.0, 'argv': []}
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        out['results'].update(part['results'])
+        out['rounds'].update(part['rounds'])
+        out['seconds'] = max(out['seconds'], part['seconds'])
+        out['argv'].append(' '.join(part['argv']))
+    return out
+
+
+def _document(data: dict, args, command: str) -> list[str]:
+    seeds = [str(s) for s in args.seeds]
+    return ['# Fine-tune quality: prunus masked / sped-up against Torch-Pruning', '',
+            f'Command: `{command}`', '',
+            f'torch {torch.__version__}, torch-pruning {tp.__version__}; seeds '
+            f'{", ".join(seeds)}; dense training {args.epochs} epochs (Adam, lr {args.lr}), '
+            f'fine-tune {args.ft_epochs} epochs (Adam, lr {args.ft_lr}) for every flow; 450 '
+            'test images per seed (one image = 0.22 pt). MACs at batch 1 (the masked model '
+            'computes at dense cost). Latency: batch-1 CPU, one thread, median of interleaved '
+            '`torch.utils.benchmark` rounds, relative to the dense model; on a shared '
+            'machine expect ~10% noise, and at these tiny sizes per-call overhead dominates.',
+            '', *table(data['results'], seeds), '', '## Against the targets', '',
+            *verdict(data['results'], seeds), '', '## round_to=8: MACs against latency '
+            f'(seed {seeds[0]}, group importance, no fine-tune needed)', '',
+            *round_table(data['rounds']), '', f'Wall time {data["seconds"]:.0f} s.']
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
     parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
     parser.add_argument('--ratios', type=float, nargs='+', default=[0.5, 0.75])
-    parser.add_argument('--epochs', type=int, default=12)
+    parser.add_argument('--epochs', type=int, default=8)
     parser.add_argument('--lr', type=float, default=3e-3)
-    parser.add_argument('--ft-epochs', type=int, default=4)
-    parser.add_argument('--ft-lr', type=float, default=1e-3)
+    parser.add_argument('--ft-epochs', type=int, default=5)
+    parser.add_argument('--ft-lr', type=float, default=3e-3)
+    parser.add_argument('--json', help='write the raw measurements here (a part)')
+    parser.add_argument('--combine', nargs='+', help='join parts written with --json')
     parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results',
                                                       'finetune_quality.md'))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    start = time.perf_counter()
-    results = {}
-    for arch in args.models:
-        for ratio in args.ratios:
-            results[(arch, ratio)] = {s: run_seed(arch, s, ratio, args) for s in args.seeds}
-            print(f'{arch} {ratio}: done ({time.perf_counter() - start:.0f} s)', flush=True)
-    command = ' '.join(['OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/finetune_quality.py']
-                       + sys.argv[1:])
-    doc = ['# Fine-tune quality: prunus masked / sped-up against Torch-Pruning', '',
-           f'Command: `{command}`', '',
-           f'torch {torch.__version__}, torch-pruning {tp.__version__}; seeds '
-           f'{args.seeds}; dense training {args.epochs} epochs (lr {args.lr}), fine-tune '
-           f'{args.ft_epochs} epochs (lr {args.ft_lr}) for every flow; 450 test images per '
-           'seed (one image = 0.22 pt). MACs at batch 1 (the masked model computes at dense '
-           'cost). Latency: batch-1 CPU, one thread, median of interleaved '
-           '`torch.utils.benchmark` rounds, relative to the dense model; on a shared machine '
-           'expect ~10% noise, and at these tiny sizes per-call overhead dominates.', '',
-           *table(results, args.seeds), '', '## Against the targets', '',
-           *verdict(results, args.seeds), '',
-           f'Total time {time.perf_counter() - start:.0f} s.']
+    data = _combine(args.combine) if args.combine else _measure(args)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(data, f)
+    parts = data['argv'] if args.combine else [' '.join(sys.argv[1:])]
+    command = '; '.join(f'OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/finetune_quality.py '
+                        f'{p}'.strip() for p in parts)
+    if args.combine:
+        command += f'; then `--combine {" ".join(args.combine)}`'
+    doc = _document(data, args, command)
     with open(args.out, 'w') as f:
         f.write('\n'.join(doc) + '\n')
     print('\n'.join(doc))

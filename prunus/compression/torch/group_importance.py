@@ -9,8 +9,8 @@ filter pruners scores ``c`` over all of them:
    its slice (the filter row, the input slice of a consumer, ``|gamma|``, ``|beta|``);
    ``p`` is the pruner's norm (1 for L1, 2 for L2 and FPGM);
 2. ``normalization`` rescales each parameter's scores so that large layers do not drown
-   small ones: ``'mean'`` (default) divides by their mean, ``'max'`` by their maximum,
-   ``'sum'`` by their sum, ``None`` leaves raw magnitudes;
+   small ones: ``'max'`` (the pruners' default) divides by their maximum, ``'mean'`` by
+   their mean, ``'sum'`` by their sum, ``None`` leaves raw magnitudes;
 3. ``reduction`` combines the parameters per channel: ``'mean'`` (default), ``'sum'``,
    ``'max'``, or ``'first'`` (the first producing layer's filter score alone, in execution
    order; with no normalization this is NNI's filter criterion on the group).
@@ -90,7 +90,7 @@ def _member_scores(module: nn.Module, channels: torch.Tensor, size: int, p: int
 
 
 def group_importance(group: Any, modules: dict[str, nn.Module], p: int = 1,
-                     reduction: str = 'mean', normalization: str | None = 'mean'
+                     reduction: str = 'mean', normalization: str | None = 'max'
                      ) -> torch.Tensor:
     """Score per channel of ``group`` (a :class:`prunus.speedup.ChannelGroup`), float64."""
     parts = []

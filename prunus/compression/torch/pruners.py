@@ -85,9 +85,9 @@ class WeightFilterPruner(FilterPruner):
     Keywords beyond NNI's: ``importance='filter'`` (NNI's criterion on each layer's filters,
     the default) or ``'group'`` (with ``dependency_aware=True``: a channel's score over every
     parameter coupled to it, the producing filters, BatchNorm scale and shift and the
-    consumers' input slices, combined by ``group_reduction`` in ``'mean'``, ``'sum'``,
-    ``'max'``, ``'first'`` after ``group_normalization`` in ``'mean'``, ``'max'``, ``'sum'``,
-    None; see :mod:`prunus.compression.torch.group_importance`); ``round_to``.
+    consumers' input slices, combined by ``group_reduction`` in ``'mean'`` (default),
+    ``'sum'``, ``'max'``, ``'first'`` after ``group_normalization`` in ``'max'`` (default),
+    ``'mean'``, ``'sum'``, None; see :mod:`prunus.compression.torch.group_importance`); ``round_to``.
     """
 
     filter_criterion: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
@@ -95,7 +95,7 @@ class WeightFilterPruner(FilterPruner):
 
     def __init__(self, model: nn.Module, config_list: list[dict], dependency_aware: bool = False,
                  dummy_input: Any = None, optimizer: Any = None, *, importance: str = 'filter',
-                 group_reduction: str = 'mean', group_normalization: str | None = 'mean',
+                 group_reduction: str = 'mean', group_normalization: str | None = 'max',
                  round_to: int | None = None):
         # NNI 1.x took (model, config_list, optimizer, dependency_aware, dummy_input).
         if isinstance(dependency_aware, torch.optim.Optimizer):
