@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from prunus.speedup import speedup
-from prunus.speedup.constants import BUFFER
+from prunus.speedup.constants import BUFFER, DECAY, OFFSET
 from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
 
 
@@ -83,3 +83,20 @@ def test_two_padded_consumers_each_carry_the_constants():
     small = speedup(model, x, masks)
     assert max_rel_error(masked_copy(model, masks)(x), small(x)) < 1e-4
     assert small.stem[0].out_channels == 3
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_train_mode_matches_the_masked_model_and_eval_offsets_decay(case):
+    model, x = CASES[case]
+    masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
+    small = speedup(model, x, masks)
+    masked = masked_copy(model, masks)
+    offsets = {n: b.clone() for n, b in small.named_buffers() if n.endswith(OFFSET)}
+    assert offsets  # the eval-mode constants differ (stale statistics)
+    with torch.no_grad():  # BatchNorm on batch statistics: a pruned channel gives beta
+        assert max_rel_error(masked.train()(x), small.train()(x)) < 1e-4
+        small(x)
+    for name, before in offsets.items():
+        after = dict(small.named_buffers())[name]
+        assert torch.allclose(after, before * (1 - DECAY) ** 2)  # two train-mode calls
+    assert all(not b.requires_grad for b in small.buffers())
