@@ -4,7 +4,8 @@ A removed channel that reaches a layer as a constant ``c_j`` (a BatchNorm shift 
 pruned filter) adds ``W_j c_j`` to the layer's output. A Linear or an unpadded conv folds
 that into its bias; with zero padding the constant meets the padding at the borders, so
 the conv gets a buffer ``K = sum_j c_j W_j`` (per group) instead, applied by a forward
-hook to a tensor of ones of the input's spatial size (``carried_constants``). Exact for
+call to a tensor of ones of the input's spatial size (``carried_constants``; the layer
+becomes e.g. :class:`Conv2dWithConstants`, a subclass with the same weights). Exact for
 any stride, dilation, padding or input size; no channel is kept for it, no weight grows,
 and a buffer gets no gradient, weight decay or optimizer state.
 
@@ -23,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['BUFFER', 'OFFSET', 'DECAY', 'add_constants', 'live_rows', 'prune_rows',
-           'prune_transpose_rows']
+__all__ = ['BUFFER', 'OFFSET', 'DECAY', 'WITH_CONSTANTS', 'add_constants', 'add_frozen',
+           'live_rows', 'prune_rows', 'prune_transpose_rows']
 
 BUFFER = 'carried_constants'
 OFFSET = 'eval_offset'
@@ -76,17 +77,77 @@ def _cached(module: nn.Module, name: str, x: torch.Tensor, output: torch.Tensor
     return cache[1]
 
 
-def _hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+def add_frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """``output`` plus the frozen paths of ``module`` (``x``: its input)."""
     if module._buffers.get(BUFFER) is not None:
-        output = output + _cached(module, BUFFER, args[0], output)
+        output = output + _cached(module, BUFFER, x, output)
     offset = module._buffers.get(OFFSET)
     if offset is not None:
         if module.training:
             with torch.no_grad():
                 offset.mul_(1.0 - DECAY)  # in place: a new version invalidates the cache
         else:
-            output = output + _cached(module, OFFSET, args[0], output)
+            output = output + _cached(module, OFFSET, x, output)
     return output
+
+
+def _hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return add_frozen(module, args[0], output)
+
+
+class _WithConstants:
+    """The layer plus its frozen paths; a subclass, not a hook, because a module with
+    hooks takes PyTorch's slow call path, which costs more than the layer at small sizes."""
+
+    def forward(self, input, *args, **kwargs):  # noqa: A002 - the layers' own name
+        return add_frozen(self, input, super().forward(input, *args, **kwargs))
+
+
+class Conv1dWithConstants(_WithConstants, nn.Conv1d):
+    """nn.Conv1d with frozen constant paths (see the module docstring)."""
+
+
+class Conv2dWithConstants(_WithConstants, nn.Conv2d):
+    """nn.Conv2d with frozen constant paths (see the module docstring)."""
+
+
+class Conv3dWithConstants(_WithConstants, nn.Conv3d):
+    """nn.Conv3d with frozen constant paths (see the module docstring)."""
+
+
+class ConvTranspose1dWithConstants(_WithConstants, nn.ConvTranspose1d):
+    """nn.ConvTranspose1d with frozen constant paths (see the module docstring)."""
+
+
+class ConvTranspose2dWithConstants(_WithConstants, nn.ConvTranspose2d):
+    """nn.ConvTranspose2d with frozen constant paths (see the module docstring)."""
+
+
+class ConvTranspose3dWithConstants(_WithConstants, nn.ConvTranspose3d):
+    """nn.ConvTranspose3d with frozen constant paths (see the module docstring)."""
+
+
+class LinearWithConstants(_WithConstants, nn.Linear):
+    """nn.Linear with a frozen eval-mode offset (see the module docstring)."""
+
+
+WITH_CONSTANTS = {nn.Conv1d: Conv1dWithConstants, nn.Conv2d: Conv2dWithConstants,
+                  nn.Conv3d: Conv3dWithConstants, nn.ConvTranspose1d: ConvTranspose1dWithConstants,
+                  nn.ConvTranspose2d: ConvTranspose2dWithConstants,
+                  nn.ConvTranspose3d: ConvTranspose3dWithConstants,
+                  nn.Linear: LinearWithConstants}
+
+
+def _attach(module: nn.Module) -> None:
+    """Give ``module`` its frozen paths: the subclass for the built-in layers (same
+    weights, same state_dict keys), a forward hook for a user's subclass of them."""
+    if isinstance(module, _WithConstants):
+        return
+    swapped = WITH_CONSTANTS.get(type(module))
+    if swapped is not None:
+        module.__class__ = swapped
+    else:
+        module.register_forward_hook(_hook)
 
 
 def _kernel(module: nn.Module, removed: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -114,7 +175,7 @@ def add_constants(module: nn.Module, removed: torch.Tensor, values: torch.Tensor
         return
     kernel = _kernel(module, removed, values)
     if not any(b in module._buffers for b in (BUFFER, OFFSET)):
-        module.register_forward_hook(_hook)
+        _attach(module)
     old = module._buffers.get(name)
     if old is None:
         module.register_buffer(name, kernel)

@@ -402,6 +402,8 @@ HANDLERS: dict[type, Handler] = {
     nn.MultiheadAttention: KeepChannelsHandler(),
 }
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
+# the layers a speedup gave frozen constant paths are pruned like their base layers
+HANDLERS.update({swapped: HANDLERS[base] for base, swapped in constants.WITH_CONSTANTS.items()})
 
 
 def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -> Handler | None:

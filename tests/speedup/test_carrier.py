@@ -1,5 +1,7 @@
 """Non-zero constants into zero-padded layers: every constant channel goes, its effect (the
 borders included) rides on a frozen buffer of the consumer, exactly, and no weight grows."""
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -100,3 +102,19 @@ def test_train_mode_matches_the_masked_model_and_eval_offsets_decay(case):
         after = dict(small.named_buffers())[name]
         assert torch.allclose(after, before * (1 - DECAY) ** 2)  # two train-mode calls
     assert all(not b.requires_grad for b in small.buffers())
+
+
+def test_the_frozen_paths_survive_saving_and_a_second_speedup():
+    model, x = CASES['conv2d']
+    small = speedup(model, x, dead_filters(model, '0', [0, 2, 3, 5, 6]))
+    assert isinstance(small[3], nn.Conv2d) and not small[3]._forward_hooks
+    buffer = io.BytesIO()
+    torch.save(small, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False).eval()
+    assert max_rel_error(small.eval()(x), loaded(x)) == 0.0
+    # a second round: another constant adds to the consumer's frozen buffer, still exact
+    masks = dead_filters(loaded, '0', [1])
+    again = speedup(loaded, x, masks)
+    assert again[0].out_channels == 2 and again[3].in_channels == 2
+    assert max_rel_error(masked_copy(loaded, masks)(x), again(x)) < 1e-4
