@@ -252,7 +252,3 @@ def main(sparsity: float = 0.5, epochs: int = 15, finetune_epochs: int = 3) -> N
     result = run_demo(sparsity, epochs, finetune_epochs)
     print(format_table(*result, dense_tuned=result.dense_tuned,
                        latency_noise=result.latency_noise))
-
-
-__all__ = ['DigitsCNN', 'load_digits_data', 'train', 'train_epoch', 'accuracy', 'prune_one', 'run_demo', 'format_table', 'main',
-           'DemoResult', 'latencies']

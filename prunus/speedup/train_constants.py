@@ -4,7 +4,7 @@ normalize with batch statistics (a pruned filter's channel is then exactly ``bet
 Measured with one more run of the masked work model: BatchNorms use batch statistics and
 update nothing (``track_running_stats`` off for the run, so the user's shared buffers are
 never written), every other layer stays in eval mode (no dropout noise). See
-:mod:`prunus.speedup.constants` for why the fold uses them.
+:mod:`prunus.layers.torch.constants` for why the fold uses them.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from prunus.speedup.observe import call_model, channel_constants
 from prunus.speedup.plan import Plan
 from prunus.speedup.trace import Trace
 
-__all__ = ['train_mode_constants']
 
 
 def _record(values: dict, name: str, idx: torch.Tensor, dim: int):

@@ -6,7 +6,7 @@ from torch import nn
 
 from prunus.compression.torch import L1FilterPruner, L2FilterPruner
 from prunus.compression.torch.group_importance import group_importance
-from prunus.compression.torch.widths import round_keep, rounded_count
+from prunus.compression.widths import round_keep, rounded_count
 from prunus.speedup import dependency_structure, speedup
 
 

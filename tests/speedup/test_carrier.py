@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunus.speedup import speedup
-from prunus.speedup.constants import BUFFER, DECAY, OFFSET
+from prunus.layers.torch.constants import BUFFER, DECAY, OFFSET
 from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from prunus.compression.torch import L1FilterPruner
 from prunus.speedup import speedup
-from prunus.speedup.constants import BUFFER, OFFSET
+from prunus.layers.torch.constants import BUFFER, OFFSET
 
 
 class Residual(nn.Module):

@@ -25,9 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import layers
+from prunus.layers.torch import specs
 
-__all__ = ['REDUCTIONS', 'NORMALIZATIONS', 'group_importance', 'check_group_options']
 
 REDUCTIONS = ('mean', 'sum', 'max', 'first')
 NORMALIZATIONS = ('mean', 'max', 'sum', None)
@@ -55,7 +54,7 @@ def _norm(rows: torch.Tensor, p: int) -> torch.Tensor:
 
 def _input_rows(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
     """``weight`` as one row per input channel (feature) of ``module``."""
-    if isinstance(module, layers.CONV_TRANSPOSE):
+    if isinstance(module, specs.CONV_TRANSPOSE):
         return weight.reshape(weight.shape[0], -1)
     if weight.dim() == 2:  # Linear (out, in)
         return weight.t()
@@ -80,7 +79,7 @@ def _member_scores(module: nn.Module, channels: torch.Tensor, size: int, p: int
     out = []
     if isinstance(weight, torch.Tensor):
         if weight.dim() > 1:
-            out.append(_scatter(size, channels, _norm(layers.filter_matrix(module, weight), p)))
+            out.append(_scatter(size, channels, _norm(specs.filter_matrix(module, weight), p)))
         else:  # a norm's scale (and below its shift)
             out.append(_scatter(size, channels, _norm(weight.reshape(-1, 1), p)))
             bias = getattr(module, 'bias', None)

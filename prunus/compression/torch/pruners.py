@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from ..registry import register_pruner
-from . import layers, metrics
+from ..widths import check_round_to, round_keep
+from prunus.layers.torch import specs
+from . import criteria
 from .base import Pruner, Scores
 from .dependency import dependency_keeps
 from .group_importance import check_group_options
-from .widths import check_round_to, round_keep
 from .regularization import BatchNormL1Subgradient
 
 
@@ -30,7 +31,7 @@ class LevelPruner(Pruner):
         super().__init__(model, config_list, optimizer)
 
     def compute_scores(self, collected: Any) -> Scores:
-        return {name: metrics.magnitude(module.weight) for name, module in self.targets.items()}
+        return {name: criteria.magnitude(module.weight) for name, module in self.targets.items()}
 
 
 def check_dependency_args(owner: str, dependency_aware: Any, dummy_input: Any) -> None:
@@ -45,11 +46,11 @@ class FilterPruner(Pruner):
     layers (and the bias of every removed channel).
 
     ``round_to=N`` (keyword) keeps every layer's and tied group's channel count a multiple
-    of N (see :mod:`prunus.compression.torch.widths`).
+    of N (see :mod:`prunus.compression.widths`).
     """
 
-    supported_types = layers.FILTERED
-    default_types = layers.CONV + layers.CONV_TRANSPOSE
+    supported_types = specs.FILTERED
+    default_types = specs.CONV + specs.CONV_TRANSPOSE
     structured = True
     importance = 'filter'
 
@@ -76,7 +77,7 @@ class FilterPruner(Pruner):
 
     def filters(self, name: str) -> torch.Tensor:
         module = self.targets[name]
-        return layers.filter_matrix(module, module.weight)
+        return specs.filter_matrix(module, module.weight)
 
 
 class WeightFilterPruner(FilterPruner):
@@ -115,14 +116,14 @@ class WeightFilterPruner(FilterPruner):
 class L1FilterPruner(WeightFilterPruner):
     """Prunes the filters with the smallest sum of absolute weights (Li et al., 2017)."""
 
-    filter_criterion = staticmethod(metrics.l1_filter)
+    filter_criterion = staticmethod(criteria.l1_filter)
 
 
 @register_pruner('l2', framework='torch')
 class L2FilterPruner(WeightFilterPruner):
     """Prunes the filters with the smallest L2 norm."""
 
-    filter_criterion = staticmethod(metrics.l2_filter)
+    filter_criterion = staticmethod(criteria.l2_filter)
     group_p = 2
 
 
@@ -130,7 +131,7 @@ class L2FilterPruner(WeightFilterPruner):
 class FPGMPruner(WeightFilterPruner):
     """Prunes the filters nearest the geometric median of their layer (He et al., 2019)."""
 
-    filter_criterion = staticmethod(metrics.fpgm)
+    filter_criterion = staticmethod(criteria.fpgm)
     group_p = 2
 
 
@@ -150,8 +151,8 @@ class SlimPruner(Pruner):
         model = pruner.compress()
     """
 
-    supported_types = layers.BATCH_NORM
-    default_types = layers.BATCH_NORM
+    supported_types = specs.BATCH_NORM
+    default_types = specs.BATCH_NORM
     structured = True
     global_by_default = True
 
@@ -186,8 +187,4 @@ class SlimPruner(Pruner):
         return None
 
     def compute_scores(self, collected: Any) -> Scores:
-        return {name: metrics.bn_scale(module.weight) for name, module in self.targets.items()}
-
-
-__all__ = ['LevelPruner', 'FilterPruner', 'WeightFilterPruner', 'L1FilterPruner', 'L2FilterPruner',
-           'FPGMPruner', 'SlimPruner', 'check_dependency_args']
+        return {name: criteria.bn_scale(module.weight) for name, module in self.targets.items()}

@@ -4,7 +4,7 @@ A handler answers four symmetric questions about a module (count/prune its input
 channels, count/prune its output channels) plus two that keep the result exact: which
 output channels are already dead (all-zero weights, the pruner's mask) and how to fold a
 removed input channel's constant value into the bias (or, for a zero-padded convolution,
-into a frozen buffer: :mod:`prunus.speedup.constants`). Layers whose output channel ``i``
+into a frozen buffer: :mod:`prunus.layers.torch.constants`). Layers whose output channel ``i``
 *is* input channel ``i`` (BatchNorm, depthwise conv, PReLU) say ``tied`` once; pruning
 either side then prunes both.
 
@@ -32,11 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunus.speedup import constants
-
-__all__ = ['Handler', 'ConvHandler', 'ConvTransposeHandler', 'LinearHandler',
-           'EmbeddingHandler', 'NormHandler', 'GroupNormHandler', 'PReLUHandler',
-           'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'find_handler']
+from prunus.layers.torch import constants, specs
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -183,7 +179,7 @@ class ConvHandler(Handler):
     """nn.Conv{1,2,3}d: weight (out, in/groups, *k); depthwise (groups == in == out) is tied."""
 
     def tied(self, module):
-        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        return specs.is_depthwise(module)
 
     def count_in(self, module):
         return module.in_channels

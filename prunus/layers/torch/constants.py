@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['BUFFER', 'OFFSET', 'DECAY', 'WITH_CONSTANTS', 'add_constants', 'add_frozen',
-           'live_rows', 'prune_rows', 'prune_transpose_rows']
 
 BUFFER = 'carried_constants'
 OFFSET = 'eval_offset'

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['check_round_to', 'rounded_count', 'round_keep']
 
 
 def check_round_to(owner: str, round_to: Any) -> None:
