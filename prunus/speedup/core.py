@@ -14,7 +14,9 @@ guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount  # noqa: E402
-from prunus.layers.torch.handlers import HANDLERS, Handler, check_custom_handlers, find_handler  # noqa: E402
+from prunus.layers.torch import constants  # noqa: E402
+from prunus.layers.torch.handlers import (HANDLERS, ConvHandler, ConvTransposeHandler,  # noqa: E402
+                                          Handler, LinearHandler, check_custom_handlers, find_handler)
 from prunus.layers.torch.inputs import blame_inputs, check_inputs, locate_failure  # noqa: E402
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.observe import call_model
@@ -22,6 +24,9 @@ from prunus.speedup.plan import Plan, make_plan
 from prunus.speedup.replay import replay
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
 from prunus.speedup.trace import Trace, trace_model
+from prunus.speedup.train_constants import train_mode_constants
+
+_OFFSET_HANDLERS = (ConvHandler, ConvTransposeHandler, LinearHandler)
 
 _HINT = ('pass custom_handlers={LayerType: handler} with a prunus.speedup.Handler subclass '
          'for it')
@@ -31,7 +36,20 @@ def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _apply_plan(trace: Trace, plan: Plan, model: nn.Module) -> None:
+def _fold(name: str, handler: Handler, module: nn.Module, sp, train: dict) -> None:
+    """Fold removed constant inputs: the train-mode constants into the trainable bias
+    (or frozen path), the eval-mode difference into a decaying eval-only buffer."""
+    values = sp.fold_val
+    measured = train.get(name)
+    if measured is not None and isinstance(handler, _OFFSET_HANDLERS):
+        values = torch.where(torch.isnan(measured), sp.fold_val, measured)
+    handler.fold_in(module, sp.fold_idx, values)
+    offset = sp.fold_val - values
+    if bool(offset.any()):
+        constants.add_constants(module, sp.fold_idx, offset, constants.OFFSET)
+
+
+def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None:
     for name, site in trace.sites.items():
         sp, h, m = plan.sites[name], site.handler, site.module
         call = site.calls[0] if site.calls else None
@@ -43,7 +61,7 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module) -> None:
             if sp.carrier is not None:
                 h.carry_in(m, sp.fold_idx, sp.fold_val, sp.carrier, sp.carrier_val)
             elif sp.fold_idx is not None:
-                h.fold_in(m, sp.fold_idx, sp.fold_val)
+                _fold(name, h, m, sp, train)
             if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                 h.prune_in(m, sp.keep_in)
             if sp.keep_out is not None and len(sp.keep_out) < h.count_out(m):
@@ -197,6 +215,7 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     params_before = _param_count(work)
     trace, reused = _masked_trace(work, inputs, custom, cached, what)
     plan = make_plan(trace)
+    train = train_mode_constants(work, trace, plan, inputs)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
     builtin = set(map(id, HANDLERS.values()))
@@ -204,7 +223,7 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
         if id(site.handler) not in builtin:  # a user's handler may write in place
             unshare(site.module, model)
     with torch.no_grad():
-        _apply_plan(trace, plan, work)
+        _apply_plan(trace, plan, work, train)
     flops_after = None if tolerance is None else _verify(work, inputs, trace, before, tolerance)
     unshare(work, model)
     work.train(model.training)

@@ -43,6 +43,9 @@ class ChannelGroup:
             blocks (grouped convolutions); 1 when unconstrained.
         blocked: bool per group channel: the speedup cannot remove it (used by an
             operation that needs all channels, or part of the model output).
+        consumers: name of a layer reading group channels (its input channels; not tied)
+            -> (its input indices that are group channels, their group channels). A
+            Linear after a flatten reads each channel at several indices.
     """
 
     names: list[str]
@@ -50,6 +53,7 @@ class ChannelGroup:
     size: int = 0
     groups: int = 1
     blocked: torch.Tensor | None = None
+    consumers: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,12 +126,30 @@ def dependency_structure(model: nn.Module, dummy_input: Any,
         g.size = len(order)
         g.blocked = torch.from_numpy(blocked[order])
     _group_constraints(trace, roots, owner, groups)
+    _consumers(trace, owner, owned_at, groups)
     splits = []
     for where, ids, pieces in trace.uniform:
         r = uf.roots(ids).numpy()
         group = np.where(ids.numpy() != 0, owner[r], -1)
         splits.append(EvenSplit(where, group, np.where(group >= 0, owned_at[r], -1), pieces))
     return groups, splits
+
+
+def _consumers(trace, owner, owned_at, groups) -> None:
+    """Record, per group, which input channels of which non-tied layers it feeds."""
+    for name, site in trace.sites.items():
+        if site.handler.tied(site.module) or getattr(site.handler, 'keeps_all', False):
+            continue
+        call = next((c for c in site.calls if c.in_ids is not None), None)
+        if call is None:
+            continue
+        ids = call.in_ids.reshape(-1).numpy()
+        r = trace.uf.roots(call.in_ids.reshape(-1)).numpy()
+        grp = np.where(ids != 0, owner[r], -1)
+        for gi in np.unique(grp[grp >= 0]).tolist():
+            idx = np.flatnonzero(grp == gi)
+            groups[gi].consumers[name] = (torch.from_numpy(idx),
+                                          torch.from_numpy(owned_at[r[idx]]))
 
 
 def _group_constraints(trace, roots, owner, groups) -> None:

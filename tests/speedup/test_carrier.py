@@ -1,10 +1,13 @@
-"""Non-zero constants into zero-padded layers: one kept constant channel carries the
-others (their weights scaled by the ratio of the constants), exactly."""
+"""Non-zero constants into zero-padded layers: every constant channel goes, its effect (the
+borders included) rides on a frozen buffer of the consumer, exactly, and no weight grows."""
+import io
+
 import pytest
 import torch
 from torch import nn
 
 from prunus.speedup import speedup
+from prunus.layers.torch.constants import BUFFER, DECAY, OFFSET
 from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
 
 
@@ -38,31 +41,34 @@ CASES = {
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_one_carrier_keeps_the_result_exact(case):
+def test_constants_go_and_the_result_stays_exact(case):
     model, x = CASES[case]
     masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
-    ref = masked_copy(model, masks)(x)
+    masked = masked_copy(model, masks)
+    ref = masked(x)
     small, summary = speedup(model, x, masks, return_summary=True)
     assert max_rel_error(ref, small(x)) < 1e-4
-    assert small[0].out_channels == 4  # 3 kept by the mask + 1 carrier
-    assert summary.kept == {"carries the constant inputs of '3' (zero padding), which lost "
-                            'the others': 1}
+    assert max_rel_error(masked(x[:1]), small(x[:1])) < 1e-4  # any batch size
+    assert small[0].out_channels == 3 and summary.kept == {}
+    assert small[3].weight.abs().max() <= masked[3].weight.abs().max()
+    assert BUFFER in dict(small[3].named_buffers())
+    assert all(BUFFER not in n for n, _ in small.named_parameters())
 
 
 @pytest.mark.parametrize('layer', [nn.Conv2d(12, 6, 3, padding=1, groups=3),
                                    nn.ConvTranspose2d(12, 6, 3, padding=1, groups=3)],
                          ids=['conv', 'conv_transpose'])
-def test_grouped_consumer_has_a_carrier_per_group(layer):
+def test_grouped_consumer_carries_per_group(layer):
     model = block(nn.Conv2d(3, 12, 3), nn.BatchNorm2d(12), layer)
     x = torch.randn(2, 3, 9, 9)
     masks = dead_filters(model, '0', [0, 1, 2, 5, 6, 7, 9, 10, 11])  # 3 in each group of 4
     small, summary = speedup(model, x, masks, return_summary=True)
     assert max_rel_error(masked_copy(model, masks)(x), small(x)) < 1e-4
-    assert small[0].out_channels == 6 and small[3].in_channels == 6 and small[3].groups == 3
-    assert sum(n for why, n in summary.kept.items() if 'carries' in why) == 3
+    assert small[0].out_channels == 3 and small[3].in_channels == 3 and small[3].groups == 3
+    assert summary.kept == {}
 
 
-def test_carrier_serves_two_padded_consumers():
+def test_two_padded_consumers_each_carry_the_constants():
     class Fork(nn.Module):
         def __init__(self):
             super().__init__()
@@ -78,4 +84,37 @@ def test_carrier_serves_two_padded_consumers():
     masks = dead_filters(model, 'stem.0', [1, 2, 3, 4, 7])
     small = speedup(model, x, masks)
     assert max_rel_error(masked_copy(model, masks)(x), small(x)) < 1e-4
-    assert small.stem[0].out_channels == 4
+    assert small.stem[0].out_channels == 3
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_train_mode_matches_the_masked_model_and_eval_offsets_decay(case):
+    model, x = CASES[case]
+    masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
+    small = speedup(model, x, masks)
+    masked = masked_copy(model, masks)
+    offsets = {n: b.clone() for n, b in small.named_buffers() if n.endswith(OFFSET)}
+    assert offsets  # the eval-mode constants differ (stale statistics)
+    with torch.no_grad():  # BatchNorm on batch statistics: a pruned channel gives beta
+        assert max_rel_error(masked.train()(x), small.train()(x)) < 1e-4
+        small(x)
+    for name, before in offsets.items():
+        after = dict(small.named_buffers())[name]
+        assert torch.allclose(after, before * (1 - DECAY) ** 2)  # two train-mode calls
+    assert all(not b.requires_grad for b in small.buffers())
+
+
+def test_the_frozen_paths_survive_saving_and_a_second_speedup():
+    model, x = CASES['conv2d']
+    small = speedup(model, x, dead_filters(model, '0', [0, 2, 3, 5, 6]))
+    assert isinstance(small[3], nn.Conv2d) and not small[3]._forward_hooks
+    buffer = io.BytesIO()
+    torch.save(small, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False).eval()
+    assert max_rel_error(small.eval()(x), loaded(x)) == 0.0
+    # a second round: another constant adds to the consumer's frozen buffer, still exact
+    masks = dead_filters(loaded, '0', [1])
+    again = speedup(loaded, x, masks)
+    assert again[0].out_channels == 2 and again[3].in_channels == 2
+    assert max_rel_error(masked_copy(loaded, masks)(x), again(x)) < 1e-4

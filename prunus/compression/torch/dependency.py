@@ -2,8 +2,10 @@
 
 Layers whose output channels are tied (residual adds, depthwise convs after their
 expansion conv, ...) can only be physically removed when every one of them drops the same
-channel. Group scores are the sum of the members' channel scores; the group keeps
-``round((1 - sparsity) * size)`` channels, evenly per block for grouped convolutions. The
+channel. Group scores are the sum of the members' channel scores (or, with
+``importance='group'``, :mod:`.group_importance` over every coupled parameter); the group
+keeps ``round((1 - sparsity) * size)`` channels (a multiple of ``round_to`` if given),
+evenly per block for grouped convolutions. The
 groups come from :func:`prunus.speedup.dependency_structure` (the speedup's own tracing).
 Where a tensor is chunked evenly (ShuffleNet), every chunk must lose as many channels as
 the others; pruned channels are given back (highest scores first) until they do.
@@ -19,7 +21,9 @@ import torch
 from prunus.speedup.dependency import dependency_structure
 
 from ..grouping import even_blocks, group_keep, group_scores
+from ..widths import round_keep
 from prunus.layers.torch import specs
+from .group_importance import group_importance
 
 
 def _warn_untargeted(targeted: list[str], others: list[str]) -> None:
@@ -37,6 +41,8 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
     ``pruner.bound_model`` keeping the same channels, and chunks kept even; the pruner
     expands them into masks."""
     keeps = dict(keeps)
+    by_group = getattr(pruner, 'importance', 'filter') == 'group'
+    round_to = getattr(pruner, 'round_to', None)
     modules = dict(pruner.bound_model.named_modules())
     groups, splits = dependency_structure(pruner.bound_model, pruner.dummy_input)
     for group in groups:
@@ -46,11 +52,16 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
             continue
         _warn_untargeted(names, [n for n in group.names if n not in pruner.targets
                                  and specs.mixes_channels(modules[n])])
-        if len(names) < 2 and group.groups == 1:
-            continue
-        total = _group_scores(group, names, scores)
+        if len(names) < 2 and group.groups == 1 and not by_group:
+            continue  # the layer's own keep stands
+        if by_group:
+            total = group_importance(group, modules, pruner.group_p, pruner.group_reduction,
+                                     pruner.group_normalization).numpy()
+        else:
+            total = _group_scores(group, names, scores)
         sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
         keep = group_keep(total, sparsity, even_blocks(group.size, group.groups))
+        keep = round_keep(keep, total, round_to, group.groups)
         for n in names:
             keeps[n] = keep[group.channels[n].numpy()]
     if splits:

@@ -8,10 +8,12 @@ import torch
 from torch import nn
 
 from ..registry import register_pruner
+from ..widths import check_round_to, round_keep
 from prunus.layers.torch import specs
 from . import criteria
 from .base import Pruner, Scores
 from .dependency import dependency_keeps
+from .group_importance import check_group_options
 from .regularization import BatchNormL1Subgradient
 
 
@@ -41,22 +43,34 @@ def check_dependency_args(owner: str, dependency_aware: Any, dummy_input: Any) -
 
 class FilterPruner(Pruner):
     """Base of structured pruners: removes whole output channels of Conv/ConvTranspose/Linear
-    layers (and the bias of every removed channel)."""
+    layers (and the bias of every removed channel).
+
+    ``round_to=N`` (keyword) keeps every layer's and tied group's channel count a multiple
+    of N (see :mod:`prunus.compression.widths`).
+    """
 
     supported_types = specs.FILTERED
     default_types = specs.CONV + specs.CONV_TRANSPOSE
     structured = True
+    importance = 'filter'
 
     def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
-                 dependency_aware: bool = False, dummy_input: Any = None):
+                 dependency_aware: bool = False, dummy_input: Any = None, *,
+                 round_to: int | None = None):
         check_dependency_args(type(self).__name__, dependency_aware, dummy_input)
+        check_round_to(type(self).__name__, round_to)
         super().__init__(model, config_list, optimizer)
         self.dependency_aware = dependency_aware
         self.dummy_input = dummy_input
+        self.round_to = round_to
 
     def generate_keeps(self, scores: Scores) -> dict[str, np.ndarray]:
         """Per-layer keeps; with ``dependency_aware`` tied layers share their channels."""
         keeps = super().generate_keeps(scores)
+        if self.round_to:
+            keeps = {n: round_keep(k, scores[n].detach().double().cpu().numpy().reshape(-1),
+                                   self.round_to) if n in scores else k
+                     for n, k in keeps.items()}
         if self.dependency_aware:
             keeps = dependency_keeps(self, scores, keeps)
         return keeps
@@ -67,13 +81,29 @@ class FilterPruner(Pruner):
 
 
 class WeightFilterPruner(FilterPruner):
-    """A filter pruner scored by a function of each layer's filter matrix alone."""
+    """A filter pruner scored by a function of each layer's filter matrix alone.
+
+    Keywords beyond NNI's: ``importance='filter'`` (NNI's criterion on each layer's filters,
+    the default) or ``'group'`` (with ``dependency_aware=True``: a channel's score over every
+    parameter coupled to it, the producing filters, BatchNorm scale and shift and the
+    consumers' input slices, combined by ``group_reduction`` in ``'mean'`` (default),
+    ``'sum'``, ``'max'``, ``'first'`` after ``group_normalization`` in ``'max'`` (default),
+    ``'mean'``, ``'sum'``, None; see :mod:`prunus.compression.torch.group_importance`); ``round_to``.
+    """
 
     filter_criterion: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+    group_p: ClassVar[int] = 1  # the norm of the group scores
 
     def __init__(self, model: nn.Module, config_list: list[dict], *, dependency_aware: bool = False,
-                 dummy_input: Any = None, optimizer: Any = None):
-        super().__init__(model, config_list, optimizer, dependency_aware, dummy_input)
+                 dummy_input: Any = None, optimizer: Any = None, importance: str = 'filter',
+                 group_reduction: str = 'mean', group_normalization: str | None = 'max',
+                 round_to: int | None = None):
+        check_group_options(type(self).__name__, importance, group_reduction,
+                            group_normalization, dependency_aware)
+        super().__init__(model, config_list, optimizer, dependency_aware, dummy_input,
+                         round_to=round_to)
+        self.importance = importance
+        self.group_reduction, self.group_normalization = group_reduction, group_normalization
 
     def compute_scores(self, collected: Any) -> Scores:
         return {name: type(self).filter_criterion(self.filters(name)) for name in self.targets}
@@ -91,6 +121,7 @@ class L2FilterPruner(WeightFilterPruner):
     """Prunes the filters with the smallest L2 norm."""
 
     filter_criterion = staticmethod(criteria.l2_filter)
+    group_p = 2
 
 
 @register_pruner('fpgm', framework='torch')
@@ -98,6 +129,7 @@ class FPGMPruner(WeightFilterPruner):
     """Prunes the filters nearest the geometric median of their layer (He et al., 2019)."""
 
     filter_criterion = staticmethod(criteria.fpgm)
+    group_p = 2
 
 
 @register_pruner('slim', framework='torch')

@@ -3,7 +3,8 @@
 A handler answers four symmetric questions about a module (count/prune its input
 channels, count/prune its output channels) plus two that keep the result exact: which
 output channels are already dead (all-zero weights, the pruner's mask) and how to fold a
-removed input channel's constant value into the bias. Layers whose output channel ``i``
+removed input channel's constant value into the bias (or, for a zero-padded convolution,
+into a frozen buffer: :mod:`prunus.layers.torch.constants`). Layers whose output channel ``i``
 *is* input channel ``i`` (BatchNorm, depthwise conv, PReLU) say ``tied`` once; pruning
 either side then prunes both.
 
@@ -33,7 +34,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from prunus.layers.torch import specs
+from prunus.layers.torch import constants, specs
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -138,10 +139,12 @@ class LinearHandler(Handler):
     def prune_out(self, module, keep):
         _set(module, 'weight', _take(module.weight.data, 0, keep))
         _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
+        constants.prune_rows(module, keep)
         module.out_features = len(keep)
 
     def dead_out(self, module):
-        return _all_zero_rows(module.weight.data)
+        return _all_zero_rows(module.weight.data) & ~constants.live_rows(
+            module, module.out_features)
 
     def can_fold(self, module, values):
         return True
@@ -172,16 +175,6 @@ def _add_bias(module: nn.Module, extra: torch.Tensor) -> None:
         module.bias = nn.Parameter(extra.clone(), module.weight.requires_grad)
     else:
         _set(module, 'bias', module.bias.data + extra)
-
-
-def _carry(rows: torch.Tensor, removed: torch.Tensor, values: torch.Tensor,
-           carriers: torch.Tensor, carrier_values: torch.Tensor) -> torch.Tensor:
-    """``rows`` (row j: the weights input channel j feeds) with each removed constant
-    input's row, scaled by value / carrier value, added to its carrier's: a linear layer
-    sees c_j * W_j = (c_j / c_r) * W_j applied to the carrier's c_r, padding included."""
-    scale = (values.double() / carrier_values.double()).to(rows.device, rows.dtype)
-    picked = rows.index_select(0, removed.to(rows.device)) * scale.unsqueeze(1)
-    return rows.index_add(0, carriers.to(rows.device), picked)
 
 
 class ConvHandler(Handler):
@@ -219,20 +212,26 @@ class ConvHandler(Handler):
     def prune_out(self, module, keep):
         _set(module, 'weight', _take(module.weight.data, 0, keep))
         _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
+        constants.prune_rows(module, keep)
         if self.tied(module):
             module.in_channels = module.groups = len(keep)
         module.out_channels = len(keep)
 
     def dead_out(self, module):
-        return _all_zero_rows(module.weight.data)
+        return _all_zero_rows(module.weight.data) & ~constants.live_rows(
+            module, module.out_channels)
 
     def can_fold(self, module, values):
-        padding = module.padding
-        unpadded = padding == 'valid' or (not isinstance(padding, str) and not any(padding))
-        return unpadded or module.padding_mode != 'zeros' or bool((values == 0).all())
+        return not self.tied(module)
 
     def fold_in(self, module, removed, values):
         if not bool(values.any()):  # zeros add nothing; skip summing the whole weight
+            return
+        padding = module.padding
+        unpadded = padding == 'valid' or (not isinstance(padding, str) and not any(padding))
+        if not unpadded and module.padding_mode == 'zeros':
+            # the borders see padding, not the constant: a frozen path, not the bias
+            constants.add_constants(module, removed, values)
             return
         g = module.groups
         sums = module.weight.data.flatten(2).sum(2)  # (out, in/groups)
@@ -242,21 +241,9 @@ class ConvHandler(Handler):
         extra = torch.einsum('goi,gi->go', sums.view(g, -1, sums.shape[1]), dense.view(g, -1))
         _add_bias(module, extra.reshape(-1))
 
-    def can_carry(self, module):
-        return not self.tied(module)
-
-    def carry_in(self, module, removed, values, carriers, carrier_values):
-        w, g = module.weight.data, module.groups
-        out_per, in_per = w.shape[0] // g, w.shape[1]
-        # (g, out/g, in/g, k) -> one row per input channel, in input channel order
-        rows = w.reshape(g, out_per, in_per, -1).transpose(1, 2).reshape(g * in_per, -1)
-        rows = _carry(rows, removed, values, carriers, carrier_values)
-        new = rows.reshape(g, in_per, out_per, -1).transpose(1, 2).reshape(w.shape)
-        _set(module, 'weight', new)
-
 
 class ConvTransposeHandler(Handler):
-    """nn.ConvTranspose{1,2,3}d: weight (in, out/groups, *k). Only zero inputs fold."""
+    """nn.ConvTranspose{1,2,3}d: weight (in, out/groups, *k); constants take a frozen path."""
 
     def count_in(self, module):
         return module.in_channels
@@ -271,13 +258,13 @@ class ConvTransposeHandler(Handler):
         _set(module, 'weight', _take(module.weight.data, 0, keep))
         module.in_channels = len(keep)
 
-    def can_carry(self, module):
+    def can_fold(self, module, values):
         return True
 
-    def carry_in(self, module, removed, values, carriers, carrier_values):
-        w = module.weight.data  # (in, out/groups, *k): row j is input channel j
-        rows = _carry(w.reshape(w.shape[0], -1), removed, values, carriers, carrier_values)
-        _set(module, 'weight', rows.reshape(w.shape))
+    def fold_in(self, module, removed, values):
+        # overlapping, strided windows make a constant's effect vary: never the bias
+        if bool(values.any()):
+            constants.add_constants(module, removed, values)
 
     def prune_out(self, module, keep):
         g = module.groups
@@ -288,13 +275,15 @@ class ConvTransposeHandler(Handler):
         chunks = [_take(weight[j * in_per:(j + 1) * in_per], 1, local[j]) for j in range(g)]
         _set(module, 'weight', torch.cat(chunks, 0))
         _set(module, 'bias', None if module.bias is None else _take(module.bias.data, 0, keep))
+        constants.prune_transpose_rows(module, keep)
         module.out_channels = len(keep)
 
     def dead_out(self, module):
         g = module.groups
         w = module.weight.data
         w = w.view(g, w.shape[0] // g, w.shape[1], -1)
-        return (w.abs().amax((1, 3)) == 0).reshape(-1)
+        dead = (w.abs().amax((1, 3)) == 0).reshape(-1)
+        return dead & ~constants.live_rows(module, module.out_channels)
 
 
 class EmbeddingHandler(Handler):
@@ -411,6 +400,8 @@ HANDLERS: dict[type, Handler] = {
     nn.MultiheadAttention: KeepChannelsHandler(),
 }
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
+# the layers a speedup gave frozen constant paths are pruned like their base layers
+HANDLERS.update({swapped: HANDLERS[base] for base, swapped in constants.WITH_CONSTANTS.items()})
 
 
 def check_custom_handlers(custom: Any) -> dict[type, Handler] | None:

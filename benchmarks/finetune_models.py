@@ -1,0 +1,89 @@
+"""The digits CNNs, data split and training loop of ``finetune_quality.py``."""
+from __future__ import annotations
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+
+def _cbr(cin: int, cout: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False),
+            nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class PlainCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*_cbr(1, 16), *_cbr(16, 32), *_cbr(32, 32, 2),
+                                      *_cbr(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class ResidualCNN(nn.Module):
+    """Four conv+BatchNorm layers; the last two's output is added to the second's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Sequential(*_cbr(1, 16))
+        self.c2 = nn.Sequential(*_cbr(16, 32, 2))
+        self.c3 = nn.Sequential(*_cbr(32, 32))
+        self.c4 = nn.Sequential(*_cbr(32, 32)[:2])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.c2(self.c1(x))
+        x = torch.relu(x + self.c4(self.c3(x)))
+        return self.fc(self.pool(x).flatten(1))
+
+
+class SeparableCNN(nn.Module):
+    """A stem, then depthwise 3x3 + pointwise 1x1 blocks (MobileNet style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers = _cbr(1, 32)
+        for cin, cout, stride in ((32, 64, 1), (64, 64, 2), (64, 128, 1)):
+            layers += _cbr(cin, cin, stride, groups=cin)
+            layers += [nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+MODELS = {'plain': PlainCNN, 'residual': ResidualCNN, 'separable': SeparableCNN}
+
+
+def digits(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """(train, test): a seeded split of the 1,797 digits, 450 test images."""
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    x, y = x[order], y[order]
+    return (x[450:], y[450:]), (x[:450], y[:450])
+
+
+def train(model: nn.Module, data: tuple, epochs: int, lr: float, seed: int) -> nn.Module:
+    """Adam, batch 32, cross-entropy; the same call for every flow."""
+    x, y = data
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: tuple) -> float:
+    model.eval()
+    return float((model(data[0]).argmax(1) == data[1]).float().mean()) * 100

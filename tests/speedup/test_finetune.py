@@ -1,0 +1,98 @@
+"""A sped-up model fine-tunes as well as the masked model it equals: the constants that
+removed channels leave behind are frozen, never a trainable channel with inflated weights."""
+import copy
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from prunus.compression.torch import L1FilterPruner
+from prunus.speedup import speedup
+from prunus.layers.torch.constants import BUFFER, OFFSET
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                               nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.head = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.BatchNorm2d(32),
+                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(32, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(torch.relu(x + self.a(x)))
+
+
+@pytest.fixture(scope='module')
+def digits():
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(y), generator=g)
+    x, y = x[order], y[order]
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+def train(model, data, epochs, seed, lr=3e-3):
+    x, y = data
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y)).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def accuracy(model, data):
+    with torch.no_grad():
+        return float((model.eval()(data[0]).argmax(1) == data[1]).float().mean()) * 100
+
+
+def max_weights(model):
+    return {n: float(p.detach().abs().max()) for n, p in model.named_parameters() if p.dim() > 1}
+
+
+@pytest.mark.parametrize('sparsity', [0.5, 0.75])
+def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity):
+    train_set, test_set = digits
+    torch.manual_seed(0)
+    dense = train(Residual(), train_set, 6, seed=0)
+    masked = copy.deepcopy(dense)
+    x = train_set[0][:8]
+    pruner = L1FilterPruner(masked, [{'sparsity': sparsity, 'op_types': ['Conv2d']}],
+                            dependency_aware=True, dummy_input=x)
+    pruner.compress()
+    small = speedup(masked, x, pruner)
+    with torch.no_grad():
+        assert torch.allclose(small.eval()(test_set[0]), masked.eval()(test_set[0]), atol=1e-4)
+    masked_max = max_weights(masked)
+    for name, value in max_weights(small).items():  # no weight grows
+        assert value <= masked_max[name] + 1e-6, name
+    frozen = {n: b.clone() for n, b in small.named_buffers() if n.endswith(BUFFER)}
+    offsets = {n: b.clone() for n, b in small.named_buffers() if n.endswith(OFFSET)}
+    assert frozen, 'the example is meant to leave constants for padded convs'
+    assert not any(n.endswith(BUFFER) for n, _ in small.named_parameters())
+    # in train mode too it computes what the masked model computes (BatchNorm batch stats)
+    batch = train_set[0][:32]
+    with torch.no_grad():
+        assert torch.allclose(small.train()(batch), masked.train()(batch), atol=1e-4)
+    removal = accuracy(small, test_set)
+
+    train(masked, train_set, 4, seed=1)
+    train(small, train_set, 4, seed=1)
+    for name, before in frozen.items():  # inert: no gradient, decay or Adam state moves it
+        assert torch.equal(dict(small.named_buffers())[name], before)
+    for name, before in offsets.items():  # stale eval statistics are forgotten
+        after = dict(small.named_buffers())[name]
+        assert float(after.abs().max()) <= 0.01 * float(before.abs().max())
+    acc_small, acc_masked = accuracy(small, test_set), accuracy(masked, test_set)
+    assert acc_small >= acc_masked - 2.0, (acc_small, acc_masked)
+    assert acc_small > removal + 20.0
