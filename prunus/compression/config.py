@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping
 
 from schema import And, Schema, SchemaError
 
+from .patterns import parse_pattern
+
 SELECTOR_KEYS = ('op_types', 'op_names', 'op_names_re', 'op_partial_names')
 SPARSITY_ALIASES = {'sparsity_per_layer': 'sparsity'}
 
@@ -46,6 +48,14 @@ def _is_int(value: Any) -> bool:
 
 def _is_str_list(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _is_pattern(value: Any) -> bool:
+    try:
+        parse_pattern(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _compiles(patterns: Iterable[str]) -> bool:
@@ -82,6 +92,11 @@ KEY_RULES: dict[str, KeyRule] = {
     'end_epoch': _EPOCH,
     'frequency': _COUNT,
     'prune_iterations': _COUNT,
+    # Keys of the post-training pruners (Wanda, SparseGPT).
+    'pattern': KeyRule(lambda v: isinstance(v, str), 'a string', _is_pattern,
+                       "a pattern such as 'unstructured' or '2:4'"),
+    'comparison_group': KeyRule(lambda v: isinstance(v, str), 'a string',
+                                lambda v: v in ('row', 'layer'), "'row' or 'layer'"),
 }
 
 

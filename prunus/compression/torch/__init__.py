@@ -17,6 +17,7 @@ from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .lottery import LotteryTicketPruner
 from .masking import apply_masks, get_masks, strip
+from .post_training import SparseGPTPruner, WandaPruner
 from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
 from .regularization import bn_l1_penalty
 from .report import SparsityReport
@@ -36,4 +37,5 @@ __all__ = [
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
     'AMCPruner', 'AutoCompressPruner',
+    'WandaPruner', 'SparseGPTPruner',
 ]
