@@ -27,8 +27,10 @@ from .schedules import DECAY_TYPES
 #: The group lasso coefficient used when a regularized entry sets no 'reg_coeff'.
 DEFAULT_REG_COEFF = 1e-4
 
-PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso')
-_TYPE_ALIASES = {'basic_magnitude': 'magnitude', 'grouplasso': 'group_lasso'}
+#: Types pruned once after training from calibration data (``prepare_pruning(..., dataloader=)``).
+POST_TRAINING_TYPES = ('sparse_gpt', 'wanda')
+PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso') + POST_TRAINING_TYPES
+_TYPE_ALIASES = {'basic_magnitude': 'magnitude', 'grouplasso': 'group_lasso', 'sparsegpt': 'sparse_gpt'}
 
 
 def _is_pattern(value: Any) -> bool:
@@ -204,5 +206,5 @@ class WeightPruningConfig:
         return f'WeightPruningConfig({self.pruning_configs!r}, **{self.global_settings!r})'
 
 
-__all__ = ['DEFAULT_REG_COEFF', 'PRUNING_KEYS', 'KEY_ALIASES', 'DEFAULTS', 'PRUNING_TYPES', 'WeightPruningConfig',
+__all__ = ['DEFAULT_REG_COEFF', 'POST_TRAINING_TYPES', 'PRUNING_KEYS', 'KEY_ALIASES', 'DEFAULTS', 'PRUNING_TYPES', 'WeightPruningConfig',
            'normalize_settings']
