@@ -226,3 +226,36 @@ def test_inc_style_api_rejects_mixing_and_the_training_api_points_to_prepare_pru
     with pytest.raises(ValueError, match=r"prepare_pruning\(model, config, dataloader"):
         Pruning(post, model)
     assert not get_masks(model)
+
+
+def test_only_one_block_of_statistics_is_alive_at_a_time(monkeypatch):
+    from prunus.compression.torch import layer_inputs, post_training
+    alive, peak = set(), [0]
+
+    class Counted(layer_inputs.InputStats):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            alive.add(id(self))
+            peak[0] = max(peak[0], len(alive))
+
+        def __del__(self):
+            alive.discard(id(self))
+
+    monkeypatch.setattr(post_training, 'InputStats', Counted)
+    model, head = build('llama')
+    SparseGPTPruner(model, config(head), batches(), progress=False).compress()
+    per_block = sum(isinstance(m, nn.Linear) for m in model.model.layers[0].modules())
+    assert peak[0] == per_block < len(get_masks(model))
+
+
+@pytest.mark.parametrize('cls', PRUNERS)
+def test_grouped_and_plain_convolutions_take_n_m_patterns(cls):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 4))
+    data = [torch.randn(3, 4, 6, 6) for _ in range(2)]
+    cls(model, [{'sparsity': 0.5, 'op_types': ['Conv2d', 'Linear']}], data, pattern='2:4', progress=False).compress()
+    from prunus.compression.torch.criteria import matrix_view
+    for name, per_param in get_masks(model).items():
+        rows = matrix_view(per_param['weight'])
+        assert bool((rows.reshape(rows.shape[0], -1, 4).sum(-1) == 2).all()), name
