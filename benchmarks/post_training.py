@@ -58,16 +58,17 @@ def work(task: str, method: str, pattern: str) -> dict:
         return {'quality': result}
     prune = METHODS[method][1]
     with tasks.PeakRSS() as memory:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         prune(model, calibration, targets, pattern, BLOCK_CLASS[task])
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     result = evaluate(model)
     if task == 'minilm':
         cosine = (result * torch.load(CACHE / 'minilm_dense.pt')).sum(-1)
         result = {'quality': float(cosine.mean()), 'worst': float(cosine.min())}
     else:
         result = {'quality': result}
-    return {**result, **tasks.sparsity_of(model, targets), 'seconds': seconds, 'extra_mib': memory.extra}
+    return {**result, **tasks.sparsity_of(model, targets), 'seconds': seconds, 'cpu_seconds': cpu,
+            'extra_mib': memory.extra}
 
 
 def memory_work(layers: int, blocks: bool) -> dict:
@@ -84,10 +85,10 @@ def memory_work(layers: int, blocks: bool) -> dict:
     pruner = SparseGPTPruner(model, [{'sparsity': 0.5, 'op_names': tasks.lm_targets(model)}], calibration,
                              blocks=None if blocks else False, progress=False)
     with tasks.PeakRSS() as memory:
-        start = time.perf_counter()
+        cpu = time.process_time()
         pruner.compress()
-        seconds = time.perf_counter() - start
-    return {'model_mib': size, 'extra_mib': memory.extra, 'seconds': seconds}
+        cpu = time.process_time() - cpu
+    return {'model_mib': size, 'extra_mib': memory.extra, 'cpu_seconds': cpu}
 
 
 def worker_main(argv: list[str]) -> None:
@@ -130,24 +131,11 @@ def run_task(task: str, python: dict[str, str], methods: list[str], log) -> list
     return rows
 
 
-def table(rows: list[dict], quality: str) -> list[str]:
-    lines = [f'| method | pattern | {quality} | achieved sparsity | exact 2:4 | time s | peak extra MiB |',
-             '|---|---|---|---|---|---|---|']
-    for r in rows:
-        if 'error' in r:
-            lines.append(f"| {r['method']} | {r['pattern']} | failed: {r['error']} | | | | |")
-            continue
-        q = f"{r['quality']:.4f}" + (f" (worst {r['worst']:.3f})" if 'worst' in r else '') if 'quality' in r else '1'
-        lines.append(f"| {r['method']} | {r['pattern']} | {q} | {r.get('sparsity', 0):.4f} | "
-                     f"{r.get('two_four', '')} | {r.get('seconds', 0):.1f} | {r.get('extra_mib', 0):.0f} |")
-    return lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--peer-python', default=None, help='interpreter of the venv holding the peers')
     parser.add_argument('--tasks', nargs='+', default=['minilm', 'lm', 'memory'])
-    parser.add_argument('--train-seconds', type=float, default=180.0)
+    parser.add_argument('--train-seconds', type=float, default=150.0, help='CPU seconds of LM training')
     parser.add_argument('--reuse-lm', action='store_true', help='keep an LM trained by an earlier run')
     parser.add_argument('--out', default=str(HERE / 'results' / 'post_training.md'))
     args = parser.parse_args()
@@ -170,7 +158,7 @@ def main() -> None:
             sections['memory'] = [{'layers': n, 'mode': mode, **spawn(sys.executable, ['memory', str(n), mode], log)}
                                   for n in (2, 4, 8) for mode in ('blocks', 'whole')]
     from post_training_report import write_report
-    write_report(args, sections, table, Path(args.out))
+    write_report(args, sections, Path(args.out))
 
 
 if __name__ == '__main__':

@@ -37,36 +37,52 @@ def comparisons(task: str, rows: list[dict]) -> list[str]:
                 if theirs is None:
                     continue
                 lines.append(f"- {pattern}: prunus {method} vs {peer} {method}: quality {ours['quality']:.4f} vs "
-                             f"{theirs['quality']:.4f}; time {ours['seconds']:.1f} s vs {theirs['seconds']:.1f} s "
-                             f"(ratio {theirs['seconds'] / max(ours['seconds'], 1e-9):.2f}x); peak extra memory "
+                             f"{theirs['quality']:.4f}; CPU time {ours['cpu_seconds']:.1f} s vs {theirs['cpu_seconds']:.1f} s "
+                             f"(prunus {theirs['cpu_seconds'] / max(ours['cpu_seconds'], 1e-9):.2f}x as fast); peak extra memory "
                              f"{ours['extra_mib']:.0f} vs {theirs['extra_mib']:.0f} MiB")
     return lines
 
 
 def memory_table(rows: list[dict]) -> list[str]:
-    lines = ['| decoder layers | model MiB | mode | peak extra MiB | extra / model | time s |',
+    lines = ['| decoder layers | model MiB | mode | peak extra MiB | extra / model | CPU s |',
              '|---|---|---|---|---|---|']
     for r in rows:
         if 'error' in r:
             lines.append(f"| {r['layers']} | | {r['mode']} | failed: {r['error']} | | |")
             continue
         lines.append(f"| {r['layers']} | {r['model_mib']:.0f} | {r['mode']} | {r['extra_mib']:.0f} | "
-                     f"{r['extra_mib'] / r['model_mib']:.2f} | {r['seconds']:.1f} |")
+                     f"{r['extra_mib'] / r['model_mib']:.2f} | {r['cpu_seconds']:.1f} |")
     return lines
 
 
-def write_report(args, sections: dict, table, out: Path) -> None:
+def task_table(rows: list[dict], quality: str) -> list[str]:
+    lines = [f'| method | pattern | {quality} | achieved sparsity | exact 2:4 | CPU s | wall s | peak extra MiB |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        if 'error' in r:
+            lines.append(f"| {r['method']} | {r['pattern']} | failed: {r['error']} | | | | | |")
+        elif r['method'] == 'dense':
+            lines.append(f"| dense | - | {r.get('quality', 1.0):.4f} | 0 | | | | |")
+        else:
+            worst = f" (worst {r['worst']:.3f})" if 'worst' in r else ''
+            lines.append(f"| {r['method']} | {r['pattern']} | {r['quality']:.4f}{worst} | {r['sparsity']:.4f} | "
+                         f"{r['two_four']} | {r['cpu_seconds']:.1f} | {r['seconds']:.0f} | {r['extra_mib']:.0f} |")
+    return lines
+
+
+def write_report(args, sections: dict, out: Path) -> None:
+    table = task_table
     peers = args.peer_python or 'none given'
     lines = ['# Post-training pruning: magnitude, Wanda, SparseGPT (prunus and peers)', '',
-             f'Command: `PYTHONPATH=. python benchmarks/post_training.py --peer-python {args.peer_python} '
-             f'--tasks {" ".join(args.tasks)} --train-seconds {args.train_seconds:g}`', '',
+             f'Command: `PYTHONPATH=. python benchmarks/post_training.py {" ".join(sys.argv[1:])}`', '',
              f'torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, '
              f'{torch.get_num_threads()} threads per process (BENCH_THREADS); peers run in `{peers}` '
              f'(a venv with --system-site-packages; prunus in `{sys.executable}`).',
-             'Every method runs in its own process; "time" is the pruning call alone (for llmcompressor '
-             '`oneshot`, including its tracing), "peak extra" the peak resident memory during it above '
-             'the level just before it. Calibration: 16 sequences of 128 tokens, the same for every '
-             'method. The CPU is shared with other jobs, so times carry noise of tens of percent.', '']
+             'Every method runs in its own process; times are of the pruning call alone (for llmcompressor '
+             '`oneshot`, including its tracing): "CPU s" is the process\'s CPU time (all threads), '
+             'the fair measure here, since the 2 cores are shared with other jobs and wall time mostly '
+             'measures waiting; "peak extra" is the peak resident memory during the call above the level '
+             'just before it. Calibration: 16 sequences of 128 tokens, the same for every method.', '']
     for task in ('minilm', 'lm'):
         if task in sections:
             lines += [TITLES[task], '', *table(sections[task], QUALITY[task]), '', *comparisons(task, sections[task]), '']
