@@ -94,7 +94,7 @@ def memory_work(layers: int, blocks: bool) -> dict:
 
 
 def worker_main(argv: list[str]) -> None:
-    torch.set_num_threads(int(os.environ.get('BENCH_THREADS', '2')))
+    torch.set_num_threads(int(os.environ.get('BENCH_THREADS', '1')))
     torch.manual_seed(0)
     if argv[0] == 'memory':
         result = memory_work(int(argv[1]), argv[2] == 'blocks')
@@ -137,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--peer-python', default=None, help='interpreter of the venv holding the peers')
     parser.add_argument('--tasks', nargs='+', default=['minilm', 'lm', 'memory'])
-    parser.add_argument('--train-seconds', type=float, default=150.0, help='CPU seconds of LM training')
+    parser.add_argument('--train-seconds', type=float, default=240.0, help='CPU seconds of LM training')
     parser.add_argument('--reuse-lm', action='store_true', help='keep an LM trained by an earlier run')
     parser.add_argument('--out', default=str(HERE / 'results' / 'post_training.md'))
     args = parser.parse_args()

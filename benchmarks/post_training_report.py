@@ -81,7 +81,8 @@ def write_report(args, sections: dict, out: Path) -> None:
              'Every method runs in its own process; times are of the pruning call alone (for llmcompressor '
              '`oneshot`, including its tracing): "CPU s" is the process\'s CPU time (all threads), '
              'the fair measure here, since the 2 cores are shared with other jobs and wall time mostly '
-             'measures waiting; "peak extra" is the peak resident memory during the call above the level '
+             'measures waiting (one thread per process: with more, idle OpenMP threads spin and '
+             'inflate CPU time); "peak extra" is the peak resident memory during the call above the level '
              'just before it. Calibration: 16 sequences of 128 tokens, the same for every method.', '']
     for task in ('minilm', 'lm'):
         if task in sections:
