@@ -7,21 +7,20 @@ removed when every one of them drops the same channel. A group's channel score i
 of its pruned members' scores; the group keeps ``round((1 - sparsity) * size)`` channels
 (the largest sparsity among its members), the same number in every block of a grouped
 convolution that reads or writes it. The groups come from
-:func:`prunus.speedup.tf.dependency.channel_groups`, the speedup's own channel flow.
+:func:`prunus.speedup.tf.channel_groups`, the speedup's own channel flow.
 """
 from __future__ import annotations
 
 import keras
 import numpy as np
 
-from ..allocation import keep_mask
+from prunus.tf_speedup.dependency import channel_groups
+
+from ..grouping import group_keep, group_scores
 
 
 def tied_groups(model: keras.Model, owner: str) -> list:
     """The model's channel groups; ValueError naming ``owner`` when it cannot be traced."""
-    # Imported here: prunus.speedup.tf imports this package's masking module.
-    from prunus.speedup.tf.dependency import channel_groups  # noqa: PLC0415
-
     try:
         return channel_groups(model)
     except ValueError as exc:
@@ -46,16 +45,7 @@ def dependency_keeps(groups: list, scores: dict[str, np.ndarray],
         names = [n for n in group.names if n in scores]
         if not names or (len(names) < 2 and group.blocks.max(initial=0) == 0):
             continue
-        total = np.zeros(group.size, np.float64)
-        for n in names:
-            np.add.at(total, group.channels[n], scores[n])
-        target = max(sparsity[n] for n in names)
-        keep = np.zeros(group.size, bool)
-        for label in np.unique(group.blocks):
-            where = np.flatnonzero(group.blocks == label)
-            keep[where] = keep_mask(total[where], target)
+        total = group_scores(group.size, {n: group.channels[n] for n in names}, scores)
+        keep = group_keep(total, max(sparsity[n] for n in names), group.blocks)
         keeps.update({n: keep[group.channels[n]] for n in names})
     return keeps
-
-
-__all__ = ['tied_groups', 'dependency_keeps']

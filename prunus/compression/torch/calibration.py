@@ -196,6 +196,3 @@ class BlockInputs:
     def nbytes(self) -> int:
         return sum(h.numel() * h.element_size() for h in self.hidden)
 
-
-__all__ = ['as_batches', 'call_model', 'to_device', 'input_device', 'find_blocks', 'block_output',
-           'check_sequential', 'BlockInputs']

@@ -16,19 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..allocation import keep_mask
-from . import layers
+from prunus.speedup.dependency import dependency_structure
 
-__all__ = ['dependency_keeps']
-
-
-def _produces(module: Any) -> bool:
-    """A layer whose own weights make its output channels (not a depthwise conv, which
-    follows the channels it is fed)."""
-    if not isinstance(module, layers.FILTERED):
-        return False
-    groups = getattr(module, 'groups', 1)
-    return not (groups > 1 and groups == module.in_channels == module.out_channels)
+from ..grouping import even_blocks, group_keep, group_scores
+from prunus.layers.torch import specs
 
 
 def _warn_untargeted(targeted: list[str], others: list[str]) -> None:
@@ -45,8 +36,6 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
     """``keeps`` (bool per output channel, per targeted layer) with tied layers of
     ``pruner.bound_model`` keeping the same channels, and chunks kept even; the pruner
     expands them into masks."""
-    from prunus.speedup import dependency_structure  # noqa: PLC0415 (torch-only)
-
     keeps = dict(keeps)
     modules = dict(pruner.bound_model.named_modules())
     groups, splits = dependency_structure(pruner.bound_model, pruner.dummy_input)
@@ -56,27 +45,24 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
         if not names:
             continue
         _warn_untargeted(names, [n for n in group.names if n not in pruner.targets
-                                 and _produces(modules[n])])
+                                 and specs.mixes_channels(modules[n])])
         if len(names) < 2 and group.groups == 1:
             continue
         total = _group_scores(group, names, scores)
         sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
-        blocks = total.view(group.groups, -1).numpy()
-        keep = np.concatenate([keep_mask(b, sparsity) for b in blocks])
+        keep = group_keep(total, sparsity, even_blocks(group.size, group.groups))
         for n in names:
             keeps[n] = keep[group.channels[n].numpy()]
     if splits:
         _even_splits(groups, splits, keeps, scores,
-                     {n for n, m in modules.items() if _produces(m)})
+                     {n for n, m in modules.items() if specs.mixes_channels(m)})
     return keeps
 
 
-def _group_scores(group: Any, names: list[str], scores: dict[str, torch.Tensor]) -> torch.Tensor:
+def _group_scores(group: Any, names: list[str], scores: dict[str, torch.Tensor]) -> np.ndarray:
     """A group channel's score: the sum of its members' channel scores."""
-    total = torch.zeros(group.size, dtype=torch.float64)
-    for n in names:
-        total.index_add_(0, group.channels[n], scores[n].detach().double().cpu().flatten())
-    return total
+    return group_scores(group.size, {n: group.channels[n].numpy() for n in names},
+                        {n: scores[n].detach().double().cpu().numpy() for n in names})
 
 
 def _even_splits(groups: list, splits: list, keeps: dict[str, np.ndarray],
@@ -103,7 +89,7 @@ def _even_splits(groups: list, splits: list, keeps: dict[str, np.ndarray],
             keeps[n] = keeps[n] | hit
 
     def score(gi):
-        return _group_scores(groups[gi], [n for n in members(gi) if n in scores], scores).numpy()
+        return _group_scores(groups[gi], [n for n in members(gi) if n in scores], scores)
 
     group_scores = {gi: score(gi) for split in splits for gi in set(split.group.tolist()) if gi >= 0}
     changed = True

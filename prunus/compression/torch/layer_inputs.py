@@ -137,6 +137,3 @@ class InputStats:
     def mean_hessians(self) -> list[torch.Tensor]:
         return [h / max(self.samples, 1) for h in self.hessians]
 
-
-__all__ = ['CONV', 'is_hf_conv1d', 'groups_of', 'weight_matrices', 'to_weight', 'input_columns',
-           'InputStats']

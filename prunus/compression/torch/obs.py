@@ -182,6 +182,3 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, patt
     W[~out_keep] = 0
     return W.to(weight.dtype), out_keep
 
-
-__all__ = ['shares', 'prune_lowest', 'nm_keep', 'row_counts', 'select', 'wanda_keep',
-           'inverse_hessian_factor', 'sparsegpt', 'CHOLESKY_RETRIES']

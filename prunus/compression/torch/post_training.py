@@ -41,7 +41,7 @@ from . import obs
 from .base import Pruner
 from .calibration import BlockInputs, as_batches, call_model, check_sequential, find_blocks, input_device
 from .layer_inputs import CONV, InputStats, is_hf_conv1d, to_weight, weight_matrices
-from .masking import apply_masks, detach_masks
+from prunus.layers.torch.masking import apply_masks, detach_masks
 
 GROUPS = ('row', 'layer')
 
@@ -299,5 +299,3 @@ class SparseGPTPruner(PostTrainingPruner):
         return obs.sparsegpt(weight, hessian, sparsity, pattern, group, self.block_size,
                              self.dampening, update=self.update_weights)
 
-
-__all__ = ['PostTrainingPruner', 'WandaPruner', 'SparseGPTPruner', 'GROUPS']

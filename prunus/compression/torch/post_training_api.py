@@ -26,7 +26,7 @@ from torch import nn
 from ..patterns import NMPattern, parse_pattern
 from ..pruning_config import POST_TRAINING_TYPES, WeightPruningConfig
 from .layer_inputs import is_hf_conv1d
-from .masking import Masks, get_masks
+from prunus.layers.torch.masking import Masks, get_masks
 from .post_training import PostTrainingPruner, SparseGPTPruner, WandaPruner
 
 PRUNERS: dict[str, type[PostTrainingPruner]] = {'sparse_gpt': SparseGPTPruner, 'wanda': WandaPruner}
@@ -129,5 +129,3 @@ def post_training_prune(model: nn.Module, config: WeightPruningConfig, dataloade
     """Prunes ``model`` now with the post-training type its config names."""
     return PostTrainingPruning(config, model, dataloader, device=device, progress=progress)
 
-
-__all__ = ['PRUNERS', 'is_post_training', 'PostTrainingPruning', 'post_training_prune']

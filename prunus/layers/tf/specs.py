@@ -17,7 +17,7 @@ from typing import Iterator
 import keras
 import numpy as np
 
-from ..selection import LayerRef
+from prunus.compression.selection import LayerRef
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ WEIGHT_SPECS: dict[str, WeightSpec] = {
        for d in (1, 2)},
     **{f'SeparableConv{d}D': WeightSpec('pointwise_kernel', 'bias', _CONV[d]) for d in (1, 2)},
 }
+
+#: Layers with output channels (filters) a structured pruner may remove, and the ones
+#: ``'default'`` in ``op_types`` means for them.
+CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
+              'Conv3DTranspose')
+FILTER_TYPES = CONV_TYPES + ('DepthwiseConv1D', 'DepthwiseConv2D', 'SeparableConv1D',
+                             'SeparableConv2D', 'Dense')
 
 
 def is_container(layer: keras.layers.Layer) -> bool:
@@ -128,7 +135,3 @@ def channel_mask(keep: np.ndarray, spec: WeightSpec, keras_shape: tuple[int, ...
     shape[spec.out_axis] = -1
     full = np.broadcast_to(keep.reshape(shape), torch_shape).astype(np.float32)
     return from_torch(full, spec, keras_shape)
-
-
-__all__ = ['WeightSpec', 'WEIGHT_SPECS', 'is_container', 'iter_layers', 'layer_refs', 'spec_of',
-           'variables_of', 'to_torch', 'from_torch', 'filters_of', 'channel_mask']
