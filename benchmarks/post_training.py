@@ -119,11 +119,11 @@ def spawn(python: str, args: list[str], log) -> dict:
     return {'error': tail[:200]}
 
 
-def run_task(task: str, python: dict[str, str], methods: list[str], log) -> list[dict]:
+def run_task(task: str, python: dict[str, str], methods: list[str], log, patterns=PATTERNS) -> list[dict]:
     from post_training_methods import METHODS
     dense = spawn(python['prunus'], [task, 'dense', 'none'], log)
     rows = [{'task': task, 'method': 'dense', 'pattern': '-', **dense}]
-    for pattern in PATTERNS:
+    for pattern in patterns:
         for method in methods:
             kind = METHODS[method][0]
             result = spawn(python[kind], [task, method, pattern], log) if python.get(kind) else \
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument('--peer-python', default=None, help='interpreter of the venv holding the peers')
     parser.add_argument('--tasks', nargs='+', default=['minilm', 'lm', 'memory'])
     parser.add_argument('--train-seconds', type=float, default=240.0, help='CPU seconds of LM training')
+    parser.add_argument('--patterns', nargs='+', default=list(PATTERNS), choices=PATTERNS)
     parser.add_argument('--reuse-lm', action='store_true', help='keep an LM trained by an earlier run')
     parser.add_argument('--out', default=str(HERE / 'results' / 'post_training.md'))
     args = parser.parse_args()
@@ -148,14 +149,14 @@ def main() -> None:
     sections = {}
     with open(CACHE / 'post_training.log', 'w') as log:
         if 'minilm' in args.tasks:
-            sections['minilm'] = run_task('minilm', python, methods, log)
+            sections['minilm'] = run_task('minilm', python, methods, log, args.patterns)
         if 'lm' in args.tasks:
             if not args.reuse_lm:
                 shutil.rmtree(tasks.LM_CACHE, ignore_errors=True)
             start = time.perf_counter()
             spawn(sys.executable, ['train', str(args.train_seconds)], log)
             print(f'trained the LM in {time.perf_counter() - start:.0f} s', flush=True)
-            sections['lm'] = run_task('lm', python, methods, log)
+            sections['lm'] = run_task('lm', python, methods, log, args.patterns)
         if 'memory' in args.tasks:
             sections['memory'] = [{'layers': n, 'mode': mode, **spawn(sys.executable, ['memory', str(n), mode], log)}
                                   for n in (2, 4, 8) for mode in ('blocks', 'whole')]

@@ -1,6 +1,7 @@
 """Writes ``benchmarks/results/post_training.md`` from the rows of ``post_training.py``."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def write_report(args, sections: dict, out: Path) -> None:
     lines = ['# Post-training pruning: magnitude, Wanda, SparseGPT (prunus and peers)', '',
              f'Command: `PYTHONPATH=. python benchmarks/post_training.py {" ".join(sys.argv[1:])}`', '',
              f'torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU, '
-             f'{torch.get_num_threads()} threads per process (BENCH_THREADS); peers run in `{peers}` '
+             f"{os.environ.get('BENCH_THREADS', '1')} thread per process (BENCH_THREADS); peers run in `{peers}` "
              f'(a venv with --system-site-packages; prunus in `{sys.executable}`).',
              'Every method runs in its own process; times are of the pruning call alone (for llmcompressor '
              '`oneshot`, including its tracing): "CPU s" is the process\'s CPU time (all threads), '
