@@ -10,9 +10,22 @@ llmcompressor's and torchao's, at 50% unstructured and 2:4, in one run.
 
 Each (task, method, pattern) runs in a fresh process (peers in the interpreter of their
 own venv, ``--peer-python``), timing only the pruning call and sampling the process's
-resident memory during it. Results: ``benchmarks/results/post_training.md``.
+resident memory during it. Results: ``benchmarks/results/post_training*.md``, written
+by these invocations (run side by side on the shared machine; each compares prunus with
+the peers within itself)::
 
-    PYTHONPATH=. python benchmarks/post_training.py --peer-python /work/venvs/peers/bin/python
+    PYTHONPATH=. python benchmarks/post_training.py --peer-python /work/venvs/peers/bin/python \
+        --tasks minilm --patterns unstructured --out benchmarks/results/post_training_minilm_unstructured.md
+    PYTHONPATH=. python benchmarks/post_training.py --peer-python /work/venvs/peers/bin/python \
+        --tasks minilm --patterns 2:4 --out benchmarks/results/post_training_minilm_2of4.md
+    PYTHONPATH=. python benchmarks/post_training.py --peer-python /work/venvs/peers/bin/python \
+        --tasks lm memory --out benchmarks/results/post_training_lm.md
+
+The peers' venv: ``python -m venv --system-site-packages /work/venvs/peers``, then
+``pip install torchao==0.18.0`` and ``pip install --no-deps llmcompressor==0.14.0.1
+compressed-tensors==0.19.0 loguru accelerate==1.15.0`` plus ``pip install datasets==5.2.0``
+(llmcompressor pins torch<=2.14.0 and transformers<=5.17.0; with --no-deps it runs on the
+system's torch 2.14.1 and transformers 5.24, offline, on the CPU).
 """
 from __future__ import annotations
 
