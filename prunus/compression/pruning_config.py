@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .rules import PRUNING_TYPES  # noqa: F401 (the training API's pruning types, named here too)
+from .rules import POST_TRAINING_TYPES, PRUNING_TYPES  # noqa: F401 (the training API's pruning types, named here too)
 from .rules import TRAINING_KEYS, TRAINING_OVERRIDES, KeyRule, check_value, is_int, rules_for, unknown_key_error
 from .errors import ConfigTypeError, ConfigValueError
 
 #: The group lasso coefficient used when a regularized entry sets no 'reg_coeff'.
 DEFAULT_REG_COEFF = 1e-4
 
-_TYPE_ALIASES = {'grouplasso': 'group_lasso'}
+_TYPE_ALIASES = {'grouplasso': 'group_lasso', 'sparsegpt': 'sparse_gpt'}
 
 #: LPOT's basic_magnitude pruned single weights of each tensor and raised the target
 #: linearly with the epochs; its entries default to that where they do not say otherwise.

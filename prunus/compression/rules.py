@@ -73,8 +73,10 @@ def one_of(choices: Sequence[str]) -> KeyRule:
                    'one of ' + ', '.join(repr(c) for c in choices))
 
 
+#: Types pruned once after training from calibration data (``prepare_pruning(..., dataloader=)``).
+POST_TRAINING_TYPES = ('sparse_gpt', 'wanda')
 PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso',
-                 'basic_magnitude')
+                 'basic_magnitude') + POST_TRAINING_TYPES
 
 FRACTION = KeyRule(is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
 CAP = KeyRule(is_number, 'a number', lambda v: 0 < v <= 1, 'a number in (0, 1]')
@@ -123,13 +125,16 @@ RULES: dict[str, KeyRule] = {
                         lambda v: v in (None, 'group_lasso'), "'group_lasso' or None"),
     'reg_coeff': KeyRule(is_number, 'a number', lambda v: v >= 0, 'a number >= 0'),
     'momentum': FRACTION,
+    # config_list of the post-training pruners (Wanda, SparseGPT)
+    'comparison_group': KeyRule(lambda v: isinstance(v, str), 'a string', lambda v: v in ('row', 'layer'),
+                                "'row' or 'layer'"),
 }
 
 #: The keys a ``config_list`` entry may hold (each pruner accepts a subset).
 CONFIG_LIST_KEYS = ('sparsity', 'sparsity_per_layer', 'total_sparsity', 'max_sparsity_per_layer',
                     'op_types', 'op_names', 'op_names_re', 'op_partial_names', 'exclude',
                     'initial_sparsity', 'final_sparsity', 'start_epoch', 'end_epoch', 'frequency',
-                    'prune_iterations')
+                    'prune_iterations', 'pattern', 'comparison_group')
 #: The canonical keys of the training API's settings.
 TRAINING_KEYS = ('target_sparsity', 'initial_sparsity', 'pruning_type', 'pattern', 'op_names', 'names',
                  'excluded_op_names', 'pruning_op_types', 'start_step', 'end_step', 'pruning_frequency',

@@ -59,10 +59,12 @@ def test_bad_config_messages_are_pinned(config_list, error, message):
 
 # Negative cases derived from the rule declarations themselves: one wrong type and one
 # wrong value for every key whose rule has them.
-WRONG_TYPE = {'a number': 'x', 'a list of strings': 3, 'a bool': 1, 'an integer': 1.5}
+WRONG_TYPE = {'a number': 'x', 'a list of strings': 3, 'a bool': 1, 'an integer': 1.5, 'a string': 3}
 WRONG_VALUE = {'a number in [0, 1)': 1.0, 'a number in (0, 1]': 0, 'a non-empty list of strings': [],
                'an integer >= 0': -1, 'an integer >= 1': 0,
-               'a non-empty list of valid regular expressions': ['(']}
+               'a non-empty list of valid regular expressions': ['('], "'row' or 'layer'": 'column',
+               "a pattern such as 'unstructured' or '2:4'": '3x',
+               "a pattern such as 'unstructured', '4x1', '1xchannel' or '2:4'": '3x'}
 
 
 @pytest.mark.parametrize('key', sorted(KEY_RULES))

@@ -29,6 +29,8 @@ def squared_output(output, target=None):
 def pruner_kwargs(pruner_cls, example) -> dict:
     """Data for the data-driven pruners; nothing for the weight-only ones."""
     from prunus.compression.torch.data_pruners import DataDrivenFilterPruner
+    if getattr(pruner_cls, 'needs_calibration', False):
+        return {'calibration_data': [example, example.flip(0)], 'progress': False}
     if not issubclass(pruner_cls, DataDrivenFilterPruner):
         return {}
     kwargs = {'data': [(example, torch.zeros(1))]}

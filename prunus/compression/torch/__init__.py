@@ -19,6 +19,7 @@ from prunus.layers.torch.masking import apply_masks, get_masks, strip
 from .pruners import LevelPruner, SlimPruner
 from .nni_compat import (AGPPruner, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner, FPGMPruner,
                          L1FilterPruner, L2FilterPruner, TaylorFOWeightFilterPruner)
+from .post_training import SparseGPTPruner, WandaPruner
 from .regularization import bn_l1_penalty
 from .report import SparsityReport
 from .semi_structured import is_two_four, semi_structured_available, to_semi_structured
@@ -40,4 +41,5 @@ __all__ = [
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
     'AMCPruner', 'AutoCompressPruner',
     'count_flops_params', 'get_module_by_name', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune',
+    'WandaPruner', 'SparseGPTPruner',
 ]

@@ -45,10 +45,11 @@ from typing import Any, Mapping
 from torch import nn
 from torch.optim import Optimizer
 
-from ..pruning_config import WeightPruningConfig, normalize_settings
+from ..pruning_config import POST_TRAINING_TYPES, WeightPruningConfig, normalize_settings
 from ..pruning_yaml import config_from_mapping, load_pruning_yaml
 from ..schedules import EpochSchedule, StepSchedule
 from prunus.layers.torch.masking import Masks, apply_masks, get_masks
+from .post_training_api import is_post_training, post_training_prune
 from .pruning_group import PruningGroup, select_modules, steps_schedule
 
 
@@ -109,6 +110,11 @@ class Pruning:
     def _bind(self, model: nn.Module) -> list[PruningGroup]:
         """Each entry selects its layers on its own; overlaps are pruned by every entry."""
         settings = self.config.resolved()
+        for index, entry in enumerate(settings):
+            if entry['pruning_type'] in POST_TRAINING_TYPES:
+                raise ValueError(f"pruners[{index}]['pruning_type'] is '{entry['pruning_type']}', which prunes "
+                                 'after training from calibration data: call prepare_pruning(model, config, '
+                                 'dataloader=...) instead of Pruning.')
         selected = []
         for index, entry in enumerate(settings):
             names = select_modules(model, entry, f'pruners[{index}]')
@@ -274,13 +280,22 @@ def warn_overlaps(selected: list[list[str]]) -> None:
 
 
 def prepare_pruning(model: nn.Module, config: Any, optimizer: Optimizer | None = None,
-                    steps_per_epoch: int | None = None) -> Pruning:
+                    steps_per_epoch: int | None = None, *, dataloader: Any = None,
+                    loss_func: Any = None, device: Any = None) -> Any:
     """Binds ``config`` to ``model`` and starts training-time pruning.
 
     With ``optimizer``, the step hooks run from ``optimizer.step()`` itself, so the user's
     loop needs no change (one optimizer step = one schedule step); call
     ``pruning.on_train_end()`` to detach them. Without it, call the hooks yourself.
+
+    A config of post-training types (``'sparse_gpt'``, ``'wanda'``) prunes the model right
+    away from ``dataloader`` (on ``device``) and returns a
+    :class:`~prunus.compression.torch.post_training_api.PostTrainingPruning`, as INC did;
+    ``loss_func`` is accepted for INC's signature and not needed.
     """
+    config = _as_config(config)
+    if is_post_training(config):
+        return post_training_prune(model, config, dataloader, device=device)
     pruning = Pruning(config, model, steps_per_epoch)
     pruning.on_train_begin()
     if optimizer is not None:
