@@ -71,3 +71,10 @@ def pruned_filters(module):
     """Fraction of output channels whose whole filter is zero."""
     w = module.weight.detach().reshape(module.weight.shape[0], -1)
     return float((w.abs().sum(1) == 0).float().mean())
+
+
+@pytest.fixture(autouse=True)
+def _in_a_scratch_directory(tmp_path, monkeypatch):
+    """The snippets write to the working directory as NNI's defaults do (search histories,
+    best configs, sensitivity CSVs); keep that out of the checkout."""
+    monkeypatch.chdir(tmp_path)
