@@ -15,6 +15,7 @@ from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFil
                            TaylorFOWeightFilterPruner)
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
+from .head_pruner import TransformerHeadPruner
 from .lottery import LotteryTicketPruner
 from .masking import apply_masks, get_masks, strip
 from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
@@ -35,5 +36,5 @@ __all__ = [
     'average_scores', 'broadcast_masks',
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
-    'AMCPruner', 'AutoCompressPruner',
+    'AMCPruner', 'AutoCompressPruner', 'TransformerHeadPruner',
 ]

@@ -1,0 +1,87 @@
+"""Head importance: weight norms, and activation/Taylor statistics of the output
+projection's input, gathered with hooks while the user's forward_runner runs."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .head_groups import HeadGroup
+
+__all__ = ['weight_scores', 'HeadStatistics']
+
+
+def _head_blocks(weight: torch.Tensor, axis: int, start: int, heads: int, dim: int) -> torch.Tensor:
+    """(heads, -1): the rows (or columns) of each head in a head-major range."""
+    part = weight.detach().movedim(axis, 0)[start:start + heads * dim]
+    return part.reshape(heads, -1).double()
+
+
+def weight_scores(model: nn.Module, group: HeadGroup, p: int) -> torch.Tensor:
+    """Per head: the mean over Q, K and V of the Lp norm of the head's weights."""
+    lay = group.layout
+    total = torch.zeros(lay.num_heads, dtype=torch.float64)
+    for s in (lay.q, lay.k, lay.v):
+        weight = getattr(model.get_submodule(s.module), s.weight)
+        total += torch.linalg.vector_norm(
+            _head_blocks(weight, s.axis, s.start, lay.num_heads, lay.head_dim), p, dim=1).cpu()
+    return total / 3
+
+
+def _reduce(x: torch.Tensor, heads: int, criterion: str) -> torch.Tensor:
+    """Per head statistic of an output-projection input ``x`` (..., heads * dim)."""
+    per_head = x.detach().double().reshape(-1, heads, x.shape[-1] // heads)
+    if criterion == 'l2_activation':
+        return torch.linalg.vector_norm(per_head, 2, dim=2).sum(0).cpu()
+    return per_head.abs().sum((0, 2)).cpu()
+
+
+class HeadStatistics:
+    """Hooks on each group's output projection that sum a per-head statistic of its input
+    (``l1_activation``, ``l2_activation``, or ``taylorfo``: |x * dL/dx|)."""
+
+    def __init__(self, model: nn.Module, groups: list[HeadGroup], criterion: str):
+        self.model, self.groups, self.criterion = model, groups, criterion
+        self.totals = [torch.zeros(g.num_heads, dtype=torch.float64) for g in groups]
+        self.batches = 0
+        self._handles: list[Any] = []
+
+    def start(self) -> 'HeadStatistics':
+        for i, group in enumerate(self.groups):
+            out = group.layout.out
+            module = self.model.get_submodule(out.module)
+            self._handles.append(module.register_forward_pre_hook(self._hook(i, group)))
+        return self
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, index: int, group: HeadGroup):
+        heads, inner = group.num_heads, group.layout.inner
+
+        def record(module, args):
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor) or x.shape[-1] != inner:
+                return
+            if index == 0:
+                self.batches += 1
+            if self.criterion != 'taylorfo':
+                self.totals[index] += _reduce(x, heads, self.criterion)
+            elif x.requires_grad:
+                saved = x.detach()
+
+                def on_grad(grad):
+                    self.totals[index] += _reduce(saved * grad, heads, 'taylorfo')
+                x.register_hook(on_grad)
+        return record
+
+    def scores(self, index: int) -> torch.Tensor:
+        if self.criterion == 'taylorfo' and not bool(self.totals[index].any()):
+            name = self.groups[index].name
+            raise ValueError(f"TransformerHeadPruner: no gradient reached the output projection of "
+                             f"'{name}'; with ranking_criterion='taylorfo' the forward_runner (or "
+                             'trainer) must call loss.backward().')
+        return self.totals[index]
