@@ -13,7 +13,7 @@ from prunus._interop import guard_triton_after_tensorflow
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
-from prunus.speedup.flops import FlopCount  # noqa: E402
+from prunus.speedup.flops import FlopCount, unfused_attention  # noqa: E402
 from prunus.speedup.handlers import HANDLERS, Handler, find_handler
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.observe import call_model
@@ -41,6 +41,10 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module) -> None:
         sp, h, m = plan.sites[name], site.handler, site.module
         call = site.calls[0] if site.calls else None
         try:
+            inner = getattr(h, 'prune_inner', None)
+            if inner is not None:
+                m = _replace_module(model, name, m, inner(m))
+                site.module = m
             if h.tied(m):
                 if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                     h.prune_in(m, sp.keep_in)
@@ -66,6 +70,14 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module) -> None:
             setattr(owner, attr, nn.Parameter(new, old.requires_grad))
         else:
             setattr(owner, attr, new)
+
+
+def _replace_module(model: nn.Module, name: str, old: nn.Module, new: nn.Module) -> nn.Module:
+    """Puts ``new`` where ``old`` was (a handler swapped in an equivalent module)."""
+    if new is not old:
+        parent, _, attr = name.rpartition('.')
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return new
 
 
 def _counts_changed(trace: Trace, before: dict[str, tuple]) -> dict[int, int]:
@@ -122,7 +134,7 @@ def _failing_path(model: nn.Module, inputs: Any) -> list[str]:
 
 def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
     try:
-        with torch.no_grad(), FlopCount() as counter:
+        with torch.no_grad(), unfused_attention(), FlopCount() as counter:
             out = call_model(model, inputs)
         return out, counter.total
     except Exception as exc:

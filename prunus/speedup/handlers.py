@@ -33,7 +33,7 @@ from torch import nn
 
 __all__ = ['Handler', 'ConvHandler', 'ConvTransposeHandler', 'LinearHandler',
            'EmbeddingHandler', 'NormHandler', 'GroupNormHandler', 'PReLUHandler',
-           'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'find_handler']
+           'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'DETECTORS', 'find_handler']
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -411,6 +411,10 @@ HANDLERS: dict[type, Handler] = {
     nn.MultiheadAttention: KeepChannelsHandler(),
 }
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
+#: Functions ``module -> Handler | None`` tried for modules the table does not know:
+#: layers recognized by their structure rather than their class (attention modules, see
+#: :mod:`prunus.speedup.attention`).
+DETECTORS: list = []
 
 
 def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -> Handler | None:
@@ -426,4 +430,9 @@ def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -
                 break
     if handler is not None and handler.handles(module):
         return handler
+    if handler is None and not (custom and cls in custom):
+        for detect in DETECTORS:
+            found = detect(module)
+            if found is not None:
+                return found
     return None

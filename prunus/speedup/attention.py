@@ -1,0 +1,221 @@
+"""Speedup handlers for attention modules: whole heads removed, attributes updated.
+
+An attention module whose head layout :func:`~prunus.compression.torch.heads.attention_layout`
+knows is handled as one layer (the tracer does not look inside it), in one of two ways:
+
+* *open* (Hugging Face BERT-style self-attention, whose output projection is a separate
+  module: BERT, RoBERTa, ViT, DeiT, ...): its output channels are the heads' channels,
+  removable in whole heads only (a head goes when its V rows and biases are zero, as
+  ``TransformerHeadPruner`` masks them), so the planner removes them and the next Linear's
+  input columns together;
+* *closed* (DistilBERT, GPT-2, ``q_proj``...``out_proj`` models, timm/torchvision packed
+  ``qkv``/``proj``): the output projection is inside, so the module removes its dead heads
+  itself (V rows and bias zero, or the output projection's columns zero: either way the
+  head adds nothing) and its outputs are the output projection's.
+
+Both shrink their input features too (the Q/K/V columns), when Q, K and V read the
+same tensor, and update the head count and width attributes the forward reads
+(``num_attention_heads``/``all_head_size``, ``n_heads``, ``num_heads``, ``split_size``...).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prunus.compression.torch.heads import AttentionLayout, Slice, attention_layout
+from prunus.speedup.handlers import DETECTORS, Handler, _add_bias, _set, _take
+
+__all__ = ['OpenAttentionHandler', 'ClosedAttentionHandler', 'detect_attention',
+           'remove_heads', 'dead_heads']
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == 'Conv1D' and hasattr(module, 'nf')
+
+
+def _rows(s: Slice, heads: torch.Tensor, dim: int) -> torch.Tensor:
+    heads = heads.reshape(-1, 1)
+    return (s.start + heads * dim + torch.arange(dim)).reshape(-1)
+
+
+def _refresh(module: nn.Module) -> None:
+    """Bring a projection's size attributes in line with its new weight."""
+    w = module.weight
+    if isinstance(module, nn.Linear):
+        module.out_features, module.in_features = w.shape
+    elif _is_conv1d(module):
+        module.nf = w.shape[1]
+        if hasattr(module, 'nx'):
+            module.nx = w.shape[0]
+
+
+def _group(slices: list[Slice]) -> dict[tuple[str, str], list[Slice]]:
+    """Slices by the weight they index (a packed qkv is three slices of one weight)."""
+    by: dict[tuple[str, str], list[Slice]] = {}
+    for s in slices:
+        by.setdefault((s.module, s.weight), []).append(s)
+    return by
+
+
+def _projections(module: nn.Module, lay: AttentionLayout) -> list[tuple[nn.Module, list[Slice]]]:
+    return [(lay.q.owner(module) if not key[0] else module.get_submodule(key[0]), group)
+            for key, group in _group([lay.q, lay.k, lay.v]).items()]
+
+
+def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
+    """Keep only heads ``keep`` (sorted indices): Q/K/V rows, output columns, attributes."""
+    dim = lay.head_dim
+    for owner, slices in _projections(module, lay):
+        axis = slices[0].axis
+        index = torch.cat([_rows(s, keep, dim) for s in sorted(slices, key=lambda s: s.start)])
+        weight = getattr(owner, slices[0].weight)
+        _set(owner, slices[0].weight, _take(weight.data, axis, index))
+        bias = slices[0].bias
+        if bias is not None and getattr(owner, bias) is not None:
+            _set(owner, bias, _take(getattr(owner, bias).data, 0, index))
+        if owner is not module:
+            _refresh(owner)
+    if lay.out is not None:
+        out = lay.out.owner(module)
+        _set(out, lay.out.weight, _take(getattr(out, lay.out.weight).data, lay.out.axis,
+                                        _rows(lay.out, keep, dim)))
+        _refresh(out)
+    if lay.heads_attr:
+        setattr(module, lay.heads_attr, len(keep))
+    for attr in lay.width_attrs:
+        setattr(module, attr, len(keep) * dim)
+
+
+def _zero_blocks(t: torch.Tensor, axis: int, start: int, heads: int, dim: int) -> torch.Tensor:
+    part = t.detach().movedim(axis, 0)[start:start + heads * dim].reshape(heads, -1)
+    return (part == 0).all(1).cpu()
+
+
+def dead_heads(module: nn.Module, lay: AttentionLayout) -> torch.Tensor:
+    """Bool per head: it adds nothing to the output (V rows and bias zero, or its output
+    projection columns zero)."""
+    h, dim, v = lay.num_heads, lay.head_dim, lay.v
+    owner = v.owner(module)
+    dead = _zero_blocks(getattr(owner, v.weight), v.axis, v.start, h, dim)
+    if v.bias is not None and getattr(owner, v.bias) is not None:
+        dead &= _zero_blocks(getattr(owner, v.bias), 0, v.start, h, dim)
+    if lay.out is not None:
+        out = lay.out.owner(module)
+        dead |= _zero_blocks(getattr(out, lay.out.weight), lay.out.axis, 0, h, dim)
+    return dead
+
+
+class _AttentionBase(Handler):
+    """What open and closed attention share: the Q/K/V input side."""
+
+    in_dim = -1
+    out_dim = -1
+    #: Q, K and V must read one tensor for the input features to be removable.
+    single_input = True
+    kinds: tuple[str, ...] = ()
+
+    def layout(self, module: nn.Module) -> AttentionLayout:
+        lay = attention_layout(module)
+        if lay is None:
+            raise NotImplementedError(f'{type(module).__name__} no longer has a known head layout')
+        return lay
+
+    def handles(self, module):
+        lay = attention_layout(module)
+        return lay is not None and lay.kind in self.kinds
+
+    def head_count(self, module) -> int:
+        return self.layout(module).num_heads
+
+    def count_in(self, module):
+        lay = self.layout(module)
+        w = getattr(lay.q.owner(module), lay.q.weight)
+        return w.shape[1 - lay.q.axis]
+
+    def prune_in(self, module, keep):
+        for owner, slices in _projections(module, self.layout(module)):
+            name = slices[0].weight
+            _set(owner, name, _take(getattr(owner, name).data, 1 - slices[0].axis, keep))
+            _refresh(owner)
+
+    def can_fold(self, module, values):
+        return True
+
+    def fold_in(self, module, removed, values):
+        if not bool(values.any()):
+            return
+        for owner, slices in _projections(module, self.layout(module)):
+            w = getattr(owner, slices[0].weight).data
+            vals = values.to(w.device, w.dtype)
+            idx = removed.to(w.device)
+            extra = w[:, idx] @ vals if slices[0].axis == 0 else vals @ w[idx, :]
+            _add_bias(owner, extra)
+
+
+class OpenAttentionHandler(_AttentionBase):
+    """Attention whose output is the heads' concatenation (the projection is outside)."""
+
+    kinds = ('bert',)
+
+    def count_out(self, module):
+        return self.layout(module).inner
+
+    def groups(self, module):
+        return self.count_in(module), self.layout(module).num_heads, True
+
+    def dead_out(self, module):
+        lay = self.layout(module)
+        return dead_heads(module, lay).repeat_interleave(lay.head_dim)
+
+    def prune_out(self, module, keep):
+        lay = self.layout(module)
+        remove_heads(module, lay, torch.unique(keep // lay.head_dim))
+
+
+class ClosedAttentionHandler(_AttentionBase):
+    """Attention with its output projection inside: heads are removed internally."""
+
+    kinds = ('distilbert', 'proj', 'gpt2', 'packed')
+
+    def _out(self, module):
+        lay = self.layout(module)
+        return lay.out.owner(module), lay.out.axis
+
+    def count_out(self, module):
+        out, axis = self._out(module)
+        return out.weight.shape[1 - axis]
+
+    def dead_out(self, module):
+        out, axis = self._out(module)
+        w = out.weight.data.movedim(1 - axis, 0).flatten(1)
+        return ((w == 0).all(1)).cpu()
+
+    def prune_out(self, module, keep):
+        out, axis = self._out(module)
+        _set(out, 'weight', _take(out.weight.data, 1 - axis, keep))
+        if out.bias is not None:
+            _set(out, 'bias', _take(out.bias.data, 0, keep))
+        _refresh(out)
+
+    def prune_inner(self, module: nn.Module) -> nn.Module:
+        lay = self.layout(module)
+        dead = dead_heads(module, lay)
+        if bool(dead.all()):
+            dead[0] = False  # a module needs one head; a dead one adds nothing anyway
+        if bool(dead.any()):
+            remove_heads(module, lay, (~dead).nonzero().flatten())
+        return module
+
+
+OPEN, CLOSED = OpenAttentionHandler(), ClosedAttentionHandler()
+
+
+def detect_attention(module: nn.Module) -> Handler | None:
+    """The attention handler for ``module`` if its head layout is known."""
+    for handler in (OPEN, CLOSED):
+        if handler.handles(module):
+            return handler
+    return None
+
+
+DETECTORS.append(detect_attention)
