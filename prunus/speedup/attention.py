@@ -197,7 +197,8 @@ class ClosedAttentionHandler(_AttentionBase):
             _set(out, 'bias', _take(out.bias.data, 0, keep))
         _refresh(out)
 
-    def prune_inner(self, module: nn.Module) -> nn.Module:
+    def prune_inner(self, module: nn.Module, plan: object) -> nn.Module:
+        """Removes the dead heads inside; returns the module (or a replacement)."""
         lay = self.layout(module)
         dead = dead_heads(module, lay)
         if bool(dead.all()):
@@ -219,3 +220,4 @@ def detect_attention(module: nn.Module) -> Handler | None:
 
 
 DETECTORS.append(detect_attention)
+from prunus.speedup import mha as _mha  # noqa: E402,F401  (registers nn.MultiheadAttention)

@@ -43,7 +43,7 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module) -> None:
         try:
             inner = getattr(h, 'prune_inner', None)
             if inner is not None:
-                m = _replace_module(model, name, m, inner(m))
+                m = _replace_module(model, name, m, inner(m, sp))
                 site.module = m
             if h.tied(m):
                 if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
