@@ -1,0 +1,140 @@
+"""Heads removed physically: exact against the masked model, attributes updated."""
+import pytest
+import torch
+from torch import nn
+
+from prunus.compression.torch import L1FilterPruner, TransformerHeadPruner
+from prunus.compression.torch.heads import attention_layout
+from prunus.speedup import speedup
+from prunus.speedup.mha import PrunedMultiheadAttention
+
+from .models import ARCHS, HEAD_DIM, HEADS, WIDTH, build, first_tensor
+
+CONFIG = [{'sparsity': 0.5, 'op_types': ['Linear', 'Conv1D', 'MultiheadAttention']}]
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize('name', ARCHS)
+def test_half_the_heads_go_and_the_result_is_exact(name):
+    model, x = build(name)
+    pruner = TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=x)
+    pruner.compress()
+    expected = first_tensor(model(*x))
+    small, summary = speedup(model, x, return_summary=True)
+    torch.testing.assert_close(first_tensor(small(*x)), expected, rtol=1e-5, atol=1e-5)
+    layouts = [attention_layout(m) for m in small.modules()]
+    layouts = [lay for lay in layouts if lay is not None] + [
+        m for m in small.modules() if isinstance(m, PrunedMultiheadAttention)]
+    heads = [lay.num_heads for lay in layouts]
+    assert heads and all(h == HEADS // 2 for h in heads), heads
+    # each removed head takes 3 * (WIDTH + 1) * HEAD_DIM of Q/K/V and WIDTH * HEAD_DIM of the output
+    per_head = 3 * (WIDTH + 1) * HEAD_DIM + WIDTH * HEAD_DIM
+    assert _params(model) - _params(small) == len(pruner.masking_groups) * HEADS // 2 * per_head
+    assert summary.flops_after < summary.flops_before
+    assert _params(model) == summary.params_before  # the user's model is untouched
+
+
+def test_hf_attributes_follow_the_heads():
+    model, x = build('bert')
+    TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=x).compress()
+    small = speedup(model, x)
+    attn = small.encoder.layer[0].attention.self
+    assert (attn.num_attention_heads, attn.all_head_size, attn.query.out_features) == (2, 16, 16)
+    assert small.encoder.layer[0].attention.output.dense.in_features == 16
+    gpt, ids = build('gpt2')
+    TransformerHeadPruner(gpt, CONFIG, HEAD_DIM, dummy_input=ids).compress()
+    attn = speedup(gpt, ids).h[0].attn
+    assert (attn.num_heads, attn.split_size, attn.c_attn.nf) == (2, 16, 48)
+
+
+def test_unpruned_attention_is_left_alone():
+    model, x = build('encoder_stack')
+    small, summary = speedup(model, x, {}, return_summary=True)
+    assert isinstance(small.enc.layers[0].self_attn, nn.MultiheadAttention)
+    assert summary.params_after == summary.params_before
+
+
+def test_a_linear_feeding_multihead_attention_shrinks():
+    model, x = build('encoder_stack')
+    model = nn.Sequential(nn.Linear(12, WIDTH), nn.ReLU(), _SelfAttention()).eval()
+    L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': ['0']}]).compress()
+    expected = model(x[0])
+    small = speedup(model, x)
+    assert small[0].out_features == WIDTH // 2
+    assert isinstance(small[2].att, PrunedMultiheadAttention)
+    assert small[2].att.q_proj_weight.shape == (WIDTH, WIDTH // 2)
+    torch.testing.assert_close(small(x[0]), expected)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+
+    def forward(self, h):
+        return self.att(h, h, h, need_weights=False)[0]
+
+
+class _Cross(nn.Module):
+    """Keys and values from another tensor: only the query side may shrink."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, WIDTH), nn.Linear(12, WIDTH)
+        self.att = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+
+    def forward(self, x):
+        return self.att(self.a(x), self.b(x), self.b(x))[0]
+
+
+def test_cross_attention_keeps_its_inputs_and_stays_exact():
+    model = _Cross().eval()
+    L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': ['a', 'b']}]).compress()
+    x = torch.randn(2, 5, 12)
+    small, summary = speedup(model, x, return_summary=True)
+    assert small.a.out_features == WIDTH and small.b.out_features == WIDTH
+    torch.testing.assert_close(small(x), model(x))
+    assert summary.kept
+
+
+@pytest.mark.parametrize('kwargs', [{}, {'need_weights': True, 'average_attn_weights': False},
+                                    {'attn_mask': 'causal'}, {'key_padding_mask': True}])
+def test_pruned_multihead_attention_equals_the_original(kwargs):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(WIDTH, HEADS).eval()
+    q, kv = torch.randn(5, 2, WIDTH), torch.randn(6, 2, WIDTH)
+    args = dict(kwargs)
+    if args.get('attn_mask') == 'causal':
+        args['attn_mask'] = torch.ones(5, 6, dtype=torch.bool).triu(1)
+    if args.get('key_padding_mask'):
+        args['key_padding_mask'] = torch.tensor([[False] * 5 + [True], [False] * 6])
+    ref_out, ref_w = mha(q, kv, kv, **args)
+    out, w = PrunedMultiheadAttention.from_mha(mha).eval()(q, kv, kv, **args)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    if ref_w is not None:
+        torch.testing.assert_close(w, ref_w, rtol=1e-5, atol=1e-5)
+
+
+def test_flops_are_counted_the_same_way_before_and_after():
+    for name in ('encoder_stack', 'torchvision_vit', 'bert'):
+        model, x = build(name)
+        _, summary = speedup(model, x, {}, return_summary=True)
+        assert summary.flops_after == summary.flops_before, name
+    mha = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True).eval()
+    _, summary = speedup(_Wrap(mha), torch.randn(2, 10, WIDTH), {}, return_summary=True)
+    b, s = 2, 10
+    projections = 4 * 2 * b * s * WIDTH * WIDTH
+    attention = 2 * 2 * b * s * s * WIDTH  # Q K^T and P V over all heads
+    assert summary.flops_before == summary.flops_after == projections + attention
+
+
+class _Wrap(nn.Module):
+    def __init__(self, mha):
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x):
+        return self.mha(x, x, x)[0]
