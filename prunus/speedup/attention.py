@@ -209,6 +209,8 @@ class ClosedAttentionHandler(_AttentionBase):
 
 
 OPEN, CLOSED = OpenAttentionHandler(), ClosedAttentionHandler()
+#: The built-in detected handlers (they replace tensors, never write into them).
+DETECTED = (OPEN, CLOSED)
 
 
 def detect_attention(module: nn.Module) -> Handler | None:

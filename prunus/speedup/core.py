@@ -14,6 +14,7 @@ guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount, unfused_attention  # noqa: E402
+from prunus.speedup.attention import DETECTED
 from prunus.speedup.handlers import HANDLERS, Handler, find_handler
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.observe import call_model
@@ -219,7 +220,9 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     plan = make_plan(trace)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
-    builtin = set(map(id, HANDLERS.values()))
+    heads = {n: s.handler.head_count(s.module) for n, s in trace.sites.items()
+             if hasattr(s.handler, 'head_count')}
+    builtin = set(map(id, HANDLERS.values())) | set(map(id, DETECTED))
     for site in trace.sites.values():
         if id(site.handler) not in builtin:  # a user's handler may write in place
             unshare(site.module, model)
@@ -232,6 +235,9 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     summary.params_before, summary.params_after = params_before, _param_count(work)
     summary.flops_before, summary.flops_after = trace.flops, flops_after
     summary.trace_reused = reused
+    summary.heads = {n: (h, trace.sites[n].handler.head_count(trace.sites[n].module))
+                     for n, h in heads.items()}
+    summary.heads = {n: c for n, c in summary.heads.items() if c[0] != c[1]}
     return work, summary
 
 
