@@ -24,6 +24,7 @@ from torch import nn
 
 from prunus.compression.torch.heads import AttentionLayout, Slice, attention_layout
 from prunus.speedup.handlers import DETECTORS, Handler, _add_bias, _set, _take
+from prunus.compression.torch.attention_modules import per_head_params, to_head_pruned
 
 __all__ = ['OpenAttentionHandler', 'ClosedAttentionHandler', 'detect_attention',
            'remove_heads', 'dead_heads']
@@ -65,6 +66,11 @@ def _projections(module: nn.Module, lay: AttentionLayout) -> list[tuple[nn.Modul
 def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
     """Keep only heads ``keep`` (sorted indices): Q/K/V rows, output columns, attributes."""
     dim = lay.head_dim
+    for owner, pname, axis in per_head_params(module):
+        _set(owner, pname, _take(getattr(owner, pname).data, axis, keep))
+        if owner is not module:
+            _refresh(owner)
+    to_head_pruned(module, dim)
     for owner, slices in _projections(module, lay):
         axis = slices[0].axis
         index = torch.cat([_rows(s, keep, dim) for s in sorted(slices, key=lambda s: s.start)])

@@ -6,7 +6,7 @@ from torch import nn
 from prunus.compression.torch import L1FilterPruner, TransformerHeadPruner
 from prunus.compression.torch.heads import attention_layout
 from prunus.speedup import speedup
-from prunus.speedup.mha import PrunedMultiheadAttention
+from prunus.compression.torch.attention_modules import PrunedMultiheadAttention
 
 from .models import ARCHS, HEAD_DIM, HEADS, WIDTH, build, first_tensor
 
