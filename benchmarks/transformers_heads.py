@@ -178,15 +178,18 @@ def structure_rows() -> list[str]:
     gpt = transformers.GPT2Model(transformers.GPT2Config(n_layer=4)).eval()
     cases = [('vit_b_16', torchvision.models.vit_b_16(weights=None).eval(), (torch.randn(1, 3, 224, 224),), 64,
               ['Linear', 'MultiheadAttention'], 'mlp.0'),
+             ('swin_t', torchvision.models.swin_t(weights=None).eval(), (torch.randn(1, 3, 224, 224),), 32,
+              ['Linear'], 'mlp.0'),
              ('gpt2 (4 layers, from config)', gpt, (torch.randint(0, 50257, (1, 32)),), 64,
               ['Conv1D'], 'mlp.c_fc')]
     for label, model, x, head_dim, types, mlp in cases:
-        if hasattr(model, 'heads'):  # torchvision zero-initializes the classifier
-            torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+        head = getattr(model, 'heads', None) or getattr(model, 'head', None)
+        if head is not None:  # torchvision zero-initializes the ViT classifier
+            torch.nn.init.normal_((head.head if hasattr(head, 'head') else head).weight, std=0.02)
         TransformerHeadPruner(model, [{'sparsity': 0.5, 'op_types': types}], head_dim,
                               dummy_input=x).compress()
         mlp_names = [n for n, _ in model.named_modules() if n.endswith(mlp)]
-        if mlp_names and label.startswith('vit'):
+        if mlp_names and not label.startswith('gpt2'):
             L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': mlp_names}]).compress()
         with torch.no_grad():
             ref = model(*x)
@@ -197,7 +200,7 @@ def structure_rows() -> list[str]:
             out = out if isinstance(out, torch.Tensor) else out.last_hidden_state
         err = float((out - ref).abs().max() / ref.abs().max())
         hb, ha = sum(b for b, _ in s.heads.values()), sum(a for _, a in s.heads.values())
-        what = 'heads + MLP 50%' if label.startswith('vit') else 'heads 50%'
+        what = 'heads 50%' if label.startswith('gpt2') else 'heads + MLP 50%'
         rows.append(f'| {label} | {what} | {s.params_before:,} -> {s.params_after:,} | {hb} -> {ha} | '
                     f'{s.flops_after / s.flops_before:.3f} | {err:.1e} |')
         print(rows[-1], flush=True)

@@ -64,6 +64,7 @@ def build(name: str):
     elif name == 'torchvision_vit':
         model = torchvision.models.VisionTransformer(image_size=16, patch_size=8, num_layers=2,
                                                      num_heads=HEADS, hidden_dim=WIDTH, mlp_dim=2 * WIDTH)
+        nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision starts it at zero
         x = (torch.randn(2, 3, 16, 16),)
     else:
         model, x = _hf(name)

@@ -141,3 +141,26 @@ def test_bad_config_names_the_entry():
     model, x = build('bert')
     with pytest.raises(ValueError, match=r'config_list\[0\]'):
         TransformerHeadPruner(model, [{'sparsity': 1.5, 'op_types': ['Linear']}], HEAD_DIM, dummy_input=x)
+
+
+@pytest.mark.parametrize('name', ['encoder_stack', 'torchvision_vit'])
+@pytest.mark.parametrize('criterion', ['l2_activation', 'taylorfo'])
+def test_data_criteria_see_multihead_attention_heads(name, criterion):
+    model, x = build(name)
+    pruner = TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=x, ranking_criterion=criterion,
+                                   forward_runner=_runner(x, backward=criterion == 'taylorfo'))
+    pruner.compress()
+    assert all(len(h) == HEADS // 2 for h in pruner.get_pruned_heads().values())
+    assert all(type(m).__name__ != 'PrunedMultiheadAttention' for m in model.modules())
+
+
+def test_data_criteria_see_swin_heads():
+    torchvision = pytest.importorskip('torchvision')
+    model = torchvision.models.swin_t(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    pruner = TransformerHeadPruner(model, [{'sparsity': 0.5, 'op_types': ['Linear']}], 32,
+                                   dummy_input=x, ranking_criterion='l1_activation',
+                                   forward_runner=_runner((x,)))
+    pruner.compress()
+    assert type(model.features[1][0].attn).__name__ == 'ShiftedWindowAttention'
+    assert sum(len(h) for h in pruner.get_pruned_heads().values()) > 30

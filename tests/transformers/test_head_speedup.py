@@ -138,3 +138,24 @@ class _Wrap(nn.Module):
 
     def forward(self, x):
         return self.mha(x, x, x)[0]
+
+
+@pytest.mark.parametrize('version', [1, 2])
+def test_swin_heads_go_with_their_position_bias(version):
+    torchvision = pytest.importorskip('torchvision')
+    from torchvision.models import swin_transformer as S
+    torch.manual_seed(0)
+    extra = {} if version == 1 else dict(block=S.SwinTransformerBlockV2, downsample_layer=S.PatchMergingV2)
+    model = S.SwinTransformer([4, 4], 32, [2, 2], [4, 8], [4, 4], num_classes=5, **extra).eval()
+    x = torch.randn(2, 3, 40, 40)  # 10x10 tokens: windows are padded, and shifted
+    TransformerHeadPruner(model, [{'sparsity': 0.5, 'op_types': ['Linear']}], 8, dummy_input=x).compress()
+    expected = model(x)
+    small, summary = speedup(model, x, return_summary=True)
+    torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
+    attn = small.features[1][0].attn
+    assert attn.num_heads == 2 and attn.qkv.out_features == 3 * 16
+    if version == 1:
+        assert attn.relative_position_bias_table.shape[1] == 2
+    else:
+        assert attn.cpb_mlp[-1].out_features == 2 and attn.logit_scale.shape[0] == 2
+    assert sum(a for _, a in summary.heads.values()) == 12

@@ -61,18 +61,20 @@ class PrunedMultiheadAttention(nn.Module):
         self.embed_dim = out_proj.out_features
 
     @classmethod
-    def from_mha(cls, mha: nn.MultiheadAttention) -> 'PrunedMultiheadAttention':
-        e = mha.embed_dim
+    def from_mha(cls, mha: nn.MultiheadAttention, share: bool = False) -> 'PrunedMultiheadAttention':
+        """The equivalent of ``mha``; ``share``: its output projection is ``mha.out_proj``
+        itself (a temporary stand-in), else a plain Linear with the same parameters."""
         if mha._qkv_same_embed_dim:
             ws = mha.in_proj_weight.chunk(3)
         else:
             ws = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
         bs = (None,) * 3 if mha.in_proj_bias is None else mha.in_proj_bias.chunk(3)
         like_w = mha.in_proj_weight if mha._qkv_same_embed_dim else mha.q_proj_weight
-        out = nn.Linear(e, e, bias=mha.out_proj.bias is not None,
-                        device=mha.out_proj.weight.device, dtype=mha.out_proj.weight.dtype)
-        out.weight = mha.out_proj.weight
-        out.bias = mha.out_proj.bias
+        out = mha.out_proj
+        if not share:
+            out = nn.Linear(1, 1, bias=mha.out_proj.bias is not None)
+            out.weight, out.bias = mha.out_proj.weight, mha.out_proj.bias
+            out.in_features, out.out_features = mha.out_proj.in_features, mha.out_proj.out_features
         return cls(*(_param(w, like_w) for w in ws), *(_param(b, mha.in_proj_bias) for b in bs),
                    out, mha.num_heads, mha.head_dim, float(mha.head_dim) ** -0.5, mha.dropout,
                    mha.batch_first)

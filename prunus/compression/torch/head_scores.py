@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .attention_modules import PrunedMultiheadAttention, to_head_pruned
 from .head_groups import HeadGroup
 
 __all__ = ['weight_scores', 'HeadStatistics']
@@ -48,6 +49,7 @@ class HeadStatistics:
         self._handles: list[Any] = []
 
     def start(self) -> 'HeadStatistics':
+        self._swaps = _stand_ins(self.model, self.groups)
         for i, group in enumerate(self.groups):
             out = group.layout.out
             module = self.model.get_submodule(out.module)
@@ -58,6 +60,9 @@ class HeadStatistics:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for restore in reversed(getattr(self, '_swaps', [])):
+            restore()
+        self._swaps = []
 
     def _hook(self, index: int, group: HeadGroup):
         heads, inner = group.num_heads, group.layout.inner
@@ -85,3 +90,31 @@ class HeadStatistics:
                              f"'{name}'; with ranking_criterion='taylorfo' the forward_runner (or "
                              'trainer) must call loss.backward().')
         return self.totals[index]
+
+
+def _stand_ins(model: nn.Module, groups: list[HeadGroup]) -> list:
+    """While statistics are gathered, attention modules that use their output projection's
+    weight directly (nn.MultiheadAttention, torchvision Swin) are run by equivalents that
+    call it as a module, so its hooks see the heads' outputs. Returns the undo steps."""
+    undo = []
+    names = {g.name for g in groups}
+    for name, module in list(model.named_modules()):
+        if name not in names:
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            parent_name, _, attr = name.rpartition('.')
+            parent = model.get_submodule(parent_name) if parent_name else model
+            stand_in = PrunedMultiheadAttention.from_mha(module, share=True)
+            stand_in.train(module.training)
+            setattr(parent, attr, stand_in)
+            undo.append(lambda p=parent, a=attr, m=module: setattr(p, a, m))
+        else:
+            cls = type(module)
+            to_head_pruned(module, getattr(module, 'head_dim', 0) or _head_dim(groups, name))
+            if type(module) is not cls:
+                undo.append(lambda m=module, c=cls: setattr(m, '__class__', c))
+    return undo
+
+
+def _head_dim(groups: list[HeadGroup], name: str) -> int:
+    return next(g.layout.head_dim for g in groups if g.name == name)
