@@ -29,6 +29,7 @@ from prunus.speedup.flops import op_flops
 from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
 from prunus.speedup.handlers import Handler, find_handler
 from prunus.speedup import attention as _attention  # noqa: F401  (registers its detector)
+from prunus.speedup import rnn as _rnn  # noqa: F401  (registers LSTM/GRU/RNN)
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
 
@@ -326,6 +327,9 @@ class _Tracer:
         shape = [1] * y.dim()
         shape[handler.out_dim] = len(site.out_ids)
         self.put(y, site.out_ids.view(shape), dynamic)
+        link = getattr(handler, 'link_outputs', None)
+        if link is not None:  # further outputs with the same channels (an RNN's h_n)
+            link(self, module, site.out_ids, ins, outs, dynamic)
 
     def _other_inputs(self, name: str, module: nn.Module, handler: Handler,
                       ins: list[torch.Tensor], got: list) -> None:
