@@ -85,7 +85,13 @@ def _counts_changed(trace: Trace, before: dict[str, tuple]) -> dict[int, int]:
     changed = {}
     for name, site in trace.sites.items():
         h, m = site.handler, site.module
-        old_in, old_out = before[name]
+        old_in, old_out = before[name][:2]
+        if len(before[name]) > 2:  # attention: its head count and inner width too
+            old_heads, old_inner = before[name][2:]
+            lay = h.layout(m)
+            if old_heads != lay.num_heads:
+                changed[old_heads] = lay.num_heads
+                changed[old_inner] = lay.inner
         if old_out != h.count_out(m):
             changed[old_out] = h.count_out(m)
         if old_in is not None and old_in != h.count_in(m):
@@ -95,13 +101,14 @@ def _counts_changed(trace: Trace, before: dict[str, tuple]) -> dict[int, int]:
 
 def _attribute_hint(model: nn.Module, path: list[str], changed: dict[int, int]) -> str:
     hits = []
-    user = [n for n in path if find_handler(model.get_submodule(n)) is None]
-    for name in user[-1:]:
+    for name in reversed(path):  # the innermost module holding a stale count names it
         module = model.get_submodule(name)
         for attr, value in vars(module).items():
             if not attr.startswith('_') and isinstance(value, int) and value in changed:
                 hits.append(f"{type(module).__name__}.{attr}={value} in '{name}' "
-                            f'(channels now {changed[value]})')
+                            f'(now {changed[value]})')
+        if hits:
+            break
     if not hits:
         return ''
     return ('; attribute(s) holding a channel count: ' + ', '.join(hits) +
@@ -166,7 +173,7 @@ def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> Spee
     summary = SpeedupSummary(kept=dict(plan.kept_reasons))
     for name, site in trace.sites.items():
         h, m = site.handler, site.module
-        old_in, old_out = before[name]
+        old_in, old_out = before[name][:2]
         summary.layers.append(LayerSummary(
             name, type(m).__name__, old_in, None if old_in is None else h.count_in(m),
             old_out, h.count_out(m), plan.masked.get(name, 0), site.out_ids is not None))
@@ -220,6 +227,10 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     plan = make_plan(trace)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
+    for n, s in trace.sites.items():
+        if hasattr(s.handler, 'head_count'):
+            lay = s.handler.layout(s.module)
+            before[n] += (lay.num_heads, lay.inner)
     heads = {n: s.handler.head_count(s.module) for n, s in trace.sites.items()
              if hasattr(s.handler, 'head_count')}
     builtin = set(map(id, HANDLERS.values())) | set(map(id, DETECTED))

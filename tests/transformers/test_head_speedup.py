@@ -159,3 +159,30 @@ def test_swin_heads_go_with_their_position_bias(version):
     else:
         assert attn.cpb_mlp[-1].out_features == 2 and attn.logit_scale.shape[0] == 2
     assert sum(a for _, a in summary.heads.values()) == 12
+
+
+class _StaleWidth(nn.Module):
+    """An attention that keeps its inner width in an attribute the speedup cannot know."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_heads, self.head_dim, self.inner = HEADS, HEAD_DIM, WIDTH
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(WIDTH, WIDTH) for _ in range(4))
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q, k, v = (p(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        ctx = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, s, self.inner))
+
+
+def test_a_stale_width_attribute_is_named_and_nothing_changes():
+    from prunus.speedup import SpeedupError
+    model = nn.Sequential(_StaleWidth()).eval()
+    x = torch.randn(2, 5, WIDTH)
+    TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=x).compress()
+    before = _params(model)
+    with pytest.raises(SpeedupError, match=r"_StaleWidth\.inner=32 in '0'"):
+        speedup(model, x)
+    assert _params(model) == before and model[0].num_heads == HEADS
