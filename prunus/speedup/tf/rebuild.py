@@ -9,6 +9,7 @@ import numpy as np
 from keras import tree
 
 from .analysis import Analysis, SpeedupError
+from .handlers import layer_weights, weight_key
 
 
 class Rebuilder:
@@ -54,9 +55,11 @@ class Rebuilder:
 
     def layer(self, layer, plan) -> keras.layers.Layer:
         config = layer.get_config()
-        weights = {v.name: v.numpy() for v in layer.weights}
+        weights = layer_weights(layer)
         try:
-            if plan is not None and plan.role != 'pin':
+            if plan is not None and plan.role == 'inner':
+                plan.handler.shrink_inside(layer, config, weights)
+            elif plan is not None and plan.role != 'pin':
                 self._prune(layer, plan, config, weights)
             new = type(layer).from_config(config)
         except Exception as exc:
@@ -95,7 +98,7 @@ def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list
     """``weights`` in the order of the new layer's variables: by name, or by position where
     the names do not carry over (a custom layer's unnamed ``add_weight`` gets a fresh
     ``variable_N`` in every instance) and the shapes agree."""
-    names = [v.name for v in layer.weights]
+    names = [weight_key(layer, v) for v in layer.weights]
     if all(n in weights for n in names):
         return [weights[n] for n in names]
     values = list(weights.values())
