@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from prunus.compression.torch.width import KeptChannelLayerNorm
+
 __all__ = ['Handler', 'ConvHandler', 'ConvTransposeHandler', 'LinearHandler',
            'EmbeddingHandler', 'NormHandler', 'GroupNormHandler', 'PReLUHandler',
            'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'DETECTORS', 'find_handler']
@@ -436,3 +438,32 @@ def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -
             if found is not None:
                 return found
     return None
+
+
+class KeptChannelNormHandler(Handler):
+    """:class:`~prunus.compression.torch.width.KeptChannelLayerNorm`: tied; its statistics
+    cover only its kept channels, so removing the others changes nothing. Once every
+    channel left is kept it is a plain nn.LayerNorm again."""
+
+    in_dim = -1
+    out_dim = -1
+
+    def tied(self, module):
+        return True
+
+    def count_in(self, module):
+        return module.normalized_shape[0]
+
+    def prune_in(self, module, keep):
+        for name in ('weight', 'bias'):
+            value = getattr(module, name)
+            _set(module, name, None if value is None else _take(value.data, 0, keep))
+        module.normalized_shape = (len(keep),)
+        module.keep = module.keep.index_select(0, keep.to(module.keep.device))
+        if bool(module.keep.all()):
+            del module._buffers['keep']
+            module.__class__ = nn.LayerNorm
+
+
+HANDLERS[KeptChannelLayerNorm] = KeptChannelNormHandler()
+SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)

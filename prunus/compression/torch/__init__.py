@@ -16,6 +16,7 @@ from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFil
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .head_pruner import TransformerHeadPruner
+from .width import KeptChannelLayerNorm, prune_hidden_width
 from .lottery import LotteryTicketPruner
 from .masking import apply_masks, get_masks, strip
 from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
@@ -37,4 +38,5 @@ __all__ = [
     'semi_structured_available', 'is_two_four', 'to_semi_structured',
     'SimulatedAnnealingPruner', 'NetAdaptPruner', 'SensitivityPruner', 'SensitivityAnalysis', 'pruned_flops',
     'AMCPruner', 'AutoCompressPruner', 'TransformerHeadPruner',
+    'prune_hidden_width', 'KeptChannelLayerNorm',
 ]
