@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunus.compression.torch.heads import AttentionLayout, Slice, attention_layout
+from prunus.compression.torch.heads import HEAD_DIM_ATTRS, AttentionLayout, Slice, attention_layout
 from prunus.speedup.handlers import DETECTORS, Handler, _add_bias, _set, _take
 from prunus.compression.torch.attention_modules import per_head_params, to_head_pruned
 
@@ -111,6 +111,61 @@ def dead_heads(module: nn.Module, lay: AttentionLayout) -> torch.Tensor:
     return dead
 
 
+def _zero_rows(module: nn.Module, s: Slice, heads: int, dim: int, with_bias: bool = True
+               ) -> torch.Tensor:
+    """(heads, dim) bool: that row (column) of the slice is zero, bias included."""
+    owner = s.owner(module)
+    t = getattr(owner, s.weight).detach().movedim(s.axis, 0)[s.start:s.start + heads * dim]
+    zero = (t.reshape(heads * dim, -1) == 0).all(1)
+    if with_bias and s.bias is not None and getattr(owner, s.bias) is not None:
+        zero &= getattr(owner, s.bias).detach()[s.start:s.start + heads * dim] == 0
+    return zero.reshape(heads, dim).cpu()
+
+
+def dead_dims(module: nn.Module, lay: AttentionLayout, value_side: bool = True) -> torch.Tensor:
+    """(heads, dim) bool: head dimension j of head h adds nothing to the scores (its Q or
+    K row is zero) nor, with ``value_side``, to the output (its V row or output column)."""
+    h, d = lay.num_heads, lay.head_dim
+    dead = _zero_rows(module, lay.q, h, d) | _zero_rows(module, lay.k, h, d)
+    if value_side:
+        v = _zero_rows(module, lay.v, h, d)
+        if lay.out is not None:
+            v |= _zero_rows(module, lay.out, h, d, with_bias=False)
+        dead &= v
+    return dead
+
+
+def uniform_dims(dead: torch.Tensor) -> bool:
+    """Every head loses the same number of dimensions, and not all of them."""
+    counts = dead.sum(1)
+    return bool((counts == counts[0]).all()) and 0 < int(counts[0]) < dead.shape[1]
+
+
+def remove_dims(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
+    """Keep head dimensions ``keep`` (heads, new_dim) of every head; the softmax scale,
+    an attribute of the module, stays that of the original width."""
+    h, d, new = lay.num_heads, lay.head_dim, keep.shape[1]
+    flat = (torch.arange(h).unsqueeze(1) * d + keep).reshape(-1)
+    for owner, slices in _projections(module, lay):
+        axis = slices[0].axis
+        index = torch.cat([s.start + flat for s in sorted(slices, key=lambda s: s.start)])
+        _set(owner, slices[0].weight, _take(getattr(owner, slices[0].weight).data, axis, index))
+        bias = slices[0].bias
+        if bias is not None and getattr(owner, bias) is not None:
+            _set(owner, bias, _take(getattr(owner, bias).data, 0, index))
+        if owner is not module:
+            _refresh(owner)
+    if lay.out is not None:
+        out = lay.out.owner(module)
+        _set(out, lay.out.weight, _take(getattr(out, lay.out.weight).data, lay.out.axis, flat))
+        _refresh(out)
+    for attr in HEAD_DIM_ATTRS:
+        if module.__dict__.get(attr) == d:
+            setattr(module, attr, new)
+    for attr in lay.width_attrs:
+        setattr(module, attr, h * new)
+
+
 class _AttentionBase(Handler):
     """What open and closed attention share: the Q/K/V input side."""
 
@@ -166,16 +221,34 @@ class OpenAttentionHandler(_AttentionBase):
     def count_out(self, module):
         return self.layout(module).inner
 
+    def _dims(self, module, lay):
+        """Head-dimension mode: (heads, dim) removable dims, when no head goes whole and
+        every head loses the same number (Q or K row and the V row zero)."""
+        if bool(dead_heads(module, lay).any()):
+            return None
+        dead = dead_dims(module, lay, value_side=False)
+        dead &= _zero_rows(module, lay.v, lay.num_heads, lay.head_dim, with_bias=False)
+        return dead if uniform_dims(dead) else None
+
     def groups(self, module):
-        return self.count_in(module), self.layout(module).num_heads, True
+        lay = self.layout(module)
+        return self.count_in(module), lay.num_heads, self._dims(module, lay) is None
 
     def dead_out(self, module):
         lay = self.layout(module)
+        dims = self._dims(module, lay)
+        if dims is not None:
+            return dims.reshape(-1)
         return dead_heads(module, lay).repeat_interleave(lay.head_dim)
 
     def prune_out(self, module, keep):
         lay = self.layout(module)
-        remove_heads(module, lay, torch.unique(keep // lay.head_dim))
+        heads = torch.unique(keep // lay.head_dim)
+        per_head = keep.view(len(heads), -1) if len(keep) % len(heads) == 0 else None
+        if len(heads) == lay.num_heads and per_head is not None and per_head.shape[1] < lay.head_dim:
+            remove_dims(module, lay, per_head % lay.head_dim)
+        else:
+            remove_heads(module, lay, heads)
 
 
 class ClosedAttentionHandler(_AttentionBase):
@@ -211,6 +284,10 @@ class ClosedAttentionHandler(_AttentionBase):
             dead[0] = False  # a module needs one head; a dead one adds nothing anyway
         if bool(dead.any()):
             remove_heads(module, lay, (~dead).nonzero().flatten())
+            return module
+        dims = dead_dims(module, lay)
+        if uniform_dims(dims):
+            remove_dims(module, lay, (~dims).nonzero()[:, 1].view(lay.num_heads, -1))
         return module
 
 

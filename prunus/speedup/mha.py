@@ -11,7 +11,8 @@ from torch import nn
 
 from prunus.compression.torch.attention_modules import PrunedMultiheadAttention
 from prunus.compression.torch.heads import AttentionLayout, Slice, attention_layout
-from prunus.speedup.attention import ClosedAttentionHandler, dead_heads, remove_heads
+from prunus.speedup.attention import (ClosedAttentionHandler, dead_dims, dead_heads, remove_dims,
+                                      remove_heads, uniform_dims)
 from prunus.speedup.handlers import HANDLERS
 
 __all__ = ['PrunedMultiheadAttention', 'MultiheadAttentionHandler']
@@ -69,12 +70,17 @@ class MultiheadAttentionHandler(ClosedAttentionHandler):
             dead[0] = False
         shrinks = any(keep is not None and len(keep) < n for keep, n in (
             (plan.keep_in, self.count_in(module)), (plan.keep_out, self.count_out(module))))
-        if not bool(dead.any()) and not shrinks and plan.fold_idx is None:
+        lay = self.layout(module)
+        dims = None if bool(dead.any()) else dead_dims(module, lay)
+        dims = dims if dims is not None and uniform_dims(dims) else None
+        if not bool(dead.any()) and dims is None and not shrinks and plan.fold_idx is None:
             return module  # nothing changes: the user's module stays
         if isinstance(module, nn.MultiheadAttention):
             module = PrunedMultiheadAttention.from_mha(module)
         if bool(dead.any()):
             remove_heads(module, self.layout(module), (~dead).nonzero().flatten())
+        elif dims is not None:
+            remove_dims(module, self.layout(module), (~dims).nonzero()[:, 1].view(lay.num_heads, -1))
         return module
 
     def prune_out(self, module, keep):

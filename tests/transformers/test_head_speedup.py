@@ -186,3 +186,20 @@ def test_a_stale_width_attribute_is_named_and_nothing_changes():
     with pytest.raises(SpeedupError, match=r"_StaleWidth\.inner=32 in '0'"):
         speedup(model, x)
     assert _params(model) == before and model[0].num_heads == HEADS
+
+
+@pytest.mark.parametrize('name', ['bert', 'distilbert', 'gpt2', 'bart', 'encoder_stack'])
+def test_head_dimensions_go_and_the_scale_stays(name):
+    model, x = build(name)
+    pruner = TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=x, prune_head_dims=True)
+    pruner.compress()
+    assert all(int(d.sum()) == HEADS * HEAD_DIM // 4 * 2 for d in pruner.pruned_dims)  # half each
+    expected = first_tensor(model(*x))
+    small = speedup(model, x)
+    torch.testing.assert_close(first_tensor(small(*x)), expected, rtol=1e-5, atol=1e-5)
+    layouts = [attention_layout(m) for m in small.modules()]
+    dims = [lay.head_dim for lay in layouts if lay is not None] + [
+        m.head_dim for m in small.modules() if isinstance(m, PrunedMultiheadAttention)]
+    assert dims and all(d == HEAD_DIM // 2 for d in dims), dims
+    heads = [lay.num_heads for lay in layouts if lay is not None]
+    assert all(h == HEADS for h in heads)

@@ -19,20 +19,28 @@ def _head_blocks(weight: torch.Tensor, axis: int, start: int, heads: int, dim: i
     return part.reshape(heads, -1).double()
 
 
-def weight_scores(model: nn.Module, group: HeadGroup, p: int) -> torch.Tensor:
-    """Per head: the mean over Q, K and V of the Lp norm of the head's weights."""
+def weight_scores(model: nn.Module, group: HeadGroup, p: int, per_dim: bool = False) -> torch.Tensor:
+    """Per head (or, ``per_dim``, per head dimension: shape (heads, dim)): the mean over
+    Q, K and V of the Lp norm of its weights."""
     lay = group.layout
-    total = torch.zeros(lay.num_heads, dtype=torch.float64)
+    units = lay.inner if per_dim else lay.num_heads
+    total = torch.zeros(units, dtype=torch.float64)
     for s in (lay.q, lay.k, lay.v):
         weight = getattr(model.get_submodule(s.module), s.weight)
-        total += torch.linalg.vector_norm(
-            _head_blocks(weight, s.axis, s.start, lay.num_heads, lay.head_dim), p, dim=1).cpu()
-    return total / 3
+        blocks = _head_blocks(weight, s.axis, s.start, units, lay.inner // units)
+        total += torch.linalg.vector_norm(blocks, p, dim=1).cpu()
+    total /= 3
+    return total.view(lay.num_heads, lay.head_dim) if per_dim else total
 
 
-def _reduce(x: torch.Tensor, heads: int, criterion: str) -> torch.Tensor:
-    """Per head statistic of an output-projection input ``x`` (..., heads * dim)."""
+def _reduce(x: torch.Tensor, heads: int, criterion: str, per_dim: bool = False) -> torch.Tensor:
+    """Per head (``per_dim``: per head dimension) statistic of an output-projection input
+    ``x`` (..., heads * dim)."""
     per_head = x.detach().double().reshape(-1, heads, x.shape[-1] // heads)
+    if per_dim:
+        if criterion == 'l2_activation':
+            return torch.linalg.vector_norm(per_head, 2, dim=0).cpu()
+        return per_head.abs().sum(0).cpu()
     if criterion == 'l2_activation':
         return torch.linalg.vector_norm(per_head, 2, dim=2).sum(0).cpu()
     return per_head.abs().sum((0, 2)).cpu()
@@ -42,9 +50,11 @@ class HeadStatistics:
     """Hooks on each group's output projection that sum a per-head statistic of its input
     (``l1_activation``, ``l2_activation``, or ``taylorfo``: |x * dL/dx|)."""
 
-    def __init__(self, model: nn.Module, groups: list[HeadGroup], criterion: str):
-        self.model, self.groups, self.criterion = model, groups, criterion
-        self.totals = [torch.zeros(g.num_heads, dtype=torch.float64) for g in groups]
+    def __init__(self, model: nn.Module, groups: list[HeadGroup], criterion: str,
+                 per_dim: bool = False):
+        self.model, self.groups, self.criterion, self.per_dim = model, groups, criterion, per_dim
+        self.totals = [torch.zeros((g.num_heads, g.layout.head_dim) if per_dim else g.num_heads,
+                                   dtype=torch.float64) for g in groups]
         self.batches = 0
         self._handles: list[Any] = []
 
@@ -74,12 +84,12 @@ class HeadStatistics:
             if index == 0:
                 self.batches += 1
             if self.criterion != 'taylorfo':
-                self.totals[index] += _reduce(x, heads, self.criterion)
+                self.totals[index] += _reduce(x, heads, self.criterion, self.per_dim)
             elif x.requires_grad:
                 saved = x.detach()
 
                 def on_grad(grad):
-                    self.totals[index] += _reduce(saved * grad, heads, 'taylorfo')
+                    self.totals[index] += _reduce(saved * grad, heads, 'taylorfo', self.per_dim)
                 x.register_hook(on_grad)
         return record
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field, replace
 
 from torch import nn
 
-__all__ = ['Slice', 'AttentionLayout', 'attention_layout', 'HEAD_COUNT_ATTRS']
+__all__ = ['Slice', 'AttentionLayout', 'attention_layout', 'HEAD_COUNT_ATTRS', 'HEAD_DIM_ATTRS']
 
-#: Attributes that hold a module's head count, in the order they are looked for.
+#: Attributes that hold a module's head count (and head width), in the order looked for.
 HEAD_COUNT_ATTRS = ('num_attention_heads', 'num_heads', 'n_heads', 'n_head')
-_HEAD_DIM_ATTRS = ('attention_head_size', 'head_dim', 'head_size')
+HEAD_DIM_ATTRS = ('attention_head_size', 'head_dim', 'head_size')
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _heads(module: nn.Module, inner: int) -> tuple[str | None, int | None, int |
     attr, heads = _int_attr(module, HEAD_COUNT_ATTRS)
     if heads is None or inner % heads:
         return None, None, None
-    _, dim = _int_attr(module, _HEAD_DIM_ATTRS)
+    _, dim = _int_attr(module, HEAD_DIM_ATTRS)
     if dim is not None and dim * heads != inner:
         return None, None, None
     return attr, heads, inner // heads
