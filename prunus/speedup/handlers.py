@@ -19,7 +19,13 @@ Embedding                                       :class:`EmbeddingHandler`
 BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm1d/2d/3d  :class:`NormHandler` (tied)
 GroupNorm                                       :class:`GroupNormHandler` (whole groups)
 PReLU (num_parameters > 1)                      :class:`PReLUHandler` (tied)
-MultiheadAttention                              :class:`KeepChannelsHandler` (kept as is)
+MultiheadAttention                              :mod:`prunus.speedup.mha` (heads, input features;
+                                                replaced by an equivalent PrunedMultiheadAttention)
+LSTM, GRU, RNN                                  :mod:`prunus.speedup.rnn` (input features, hidden units)
+KeptChannelLayerNorm                            :class:`KeptChannelNormHandler` (tied; hidden width)
+attention modules, by structure (DETECTORS)     :mod:`prunus.speedup.attention` (heads, head
+                                                dims: HF BERT/RoBERTa/ViT/DeiT/DistilBERT/GPT-2/
+                                                BART/CLIP-style, timm and torchvision Swin)
 =============================================  ==============================================
 
 Layers without a handler (activations, pooling, LayerNorm, Dropout, user blocks) are traced

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunus.speedup.handlers import HANDLERS, Handler, _add_bias, _set, _take
+from prunus.speedup.handlers import HANDLERS, Handler, _set, _take
 
 __all__ = ['RNNHandler']
 
