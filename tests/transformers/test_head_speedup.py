@@ -203,3 +203,31 @@ def test_head_dimensions_go_and_the_scale_stays(name):
     assert dims and all(d == HEAD_DIM // 2 for d in dims), dims
     heads = [lay.num_heads for lay in layouts if lay is not None]
     assert all(h == HEADS for h in heads)
+
+
+@pytest.mark.parametrize('name', ['electra', 'albert', 'opt', 'llama'])
+def test_more_architectures(name):
+    T = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    small = dict(vocab_size=50, hidden_size=WIDTH, num_hidden_layers=2, num_attention_heads=HEADS,
+                 intermediate_size=2 * WIDTH)
+    model = {'electra': lambda: T.ElectraModel(T.ElectraConfig(embedding_size=WIDTH, **small)),
+             'albert': lambda: T.AlbertModel(T.AlbertConfig(embedding_size=16, **small)),
+             'opt': lambda: T.OPTModel(T.OPTConfig(vocab_size=50, hidden_size=WIDTH, num_hidden_layers=2,
+                                                   num_attention_heads=HEADS, ffn_dim=2 * WIDTH,
+                                                   word_embed_proj_dim=WIDTH)),
+             'llama': lambda: T.LlamaModel(T.LlamaConfig(num_key_value_heads=HEADS, **small))}[name]().eval()
+    x = (torch.randint(0, 50, (2, 9)),)
+    TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=x).compress()
+    expected = first_tensor(model(*x))
+    small_model, summary = speedup(model, x, return_summary=True)
+    torch.testing.assert_close(first_tensor(small_model(*x)), expected, rtol=1e-5, atol=1e-5)
+    assert summary.heads and all(after == HEADS // 2 for _, after in summary.heads.values())
+
+
+def test_shared_position_bias_models_are_refused_clearly():
+    T = pytest.importorskip('transformers')
+    model = T.T5EncoderModel(T.T5Config(vocab_size=50, d_model=WIDTH, d_kv=HEAD_DIM, d_ff=64,
+                                        num_layers=1, num_heads=HEADS)).eval()
+    with pytest.raises(ValueError, match='no attention module with a known head layout'):
+        TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=(torch.randint(0, 50, (2, 5)),))

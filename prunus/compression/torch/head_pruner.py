@@ -131,6 +131,9 @@ class TransformerHeadPruner(Pruner):
         self._select(model)
         groups = (groups_from_names(model, attention_name_groups, head_hidden_dim)
                   if attention_name_groups is not None else find_groups(model, dummy_input))
+        if not groups:
+            raise ValueError(f'{owner} found no attention module with a known head layout in '
+                             f'{type(model).__name__}; pass attention_name_groups=[[q, k, v, output], ...].')
         self.masking_groups = self._bind_groups(groups)
         self.pruned_heads: list[set[int]] = [set() for _ in self.masking_groups]
         #: with ``prune_head_dims``: per group, bool (heads, head_dim) of pruned dimensions

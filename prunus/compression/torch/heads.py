@@ -14,9 +14,10 @@ read the same facts::
 
 Detected layouts (by child names and head-count attributes, so classes copied from these
 are recognized too): ``nn.MultiheadAttention``; Hugging Face BERT-style self-attention
-(``query``/``key``/``value``, the output projection outside: BERT, RoBERTa, ViT, DeiT, ...);
-DistilBERT (``q_lin``...``out_lin``); ``q_proj``/``k_proj``/``v_proj`` with
-``out_proj``/``o_proj`` (BART, CLIP, OPT, ...; not grouped-query attention); GPT-2
+(``query``/``key``/``value``, the output projection outside: BERT, RoBERTa, ViT, DeiT, ...,
+or inside as ``dense``: ALBERT); DistilBERT (``q_lin``...``out_lin``);
+``q_proj``/``k_proj``/``v_proj`` with ``out_proj``/``o_proj`` (BART, CLIP, OPT, Llama without
+grouped-query attention, ...); GPT-2
 (``c_attn``/``c_proj`` ``Conv1D``); a packed ``qkv`` with ``proj`` (torchvision Swin, timm).
 """
 from __future__ import annotations
@@ -103,10 +104,14 @@ def _rows(name: str, module: nn.Module, start: int, stop: int, axis: int = 0,
 
 
 def _heads(module: nn.Module, inner: int) -> tuple[str | None, int | None, int | None]:
+    """(head-count attribute, heads, head width); a module that keeps only its head
+    width (Llama: ``view(..., -1, head_dim)``) has no head-count attribute to update."""
     attr, heads = _int_attr(module, HEAD_COUNT_ATTRS)
+    _, dim = _int_attr(module, HEAD_DIM_ATTRS)
+    if heads is None and dim is not None and inner % dim == 0:
+        return None, inner // dim, dim
     if heads is None or inner % heads:
         return None, None, None
-    _, dim = _int_attr(module, HEAD_DIM_ATTRS)
     if dim is not None and dim * heads != inner:
         return None, None, None
     return attr, heads, inner // heads
@@ -177,9 +182,16 @@ def _packed(module: nn.Module) -> AttentionLayout | None:
 
 
 _SEPARATE = ((('query', 'key', 'value'), None, 'bert'),
+             (('query', 'key', 'value'), 'dense', 'proj'),  # ALBERT: projection inside
              (('q_lin', 'k_lin', 'v_lin'), 'out_lin', 'distilbert'),
              (('q_proj', 'k_proj', 'v_proj'), 'out_proj', 'proj'),
              (('q_proj', 'k_proj', 'v_proj'), 'o_proj', 'proj'))
+# not (q, k, v, o): MPNet and T5 add a per-head position bias computed once per model and
+# passed to every layer, which cannot lose one layer's heads
+
+
+def _relative_heads(module: nn.Module) -> bool:
+    return hasattr(module, 'relative_attention_bias') or hasattr(module, 'has_relative_attention_bias')
 
 
 def attention_layout(module: nn.Module) -> AttentionLayout | None:
@@ -191,6 +203,8 @@ def attention_layout(module: nn.Module) -> AttentionLayout | None:
             if out is None and any(isinstance(getattr(module, o, None), nn.Linear)
                                    for o in ('out_proj', 'o_proj', 'dense', 'out_lin')):
                 continue
+            if _relative_heads(module):
+                return None  # per-head position biases shared across layers (T5)
             found = _separate(module, names, out, kind)
             if found is not None:
                 return found
