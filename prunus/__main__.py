@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from prunus.demo import main as run_demo
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='prunus', description='prunus command line')
@@ -16,8 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == 'demo':
         if not 0 <= args.sparsity < 1:
             parser.error(f'--sparsity must be in [0, 1); got {args.sparsity}')
-        from prunus.demo import main as run
-        run(args.sparsity, args.epochs, args.finetune_epochs)
+        run_demo(args.sparsity, args.epochs, args.finetune_epochs)
     return 0
 
 

@@ -15,9 +15,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-__all__ = ['op_flops', 'FlopCount', 'unfused_attention']
-
-
 def _sdpa_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
     """Q @ K^T and P @ V of a fused attention kernel torch's table lacks (the CPU ones)."""
     *batch, q_len, e = query.shape

@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from prunus.compression.torch import L1FilterPruner, TransformerHeadPruner
-from prunus.compression.torch.heads import attention_layout
+from prunus.layers.torch.heads import attention_layout
 from prunus.speedup import speedup
-from prunus.compression.torch.attention_modules import PrunedMultiheadAttention
+from prunus.layers.torch.modules import PrunedMultiheadAttention
 
 from .models import ARCHS, HEAD_DIM, HEADS, WIDTH, build, first_tensor
 

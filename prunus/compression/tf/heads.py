@@ -16,7 +16,6 @@ from typing import Iterable
 import keras
 import numpy as np
 
-__all__ = ['head_scores', 'prune_heads']
 
 
 def _check(layer) -> None:

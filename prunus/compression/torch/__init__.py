@@ -18,7 +18,7 @@ from .export import apply_compression_results, load_masks
 from .head_pruner import TransformerHeadPruner
 from .width import KeptChannelLayerNorm, prune_hidden_width
 from .lottery import LotteryTicketPruner
-from .masking import apply_masks, get_masks, strip
+from prunus.layers.torch.masking import apply_masks, get_masks, strip
 from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
 from .regularization import bn_l1_penalty
 from .report import SparsityReport

@@ -3,7 +3,7 @@
 A :class:`HeadGroup` is one attention module's head layout with fully qualified module
 names. Groups come from the user (NNI's ``attention_name_groups``: ``[q, k, v, output]``
 module names per attention, the first three equal for a packed ``qkv``), or are found in
-the model: every module :func:`~prunus.compression.torch.heads.attention_layout` knows,
+the model: every module :func:`~prunus.layers.torch.heads.attention_layout` knows,
 and for the layouts whose output projection lives outside the attention module
 (Hugging Face BERT-style self-attention), the Linear that reads the attention's output,
 found by one traced forward on ``dummy_input``.
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .heads import AttentionLayout, Slice, attention_layout
+from prunus.layers.torch.heads import AttentionLayout, Slice, attention_layout
+from prunus.speedup.trace import trace_model
 
-__all__ = ['HeadGroup', 'groups_from_names', 'find_groups']
 
 
 @dataclass
@@ -128,7 +128,6 @@ def find_groups(model: nn.Module, dummy_input: Any) -> list[HeadGroup]:
     found = [(n, attention_layout(m)) for n, m in model.named_modules()]
     found = [(n, lay) for n, lay in found if lay is not None]
     if any(lay.out is None for _, lay in found):
-        from prunus.speedup.trace import trace_model  # the speedup builds on this package
         was_training = model.training
         model.eval()
         try:

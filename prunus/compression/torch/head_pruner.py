@@ -35,7 +35,7 @@ from ..selection import LayerRef, select_layers
 from .base import Pruner, Scores
 from .head_groups import HeadGroup, find_groups, groups_from_names, head_rows
 from .head_scores import HeadStatistics, weight_scores
-from .masking import Masks, apply_masks
+from prunus.layers.torch.masking import Masks, apply_masks
 
 CRITERIA = ('l1_weight', 'l2_weight', 'l1_activation', 'l2_activation', 'taylorfo')
 _SUPPORTED = ('Linear', 'Conv1D', 'MultiheadAttention')
@@ -296,4 +296,3 @@ def _group_masks(model: nn.Module, group: HeadGroup, pruned: Any, masks: Masks,
                 mask.index_fill_(axis, index.to(mask.device), 0)
 
 
-__all__ = ['TransformerHeadPruner', 'CRITERIA']

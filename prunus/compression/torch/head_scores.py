@@ -7,10 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention_modules import PrunedMultiheadAttention, to_head_pruned
+from prunus.layers.torch.modules import PrunedMultiheadAttention, to_head_pruned
 from .head_groups import HeadGroup
 
-__all__ = ['weight_scores', 'HeadStatistics']
 
 
 def _head_blocks(weight: torch.Tensor, axis: int, start: int, heads: int, dim: int) -> torch.Tensor:

@@ -21,29 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..allocation import lowest, prune_count
-from .masking import Masks, apply_masks
-
-__all__ = ['KeptChannelLayerNorm', 'use_kept_channel_norms', 'prune_hidden_width']
-
-
-class KeptChannelLayerNorm(nn.LayerNorm):
-    """nn.LayerNorm over the last dim whose statistics use only the channels where the
-    buffer ``keep`` is True; the other channels output zero."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep = self.keep
-        if bool(keep.all()):
-            return super().forward(x)
-        idx = keep.nonzero().flatten()
-        weight = None if self.weight is None else self.weight.index_select(0, idx)
-        bias = None if self.bias is None else self.bias.index_select(0, idx)
-        y = F.layer_norm(x.index_select(-1, idx), (len(idx),), weight, bias, self.eps)
-        return x.new_zeros(x.shape).index_copy(-1, idx, y)
-
+from prunus.compression.allocation import lowest, prune_count
+from prunus.layers.torch.masking import Masks, apply_masks
+from prunus.layers.torch.modules import KeptChannelLayerNorm
+from prunus.speedup.dependency import dependency_groups
 
 def use_kept_channel_norms(model: nn.Module, names: list[str] | None = None) -> list[str]:
     """Turns (in place) every ``nn.LayerNorm`` over one last dim, or those named, into a
@@ -107,7 +90,6 @@ def prune_hidden_width(model: nn.Module, dummy_input: Any, sparsity: float) -> d
     first LayerNorm), the number of channels masked."""
     if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ValueError(f'prune_hidden_width: sparsity must be a number in [0, 1); got {sparsity!r}.')
-    from prunus.speedup.dependency import dependency_groups  # the speedup builds on this package
     norms = set(use_kept_channel_norms(model))
     if not norms:
         raise ValueError('prune_hidden_width: the model has no nn.LayerNorm over its last dim.')

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 
 from torch import nn
 
-__all__ = ['Slice', 'AttentionLayout', 'attention_layout', 'HEAD_COUNT_ATTRS', 'HEAD_DIM_ATTRS']
 
 #: Attributes that hold a module's head count (and head width), in the order looked for.
 HEAD_COUNT_ATTRS = ('num_attention_heads', 'num_heads', 'n_heads', 'n_head')

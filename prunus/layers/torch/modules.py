@@ -1,8 +1,10 @@
-"""Attention modules the speedup puts in place of ones that cannot hold fewer heads.
+"""Modules that stand in for ones that cannot hold fewer heads or channels exactly.
 
 * :class:`PrunedMultiheadAttention` stands in for ``nn.MultiheadAttention``, whose inner,
   input and output widths are all ``embed_dim``: same call signature and results, separate
   Q/K/V weights of any width, the original softmax scale.
+* :class:`KeptChannelLayerNorm` normalizes over the channels it keeps only, so a masked
+  residual stream computes what the narrower one does (``prune_hidden_width``).
 * torchvision's ``shifted_window_attention`` derives the head width from its input
   (``C // num_heads``) and reshapes the heads' output back to ``C`` channels, so a Swin
   attention that lost heads becomes a :class:`HeadPrunedShiftedWindowAttention` (a
@@ -24,11 +26,6 @@ try:
     from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 except ImportError:  # torchvision is optional
     ShiftedWindowAttention = ShiftedWindowAttentionV2 = None
-
-__all__ = ['PrunedMultiheadAttention', 'HeadPrunedShiftedWindowAttention',
-           'HeadPrunedShiftedWindowAttentionV2', 'per_head_params', 'to_head_pruned',
-           'window_attention']
-
 
 def _param(t: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | None:
     if t is None:
@@ -245,3 +242,18 @@ def per_head_params(module: nn.Module) -> list[tuple[nn.Module, str, int]]:
         if mlp[-1].bias is not None:
             found.append((mlp[-1], 'bias', 0))
     return found
+
+
+class KeptChannelLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm over the last dim whose statistics use only the channels where the
+    buffer ``keep`` is True; the other channels output zero."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self.keep
+        if bool(keep.all()):
+            return super().forward(x)
+        idx = keep.nonzero().flatten()
+        weight = None if self.weight is None else self.weight.index_select(0, idx)
+        bias = None if self.bias is None else self.bias.index_select(0, idx)
+        y = F.layer_norm(x.index_select(-1, idx), (len(idx),), weight, bias, self.eps)
+        return x.new_zeros(x.shape).index_copy(-1, idx, y)

@@ -1,6 +1,6 @@
 """Speedup handlers for attention modules: whole heads removed, attributes updated.
 
-An attention module whose head layout :func:`~prunus.compression.torch.heads.attention_layout`
+An attention module whose head layout :func:`~prunus.layers.torch.heads.attention_layout`
 knows is handled as one layer (the tracer does not look inside it), in one of two ways:
 
 * *open* (Hugging Face BERT-style self-attention, whose output projection is a separate
@@ -22,12 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunus.compression.torch.heads import HEAD_DIM_ATTRS, AttentionLayout, Slice, attention_layout
-from prunus.speedup.handlers import DETECTORS, Handler, _add_bias, _set, _take
-from prunus.compression.torch.attention_modules import per_head_params, to_head_pruned
+from prunus.layers.torch.heads import HEAD_DIM_ATTRS, AttentionLayout, Slice, attention_layout
+from prunus.layers.torch.handlers import DETECTORS, Handler
+from prunus.layers.torch.handlers import add_bias as _add_bias, replace_tensor as _set, take as _take
+from prunus.layers.torch.modules import per_head_params, to_head_pruned
 
-__all__ = ['OpenAttentionHandler', 'ClosedAttentionHandler', 'detect_attention',
-           'remove_heads', 'dead_heads']
 
 
 def _is_conv1d(module: nn.Module) -> bool:
@@ -305,4 +304,3 @@ def detect_attention(module: nn.Module) -> Handler | None:
 
 
 DETECTORS.append(detect_attention)
-from prunus.speedup import mha as _mha  # noqa: E402,F401  (registers nn.MultiheadAttention)

@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunus.speedup.handlers import HANDLERS, Handler, _set, _take
+from prunus.layers.torch.handlers import HANDLERS, Handler, replace_tensor as _set, take as _take
 
-__all__ = ['RNNHandler']
 
 _GATES = {'LSTM': 4, 'GRU': 3}
 _CANDIDATE = {'LSTM': 2, 'GRU': 2}  # LSTM gates i, f, g, o; GRU r, z, n

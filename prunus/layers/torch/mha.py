@@ -2,20 +2,19 @@
 
 ``nn.MultiheadAttention`` cannot hold fewer heads than its ``embed_dim`` implies, so a
 speedup that removes heads or input features replaces it with an equivalent
-:class:`~prunus.compression.torch.attention_modules.PrunedMultiheadAttention` (the summary
-lists it under its new type).
+:class:`~prunus.layers.torch.modules.PrunedMultiheadAttention` (the summary
+lists it under its new type). Importing this module registers the handler.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from prunus.compression.torch.attention_modules import PrunedMultiheadAttention
-from prunus.compression.torch.heads import AttentionLayout, Slice, attention_layout
-from prunus.speedup.attention import (ClosedAttentionHandler, dead_dims, dead_heads, remove_dims,
+from prunus.layers.torch.modules import PrunedMultiheadAttention
+from prunus.layers.torch.heads import AttentionLayout, Slice, attention_layout
+from prunus.layers.torch.attention import (ClosedAttentionHandler, dead_dims, dead_heads, remove_dims,
                                       remove_heads, uniform_dims)
-from prunus.speedup.handlers import HANDLERS
+from prunus.layers.torch.handlers import HANDLERS
 
-__all__ = ['PrunedMultiheadAttention', 'MultiheadAttentionHandler']
 
 
 class MultiheadAttentionHandler(ClosedAttentionHandler):

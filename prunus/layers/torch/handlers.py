@@ -19,11 +19,11 @@ Embedding                                       :class:`EmbeddingHandler`
 BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm1d/2d/3d  :class:`NormHandler` (tied)
 GroupNorm                                       :class:`GroupNormHandler` (whole groups)
 PReLU (num_parameters > 1)                      :class:`PReLUHandler` (tied)
-MultiheadAttention                              :mod:`prunus.speedup.mha` (heads, input features;
+MultiheadAttention                              :mod:`prunus.layers.torch.mha` (heads, input features;
                                                 replaced by an equivalent PrunedMultiheadAttention)
-LSTM, GRU, RNN                                  :mod:`prunus.speedup.rnn` (input features, hidden units)
+LSTM, GRU, RNN                                  :mod:`prunus.layers.torch.rnn` (input features, hidden units)
 KeptChannelLayerNorm                            :class:`KeptChannelNormHandler` (tied; hidden width)
-attention modules, by structure (DETECTORS)     :mod:`prunus.speedup.attention` (heads, head
+attention modules, by structure (DETECTORS)     :mod:`prunus.layers.torch.attention` (heads, head
                                                 dims: HF BERT/RoBERTa/ViT/DeiT/DistilBERT/GPT-2/
                                                 BART/CLIP-style, timm and torchvision Swin)
 =============================================  ==============================================
@@ -37,11 +37,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunus.compression.torch.width import KeptChannelLayerNorm
-
-__all__ = ['Handler', 'ConvHandler', 'ConvTransposeHandler', 'LinearHandler',
-           'EmbeddingHandler', 'NormHandler', 'GroupNormHandler', 'PReLUHandler',
-           'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'DETECTORS', 'find_handler']
+from prunus.layers.torch import specs
+from prunus.layers.torch.modules import KeptChannelLayerNorm
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -196,7 +193,7 @@ class ConvHandler(Handler):
     """nn.Conv{1,2,3}d: weight (out, in/groups, *k); depthwise (groups == in == out) is tied."""
 
     def tied(self, module):
-        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        return specs.is_depthwise(module)
 
     def count_in(self, module):
         return module.in_channels
@@ -421,7 +418,7 @@ HANDLERS: dict[type, Handler] = {
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
 #: Functions ``module -> Handler | None`` tried for modules the table does not know:
 #: layers recognized by their structure rather than their class (attention modules, see
-#: :mod:`prunus.speedup.attention`).
+#: :mod:`prunus.layers.torch.attention`).
 DETECTORS: list = []
 
 
@@ -447,7 +444,7 @@ def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -
 
 
 class KeptChannelNormHandler(Handler):
-    """:class:`~prunus.compression.torch.width.KeptChannelLayerNorm`: tied; its statistics
+    """:class:`~prunus.layers.torch.modules.KeptChannelLayerNorm`: tied; its statistics
     cover only its kept channels, so removing the others changes nothing. Once every
     channel left is kept it is a plain nn.LayerNorm again."""
 
@@ -473,3 +470,6 @@ class KeptChannelNormHandler(Handler):
 
 HANDLERS[KeptChannelLayerNorm] = KeptChannelNormHandler()
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
+
+# The tensor helpers, public for the handlers that live in other modules (attention, RNN).
+replace_tensor, take, add_bias = _set, _take, _add_bias
