@@ -13,8 +13,9 @@ from prunus.compression.errors import SpeedupError
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
-from prunus.speedup.flops import FlopCount  # noqa: E402
+from prunus.speedup.flops import FlopCount, unfused_attention  # noqa: E402
 from prunus.layers.torch import constants  # noqa: E402
+from prunus.layers.torch.attention import DETECTED  # noqa: E402
 from prunus.layers.torch.handlers import (HANDLERS, ConvHandler, ConvTransposeHandler,  # noqa: E402
                                           Handler, LinearHandler, check_custom_handlers, find_handler)
 from prunus.layers.torch.inputs import blame_inputs, check_inputs, locate_failure  # noqa: E402
@@ -54,6 +55,10 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None
         sp, h, m = plan.sites[name], site.handler, site.module
         call = site.calls[0] if site.calls else None
         try:
+            inner = getattr(h, 'prune_inner', None)
+            if inner is not None:
+                m = _replace_module(model, name, m, inner(m, sp))
+                site.module = m
             if h.tied(m):
                 if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                     h.prune_in(m, sp.keep_in)
@@ -81,11 +86,25 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None
             setattr(owner, attr, new)
 
 
+def _replace_module(model: nn.Module, name: str, old: nn.Module, new: nn.Module) -> nn.Module:
+    """Puts ``new`` where ``old`` was (a handler swapped in an equivalent module)."""
+    if new is not old:
+        parent, _, attr = name.rpartition('.')
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return new
+
+
 def _counts_changed(trace: Trace, before: dict[str, tuple]) -> dict[int, int]:
     changed = {}
     for name, site in trace.sites.items():
         h, m = site.handler, site.module
-        old_in, old_out = before[name]
+        old_in, old_out = before[name][:2]
+        if len(before[name]) > 2:  # attention: its head count and inner width too
+            old_heads, old_inner = before[name][2:]
+            lay = h.layout(m)
+            if old_heads != lay.num_heads:
+                changed[old_heads] = lay.num_heads
+                changed[old_inner] = lay.inner
         if old_out != h.count_out(m):
             changed[old_out] = h.count_out(m)
         if old_in is not None and old_in != h.count_in(m):
@@ -95,13 +114,14 @@ def _counts_changed(trace: Trace, before: dict[str, tuple]) -> dict[int, int]:
 
 def _attribute_hint(model: nn.Module, path: list[str], changed: dict[int, int]) -> str:
     hits = []
-    user = [n for n in path if find_handler(model.get_submodule(n)) is None]
-    for name in user[-1:]:
+    for name in reversed(path):  # the innermost module holding a stale count names it
         module = model.get_submodule(name)
         for attr, value in vars(module).items():
             if not attr.startswith('_') and isinstance(value, int) and value in changed:
                 hits.append(f"{type(module).__name__}.{attr}={value} in '{name}' "
-                            f'(channels now {changed[value]})')
+                            f'(now {changed[value]})')
+        if hits:
+            break
     if not hits:
         return ''
     return ('; attribute(s) holding a channel count: ' + ', '.join(hits) +
@@ -110,7 +130,7 @@ def _attribute_hint(model: nn.Module, path: list[str], changed: dict[int, int]) 
 
 def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
     try:
-        with torch.no_grad(), FlopCount() as counter:
+        with torch.no_grad(), unfused_attention(), FlopCount() as counter:
             out = call_model(model, inputs)
         return out, counter.total
     except Exception as exc:
@@ -161,7 +181,7 @@ def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> Spee
     summary = SpeedupSummary(kept=dict(plan.kept_reasons))
     for name, site in trace.sites.items():
         h, m = site.handler, site.module
-        old_in, old_out = before[name]
+        old_in, old_out = before[name][:2]
         summary.layers.append(LayerSummary(
             name, type(m).__name__, old_in, None if old_in is None else h.count_in(m),
             old_out, h.count_out(m), plan.masked.get(name, 0), site.out_ids is not None))
@@ -218,7 +238,13 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     train = train_mode_constants(work, trace, plan, inputs)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
-    builtin = set(map(id, HANDLERS.values()))
+    for n, s in trace.sites.items():
+        if hasattr(s.handler, 'head_count'):
+            lay = s.handler.layout(s.module)
+            before[n] += (lay.num_heads, lay.inner)
+    heads = {n: s.handler.head_count(s.module) for n, s in trace.sites.items()
+             if hasattr(s.handler, 'head_count')}
+    builtin = set(map(id, HANDLERS.values())) | set(map(id, DETECTED))
     for site in trace.sites.values():
         if id(site.handler) not in builtin:  # a user's handler may write in place
             unshare(site.module, model)
@@ -231,6 +257,9 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     summary.params_before, summary.params_after = params_before, _param_count(work)
     summary.flops_before, summary.flops_after = trace.flops, flops_after
     summary.trace_reused = reused
+    summary.heads = {n: (h, trace.sites[n].handler.head_count(trace.sites[n].module))
+                     for n, h in heads.items()}
+    summary.heads = {n: c for n, c in summary.heads.items() if c[0] != c[1]}
     return work, summary
 
 

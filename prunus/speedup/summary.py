@@ -33,6 +33,7 @@ class SpeedupSummary:
         zero_weights: weights that are zero in the result (unstructured masks stay as
             zeros; they are not an error).
         seconds: wall time of the speedup pass.
+        heads: attention module -> (heads before, heads after), for those that lost heads.
         trace_reused: the dependency-aware pruner's trace of this model and input was
             reused (checked by one plain run of the masked model) instead of tracing again.
 
@@ -51,6 +52,7 @@ class SpeedupSummary:
     zero_weights: int = 0
     seconds: float = 0.0
     trace_reused: bool = False
+    heads: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def masked_channels(self) -> int:
@@ -74,6 +76,10 @@ class SpeedupSummary:
                     f'FLOPs {self.flops_before:,} -> {after}; '
                     f'{self.removed_channels}/{self.masked_channels} masked channels '
                     f'removed in {self.seconds:.3f} s')
+        if self.heads:
+            before = sum(b for b, _ in self.heads.values())
+            after = sum(a for _, a in self.heads.values())
+            rows.append(f'  attention heads {before} -> {after} in {len(self.heads)} module(s)')
         for reason, n in sorted(self.kept.items(), key=lambda kv: -kv[1]):
             rows.append(f'  kept {n} masked channel(s): {reason}')
         if self.zero_weights:

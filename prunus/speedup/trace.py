@@ -28,6 +28,7 @@ from prunus.speedup import ops
 from prunus.speedup.flops import op_flops
 from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
 from prunus.layers.torch.handlers import Handler, find_handler
+from prunus.layers.torch import attention, mha, rnn  # noqa: F401  (they register their handlers)
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
 
@@ -294,7 +295,12 @@ class _Tracer:
         ins, outs = tensors_in(args), tensors_in(output)
         got = [self.get(t) for t in ins]
         dynamic = any(d for _, d in got)
-        if getattr(handler, 'keeps_all', False) or not outs:
+        keeps = getattr(handler, 'keeps_all', False)
+        if callable(keeps):
+            keeps = keeps(module)
+        if not keeps and ins:
+            self._other_inputs(name, module, handler, ins, got)
+        if keeps or not outs:
             for lab, _ in got:
                 self.block(lab, f"input of '{name}' ({type(module).__name__}), "
                                 'whose channels are kept')
@@ -318,6 +324,22 @@ class _Tracer:
         shape = [1] * y.dim()
         shape[handler.out_dim] = len(site.out_ids)
         self.put(y, site.out_ids.view(shape), dynamic)
+        link = getattr(handler, 'link_outputs', None)
+        if link is not None:  # further outputs with the same channels (an RNN's h_n)
+            link(self, module, site.out_ids, ins, outs, dynamic)
+
+    def _other_inputs(self, name: str, module: nn.Module, handler: Handler,
+                      ins: list[torch.Tensor], got: list) -> None:
+        """Only the first input's channels are the layer's input channels: the channels of
+        any other tensor it reads stay (attention's key/value from another tensor); a
+        layer that reads them all as one (``single_input``) then keeps its inputs whole."""
+        others = [(t, lab) for t, (lab, _) in zip(ins[1:], got[1:])
+                  if t is not ins[0] and t.is_floating_point()]
+        for t, lab in others:
+            self.block(lab, f"extra input of '{name}' ({type(module).__name__})")
+        if others and getattr(handler, 'single_input', False):
+            self.block(got[0][0], f"input of '{name}' ({type(module).__name__}), whose "
+                                  'queries, keys and values come from different tensors')
 
     def _kill(self, site: Site, in_ids: torch.Tensor, killed: torch.Tensor, rank: int,
               dim: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from keras import tree
 
 from prunus.compression.errors import SpeedupError
 from prunus.compression.grouping import UnionFind
-from prunus.layers.tf.handlers import LayerHandler
+from prunus.layers.tf.handlers import LayerHandler, layer_weights
 from prunus.layers.tf.op_handlers import OP_HANDLERS
 
 
@@ -270,7 +270,7 @@ class Analysis:
         self._fold_blocks(layer, name, plan, flow, const, first)
         if getattr(getattr(layer, 'activation', None), '__name__', '') in ('softmax', 'log_softmax'):
             self.block(plan.out_ids, f"'{name}' ends in a softmax over its channels")
-        weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
+        weights = layer_weights(layer)
         return Flow(plan.out_ids, value, plan.handler.dead_out(layer, weights))
 
     def _fold_blocks(self, layer, name: str, plan: Plan, flow: Flow, const: np.ndarray,
@@ -295,11 +295,18 @@ class Analysis:
             self.block(flow.ids, f"'{name}' changes the channel count")
             return self._pinned(value, f"'{name}' changes the channel count")
         const = np.repeat(flow.const, mult)
-        weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
+        weights = layer_weights(layer)
         own = plan.handler.dead_out(layer, weights)
         if own is not None:
             const = const | own
         return Flow(np.repeat(flow.ids, mult), value, const)
+
+    def _inner(self, layer, name, plan, flows, value, first) -> Flow:
+        """A layer that only changes inside (attention heads): its channels stay."""
+        reason = f"read or written by '{name}' ({type(layer).__name__}), whose channels are kept"
+        for flow in flows:
+            self.block(flow.ids, reason)
+        return self._pinned(value, reason)
 
     def _merge(self, layer, name, plan, flows, value, first) -> Flow:
         if any(len(f.ids) != value.shape[-1] for f in flows):

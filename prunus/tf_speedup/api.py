@@ -12,7 +12,7 @@ from prunus.compression.errors import SpeedupError
 from prunus.compression.mask_rules import not_masks
 from prunus.layers.tf.masking import masked_variables, load_masks
 from .analysis import Analysis, require_graph
-from prunus.layers.tf.handlers import HANDLERS, LayerHandler
+from prunus.layers.tf.handlers import HANDLERS, LayerHandler, layer_weights
 from .inputs import check_custom_handlers, check_example_inputs
 from .rebuild import Rebuilder, from_config
 from .verify import check_result, synthetic_inputs
@@ -68,13 +68,32 @@ def _summary(analysis: Analysis, before: keras.Model, after: keras.Model) -> dic
                 if analysis.find(i) not in counted:
                     counted.add(analysis.find(i))
                     unremoved[roots.get(analysis.find(i), 'kept')] += 1
+    heads = {}
+    for plan in analysis.plans.values():
+        if plan.role == 'inner' and 'num_heads' in plan.layer.get_config():
+            new = _layer_named(after, plan.layer.name)
+            old_n, new_n = plan.layer.get_config()['num_heads'], new.get_config()['num_heads']
+            if old_n != new_n:
+                heads[plan.name] = (old_n, new_n)
     return {'layers': rows, 'params_before': before.count_params(),
-            'params_after': after.count_params(), 'pruned_but_kept': dict(unremoved)}
+            'params_after': after.count_params(), 'pruned_but_kept': dict(unremoved),
+            'heads': heads}
+
+
+def _layer_named(model: keras.Model, name: str):
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        if isinstance(layer, keras.Model):
+            found = _layer_named(layer, name)
+            if found is not None:
+                return found
+    return None
 
 
 def _pruned(plan, keep: np.ndarray) -> list[int]:
     """Ids of the layer's output channels its (masked) weights make constant but are kept."""
-    weights = {v.name: v.numpy() for v in getattr(plan.layer, 'weights', ())}
+    weights = layer_weights(plan.layer)
     pruned = plan.handler.dead_out(plan.layer, weights)
     if pruned is None or len(pruned) != len(keep):
         return []

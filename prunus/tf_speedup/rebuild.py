@@ -9,6 +9,7 @@ import numpy as np
 from keras import tree
 
 from prunus.compression.errors import SpeedupError
+from prunus.layers.tf.handlers import layer_weights, weight_key
 
 from .analysis import Analysis
 
@@ -58,16 +59,22 @@ class Rebuilder:
         config = layer.get_config()
         variables = list(layer.weights)
         names = [v.name for v in variables]
-        pruned = plan is not None and plan.role != 'pin'
+        inner = plan is not None and plan.role == 'inner'
+        pruned = plan is not None and plan.role not in ('pin', 'inner')
         try:
             if pruned and len(set(names)) != len(names):
                 raise SpeedupError(f'its variables share names ({", ".join(names)}), so their '
                                    'channels cannot be matched')
             # Pruned layers' handlers address variables by name; every other layer gets
             # its own values back in its own variable order (names repeat in Bidirectional
-            # and in layers holding layers, so a name map would mix them up).
-            weights: Any = {n: v.numpy() for n, v in zip(names, variables)} if pruned \
-                else [v.numpy() for v in variables]
+            # and in layers holding layers, so a name map would mix them up). A layer that
+            # changes inside (attention heads) addresses its sublayers' variables by path.
+            if inner:
+                weights: Any = layer_weights(layer)
+                plan.handler.shrink_inside(layer, config, weights)
+            else:
+                weights = {n: v.numpy() for n, v in zip(names, variables)} if pruned \
+                    else [v.numpy() for v in variables]
             if pruned:
                 self._prune(layer, plan, config, weights)
             new = from_config(layer, config)
@@ -116,7 +123,7 @@ def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list
     """``weights`` in the order of the new layer's variables: by name, or by position where
     the names do not carry over (a custom layer's unnamed ``add_weight`` gets a fresh
     ``variable_N`` in every instance) and the shapes agree."""
-    names = [v.name for v in layer.weights]
+    names = [weight_key(layer, v) for v in layer.weights]
     if all(n in weights for n in names):
         return [weights[n] for n in names]
     values = list(weights.values())

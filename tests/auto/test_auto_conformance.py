@@ -11,7 +11,8 @@ from .factories import FACTORIES
 from .models import Fidelity, example_input, tiny_model
 
 # AutoCompress returns a sped-up model rather than a masked one: tests/auto/test_autocompress.py.
-OWN_TESTS = {'auto_compress'}
+# TransformerHeadPruner needs attention groups, not a CNN: tests/transformers/test_head_pruner.py.
+OWN_TESTS = {'auto_compress', 'transformer_head'}
 AUTO = sorted(name for name, cls in available_pruners('torch').items()
               if not getattr(cls, 'conformance', True) and name not in OWN_TESTS)
 

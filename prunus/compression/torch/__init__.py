@@ -12,6 +12,8 @@ from .auto import (AMCPruner, AutoCompressPruner, NetAdaptPruner, SensitivityAna
 from .base import Pruner
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
+from .head_pruner import TransformerHeadPruner
+from .width import KeptChannelLayerNorm, prune_hidden_width
 from .lottery import LotteryTicketPruner
 from .nni_utils import (ChannelDependency, GroupDependency, count_flops_params, get_module_by_name,
                         not_safe_to_prune)
@@ -42,4 +44,5 @@ __all__ = [
     'AMCPruner', 'AutoCompressPruner',
     'count_flops_params', 'get_module_by_name', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune',
     'WandaPruner', 'SparseGPTPruner',
+    'TransformerHeadPruner', 'prune_hidden_width', 'KeptChannelLayerNorm',
 ]

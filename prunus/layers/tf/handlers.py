@@ -23,6 +23,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def weight_key(layer, variable) -> str:
+    """A variable's name within its layer: ``kernel``, or ``query/kernel`` for a layer
+    with sublayers (whose variables share the short names)."""
+    path, marker = getattr(variable, 'path', variable.name), f'{layer.name}/'
+    return path.split(marker, 1)[1] if marker in path else variable.name
+
+
+def layer_weights(layer) -> dict[str, np.ndarray]:
+    """The layer's weights as numpy arrays by :func:`weight_key`."""
+    return {weight_key(layer, v): v.numpy() for v in getattr(layer, 'weights', ())}
+
+
 class LayerHandler:
     """Removal knowledge of one layer type; subclasses override what applies."""
 
@@ -324,6 +336,39 @@ class ReshapeHandler(LayerHandler):
             else 'data_format channels_first'
 
 
+class MultiHeadAttentionHandler(LayerHandler):
+    """keras.layers.MultiHeadAttention: its input and output channels are kept; heads
+    whose value (kernel and bias) or output-projection weights are all zero add nothing
+    and are removed (``num_heads`` drops; ``key_dim`` and so the softmax scale stay)."""
+
+    role = 'inner'
+
+    def supports(self, layer):
+        return 'use_gate=True' if getattr(layer, '_use_gate', False) else None
+
+    def dead_heads(self, weights: dict) -> np.ndarray:
+        value, out = weights['value/kernel'], weights['attention_output/kernel']
+        dead = (value == 0).all(axis=(0, 2))
+        if 'value/bias' in weights:
+            dead &= (weights['value/bias'] == 0).all(axis=1)
+        return dead | (out == 0).all(axis=(1, 2))
+
+    def shrink_inside(self, layer, config: dict, weights: dict) -> int:
+        """Removes the dead heads from ``config``/``weights``; returns how many went."""
+        keep = ~self.dead_heads(weights)
+        if not keep.any():
+            keep[0] = True  # a layer needs one head; a dead one adds nothing anyway
+        if keep.all():
+            return 0
+        for part in ('query', 'key', 'value'):
+            weights[f'{part}/kernel'] = weights[f'{part}/kernel'][:, keep]
+            if f'{part}/bias' in weights:
+                weights[f'{part}/bias'] = weights[f'{part}/bias'][keep]
+        weights['attention_output/kernel'] = weights['attention_output/kernel'][keep]
+        config['num_heads'] = int(keep.sum())
+        return int((~keep).sum())
+
+
 def _named(handler: LayerHandler, *names: str) -> dict[str, LayerHandler]:
     return {name: handler for name in names}
 
@@ -351,4 +396,5 @@ HANDLERS: dict[str, LayerHandler] = {
     **_named(ReshapeHandler(), 'Flatten', 'Reshape'),
     'Permute': PermuteHandler(),
     'LayerNormalization': LayerNormHandler(),
+    'MultiHeadAttention': MultiHeadAttentionHandler(),
 }

@@ -20,7 +20,13 @@ Embedding                                       :class:`EmbeddingHandler`
 BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm1d/2d/3d  :class:`NormHandler` (tied)
 GroupNorm                                       :class:`GroupNormHandler` (whole groups)
 PReLU (num_parameters > 1)                      :class:`PReLUHandler` (tied)
-MultiheadAttention                              :class:`KeepChannelsHandler` (kept as is)
+MultiheadAttention                              :mod:`prunus.layers.torch.mha` (heads, input features;
+                                                replaced by an equivalent PrunedMultiheadAttention)
+LSTM, GRU, RNN                                  :mod:`prunus.layers.torch.rnn` (input features, hidden units)
+KeptChannelLayerNorm                            :class:`KeptChannelNormHandler` (tied; hidden width)
+attention modules, by structure (DETECTORS)     :mod:`prunus.layers.torch.attention` (heads, head
+                                                dims: HF BERT/RoBERTa/ViT/DeiT/DistilBERT/GPT-2/
+                                                BART/CLIP-style, timm and torchvision Swin)
 =============================================  ==============================================
 
 Layers without a handler (activations, pooling, LayerNorm, Dropout, user blocks) are traced
@@ -35,6 +41,7 @@ import torch
 from torch import nn
 
 from prunus.layers.torch import constants, specs
+from prunus.layers.torch.modules import KeptChannelLayerNorm
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -402,6 +409,10 @@ HANDLERS: dict[type, Handler] = {
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
 # the layers a speedup gave frozen constant paths are pruned like their base layers
 HANDLERS.update({swapped: HANDLERS[base] for base, swapped in constants.WITH_CONSTANTS.items()})
+#: Functions ``module -> Handler | None`` tried for modules the table does not know:
+#: layers recognized by their structure rather than their class (attention modules, see
+#: :mod:`prunus.layers.torch.attention`).
+DETECTORS: list = []
 
 
 def check_custom_handlers(custom: Any) -> dict[type, Handler] | None:
@@ -437,4 +448,41 @@ def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -
                 break
     if handler is not None and handler.handles(module):
         return handler
+    if handler is None and not (custom and cls in custom):
+        for detect in DETECTORS:
+            found = detect(module)
+            if found is not None:
+                return found
     return None
+
+
+class KeptChannelNormHandler(Handler):
+    """:class:`~prunus.layers.torch.modules.KeptChannelLayerNorm`: tied; its statistics
+    cover only its kept channels, so removing the others changes nothing. Once every
+    channel left is kept it is a plain nn.LayerNorm again."""
+
+    in_dim = -1
+    out_dim = -1
+
+    def tied(self, module):
+        return True
+
+    def count_in(self, module):
+        return module.normalized_shape[0]
+
+    def prune_in(self, module, keep):
+        for name in ('weight', 'bias'):
+            value = getattr(module, name)
+            _set(module, name, None if value is None else _take(value.data, 0, keep))
+        module.normalized_shape = (len(keep),)
+        module.keep = module.keep.index_select(0, keep.to(module.keep.device))
+        if bool(module.keep.all()):
+            del module._buffers['keep']
+            module.__class__ = nn.LayerNorm
+
+
+HANDLERS[KeptChannelLayerNorm] = KeptChannelNormHandler()
+SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
+
+# The tensor helpers, public for the handlers that live in other modules (attention, RNN).
+replace_tensor, take, add_bias = _set, _take, _add_bias

@@ -1,0 +1,129 @@
+"""Head importance: weight norms, and activation/Taylor statistics of the output
+projection's input, gathered with hooks while the user's forward_runner runs."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus.layers.torch.modules import PrunedMultiheadAttention, to_head_pruned
+from .head_groups import HeadGroup
+
+
+
+def _head_blocks(weight: torch.Tensor, axis: int, start: int, heads: int, dim: int) -> torch.Tensor:
+    """(heads, -1): the rows (or columns) of each head in a head-major range."""
+    part = weight.detach().movedim(axis, 0)[start:start + heads * dim]
+    return part.reshape(heads, -1).double()
+
+
+def weight_scores(model: nn.Module, group: HeadGroup, p: int, per_dim: bool = False) -> torch.Tensor:
+    """Per head (or, ``per_dim``, per head dimension: shape (heads, dim)): the mean over
+    Q, K and V of the Lp norm of its weights."""
+    lay = group.layout
+    units = lay.inner if per_dim else lay.num_heads
+    total = torch.zeros(units, dtype=torch.float64)
+    for s in (lay.q, lay.k, lay.v):
+        weight = getattr(model.get_submodule(s.module), s.weight)
+        blocks = _head_blocks(weight, s.axis, s.start, units, lay.inner // units)
+        total += torch.linalg.vector_norm(blocks, p, dim=1).cpu()
+    total /= 3
+    return total.view(lay.num_heads, lay.head_dim) if per_dim else total
+
+
+def _reduce(x: torch.Tensor, heads: int, criterion: str, per_dim: bool = False) -> torch.Tensor:
+    """Per head (``per_dim``: per head dimension) statistic of an output-projection input
+    ``x`` (..., heads * dim)."""
+    per_head = x.detach().double().reshape(-1, heads, x.shape[-1] // heads)
+    if per_dim:
+        if criterion == 'l2_activation':
+            return torch.linalg.vector_norm(per_head, 2, dim=0).cpu()
+        return per_head.abs().sum(0).cpu()
+    if criterion == 'l2_activation':
+        return torch.linalg.vector_norm(per_head, 2, dim=2).sum(0).cpu()
+    return per_head.abs().sum((0, 2)).cpu()
+
+
+class HeadStatistics:
+    """Hooks on each group's output projection that sum a per-head statistic of its input
+    (``l1_activation``, ``l2_activation``, or ``taylorfo``: |x * dL/dx|)."""
+
+    def __init__(self, model: nn.Module, groups: list[HeadGroup], criterion: str,
+                 per_dim: bool = False):
+        self.model, self.groups, self.criterion, self.per_dim = model, groups, criterion, per_dim
+        self.totals = [torch.zeros((g.num_heads, g.layout.head_dim) if per_dim else g.num_heads,
+                                   dtype=torch.float64) for g in groups]
+        self.batches = 0
+        self._handles: list[Any] = []
+
+    def start(self) -> 'HeadStatistics':
+        self._swaps = _stand_ins(self.model, self.groups)
+        for i, group in enumerate(self.groups):
+            out = group.layout.out
+            module = self.model.get_submodule(out.module)
+            self._handles.append(module.register_forward_pre_hook(self._hook(i, group)))
+        return self
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for restore in reversed(getattr(self, '_swaps', [])):
+            restore()
+        self._swaps = []
+
+    def _hook(self, index: int, group: HeadGroup):
+        heads, inner = group.num_heads, group.layout.inner
+
+        def record(module, args):
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor) or x.shape[-1] != inner:
+                return
+            if index == 0:
+                self.batches += 1
+            if self.criterion != 'taylorfo':
+                self.totals[index] += _reduce(x, heads, self.criterion, self.per_dim)
+            elif x.requires_grad:
+                saved = x.detach()
+
+                def on_grad(grad):
+                    self.totals[index] += _reduce(saved * grad, heads, 'taylorfo', self.per_dim)
+                x.register_hook(on_grad)
+        return record
+
+    def scores(self, index: int) -> torch.Tensor:
+        if self.criterion == 'taylorfo' and not bool(self.totals[index].any()):
+            name = self.groups[index].name
+            raise ValueError(f"TransformerHeadPruner: no gradient reached the output projection of "
+                             f"'{name}'; with ranking_criterion='taylorfo' the forward_runner (or "
+                             'trainer) must call loss.backward().')
+        return self.totals[index]
+
+
+def _stand_ins(model: nn.Module, groups: list[HeadGroup]) -> list:
+    """While statistics are gathered, attention modules that use their output projection's
+    weight directly (nn.MultiheadAttention, torchvision Swin) are run by equivalents that
+    call it as a module, so its hooks see the heads' outputs. Returns the undo steps."""
+    undo = []
+    names = {g.name for g in groups}
+    for name, module in list(model.named_modules()):
+        if name not in names:
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            parent_name, _, attr = name.rpartition('.')
+            parent = model.get_submodule(parent_name) if parent_name else model
+            stand_in = PrunedMultiheadAttention.from_mha(module, share=True)
+            stand_in.train(module.training)
+            setattr(parent, attr, stand_in)
+            undo.append(lambda p=parent, a=attr, m=module: setattr(p, a, m))
+        else:
+            cls = type(module)
+            to_head_pruned(module, getattr(module, 'head_dim', 0) or _head_dim(groups, name))
+            if type(module) is not cls:
+                undo.append(lambda m=module, c=cls: setattr(m, '__class__', c))
+    return undo
+
+
+def _head_dim(groups: list[HeadGroup], name: str) -> int:
+    return next(g.layout.head_dim for g in groups if g.name == name)
