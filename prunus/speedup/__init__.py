@@ -2,7 +2,8 @@
 
 ``speedup(model, example_inputs, masks)`` returns a smaller copy of ``model`` whose outputs
 equal the masked model's; ``ModelSpeedup(model, dummy_input, masks).speedup_model()`` does
-the same in place (NNI-compatible). ``channel_groups(model, dummy_input)`` lists the layers
+the same in place (NNI-compatible). ``save(small, path)`` writes the smaller model so that
+``load(path, OriginalNet())`` rebuilds it (the file opens with ``weights_only=True``). ``channel_groups(model, dummy_input)`` lists the layers
 whose output channels are tied and must be pruned with the same indices.
 
 The Keras speedup lives in :mod:`prunus.speedup.tf`. Names here load on first use, so
@@ -22,11 +23,12 @@ _EXPORTS = {
     'HANDLERS': 'handlers', 'SUPPORTED_LAYERS': 'handlers', 'Handler': 'handlers',
     'OP_RULES': 'ops',
     'LayerSummary': 'summary', 'SpeedupSummary': 'summary',
+    'save': 'persist', 'load': 'persist',
 }
 
 __all__ = ['ModelSpeedup', 'speedup', 'SpeedupError', 'SpeedupSummary', 'LayerSummary',
            'Handler', 'HANDLERS', 'SUPPORTED_LAYERS', 'OP_RULES', 'channel_groups',
-           'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit']
+           'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit', 'save', 'load']
 
 
 def __getattr__(name: str) -> Any:
