@@ -1,2 +1,14 @@
 """prunus: neural-network pruning for PyTorch and Keras 3."""
 __version__ = '0.1.0'
+
+from typing import Any
+
+__all__ = ['compare', 'Comparison', '__version__']
+
+
+def __getattr__(name: str) -> Any:
+    # loaded on first use so that ``import prunus`` stays free of pandas and the frameworks
+    if name in ('compare', 'Comparison'):
+        from prunus import comparison
+        return getattr(comparison, name)
+    raise AttributeError(f"module 'prunus' has no attribute '{name}'")

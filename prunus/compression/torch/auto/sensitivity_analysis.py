@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 from tqdm.auto import tqdm
 
+from prunus._optional import require
+
 from ...registry import get_pruner
 from ..masking import apply_masks
 from .base import check_base_algo
@@ -148,10 +150,10 @@ class SensitivityAnalysis:
 
     def plot(self, path: str | os.PathLike | None = None, ax: Any = None) -> Any:
         """Score vs sparsity, one line per layer; saved to ``path`` if given. Returns the figure."""
-        import matplotlib
+        matplotlib = require('matplotlib', 'plot', 'SensitivityAnalysis.plot()')
         if ax is None and path is not None:
             matplotlib.use('Agg', force=False)
-        import matplotlib.pyplot as plt
+        plt = require('matplotlib.pyplot', 'plot', 'SensitivityAnalysis.plot()')
         figure, ax = (plt.subplots(figsize=(6, 4)) if ax is None else (ax.figure, ax))
         for name, row in self.sensitivities.items():
             points = sorted(row.items())
