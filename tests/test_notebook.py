@@ -19,7 +19,6 @@ def test_compare_pruners_notebook_executes(tmp_path, monkeypatch):
     # the kernel is a new process: make it import this prunus, whatever is installed
     root = str(Path(prunus.__file__).resolve().parents[1])
     monkeypatch.setenv('PYTHONPATH', os.pathsep.join([root, os.environ.get('PYTHONPATH', '')]))
-    monkeypatch.setenv('MPLBACKEND', 'Agg')
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=900, kernel_name='python3',
                                      resources={'metadata': {'path': str(tmp_path)}})
