@@ -3,6 +3,10 @@ __version__ = '0.1.0'
 
 from typing import Any
 
+from prunus._logging import configure_default_logging
+
+configure_default_logging()
+
 __all__ = ['compare', 'Comparison', '__version__']
 
 

@@ -11,7 +11,11 @@ Example::
 Importing this package imports neither torch nor TensorFlow; the framework of ``model``
 decides which one is used.
 """
-from .frame import Comparison, pareto_front
-from .runner import compare
+from prunus._optional import require
+
+require('pandas', 'compare', 'prunus.compare')
+
+from .frame import Comparison, pareto_front  # noqa: E402
+from .runner import compare  # noqa: E402
 
 __all__ = ['compare', 'Comparison', 'pareto_front']

@@ -25,7 +25,7 @@ from torch import nn
 from prunus import demo
 from prunus.compression.torch import AGPPruner, LotteryTicketPruner
 
-from ._digits import DigitsCNN as PlainCNN
+from .digits import DigitsCNN as PlainCNN
 
 PRETRAIN, AGP_FINETUNE, AGP_SPAN = 15, 30, 10
 LOTTERY_EPOCHS = 10
