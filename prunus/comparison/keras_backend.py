@@ -105,7 +105,7 @@ class KerasBackend:
         call = run or (lambda x: model(x, training=False))
         for _ in range(3):
             call(self.example)
-        block, times = 1, []
+        block, times = 1, []  # type: tuple[int, list[float]]
         deadline = time.perf_counter() + self.latency_seconds
         while time.perf_counter() < deadline or len(times) < 5:
             start = time.perf_counter()

@@ -51,7 +51,7 @@ def _label(spec: Any) -> str:
         spec = spec[0]
     if isinstance(spec, str):
         return spec
-    return getattr(spec, 'registry_name', None) or getattr(spec, '__name__', repr(spec))
+    return str(getattr(spec, 'registry_name', None) or getattr(spec, '__name__', repr(spec)))
 
 
 def resolve_pruners(pruners: Any, framework: str) -> list[PrunerSpec]:

@@ -40,8 +40,9 @@ def l1_masks(model: nn.Module, sparsity: float = 0.5) -> dict:
         mask = torch.ones_like(w)
         mask.index_fill_(out_dim, drop, 0.0)
         masks[name] = {'weight': mask}
-        if getattr(m, 'bias', None) is not None and out_dim == 0:
-            bias = torch.ones_like(m.bias)
+        old_bias = getattr(m, 'bias', None)
+        if isinstance(old_bias, torch.Tensor) and out_dim == 0:
+            bias = torch.ones_like(old_bias)
             bias[drop] = 0.0
             masks[name]['bias'] = bias
     return masks
