@@ -1,13 +1,17 @@
 """prunus: neural-network pruning for PyTorch and Keras 3."""
 __version__ = '0.1.0'
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunus._logging import configure_default_logging
 
 configure_default_logging()
 
 __all__ = ['compare', 'Comparison', '__version__']
+
+
+if TYPE_CHECKING:
+    from prunus.comparison import Comparison, compare
 
 
 def __getattr__(name: str) -> Any:

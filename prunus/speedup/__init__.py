@@ -12,7 +12,7 @@ importing ``prunus.speedup.tf`` never imports torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunus._interop import guard_triton_after_tensorflow
 
@@ -29,6 +29,16 @@ _EXPORTS = {
 __all__ = ['ModelSpeedup', 'speedup', 'SpeedupError', 'SpeedupSummary', 'LayerSummary',
            'Handler', 'HANDLERS', 'SUPPORTED_LAYERS', 'OP_RULES', 'channel_groups',
            'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit', 'save', 'load']
+
+
+if TYPE_CHECKING:  # type checkers see the real names; at run time they load on first use
+    from .core import ModelSpeedup, SpeedupError, speedup
+    from .dependency import (ChannelGroup, EvenSplit, channel_groups, dependency_groups,
+                             dependency_structure)
+    from .handlers import HANDLERS, SUPPORTED_LAYERS, Handler
+    from .ops import OP_RULES
+    from .persist import load, save
+    from .summary import LayerSummary, SpeedupSummary
 
 
 def __getattr__(name: str) -> Any:
