@@ -25,7 +25,7 @@ PAGES = {
     'comparison': ('prunus.comparison', 'Comparing pruners: prunus.compare.'),
     'cli': ('prunus.cli', 'The prunus command line.'),
     'integrations': ('prunus.integrations', 'Training-loop callbacks.'),
-    'testing': ('prunus.testing.speedup', 'Helpers the tests and benchmarks use to check a speedup.'),
+    'testing': ('prunus.testing', 'Helpers the tests and benchmarks use to check a speedup.'),
     'prunus': ('prunus', 'The top-level package.'),
 }
 EXTRA = {'integrations': ['prunus.integrations.huggingface.PruningCallback',

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ['configure_default_logging', 'LOGGER_NAME']
 
 LOGGER_NAME = 'prunus'
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ['require']
 
 
 def require(module: str, extra: str, feature: str) -> ModuleType:

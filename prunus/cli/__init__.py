@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from prunus import __version__
+from prunus.demo import main as run_demo
 
 from .commands import DEFAULT_SHAPE, run_compare, run_report, run_speedup
 from .models import CliError
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     Returns:
         The parser.
+
+    Example::
+
+        args = build_parser().parse_args(['report', 'resnet18'])
     """
     parser = argparse.ArgumentParser(prog='prunus', epilog=_EPILOG,
                                      description='Neural-network pruning for PyTorch and Keras 3.')
@@ -117,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == 'demo':
             if not 0 <= args.sparsity < 1:
                 raise CliError(f'--sparsity must be in [0, 1); got {args.sparsity}')
-            from prunus.demo import main as run
-            run(args.sparsity, args.epochs, args.finetune_epochs)
+            run_demo(args.sparsity, args.epochs, args.finetune_epochs)
             return 0
         run_command = {'report': run_report, 'speedup': run_speedup, 'compare': run_compare}
         return run_command[args.command](args)

@@ -2,26 +2,31 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib
 import json
 import sys
 from typing import Any
 
+import torch
+
+from prunus.compression.torch import apply_compression_results
+from prunus.compression.torch.flops import module_flops
+from prunus.speedup import save, speedup
+
 from .models import CliError, load_model, load_object, parse_shape
 
-__all__ = ['run_report', 'run_speedup', 'run_compare', 'layer_rows']
 
 _IMAGE = '1,3,224,224'
 
 
 def _inputs(args: argparse.Namespace) -> Any:
-    import torch
     torch.manual_seed(args.seed)
     return torch.randn(parse_shape(args.input_shape))
 
 
 def _apply_masks(model: Any, masks: str | None) -> None:
     if masks is not None:
-        from prunus.compression.torch import apply_compression_results
         try:
             apply_compression_results(model, masks)
         except FileNotFoundError as exc:
@@ -32,7 +37,6 @@ def layer_rows(model: Any, inputs: Any) -> tuple[list[dict[str, Any]], dict[str,
     """Per module that owns parameters: params, FLOPs and the fraction of zero weights
     (a zero-initialised bias is not pruning, so only ``weight`` counts where there is one);
     and the total row."""
-    from prunus.compression.torch.flops import module_flops
     flops = module_flops(model, inputs)
     rows, zeros, counted = [], 0, 0
     for name, module in model.named_modules():
@@ -72,7 +76,6 @@ def run_report(args: argparse.Namespace) -> int:
     if args.format == 'json':
         print(json.dumps({'layers': rows, 'total': total}, indent=1))
     elif args.format == 'csv':
-        import csv
         writer = csv.DictWriter(sys.stdout, fieldnames=list(total))
         writer.writeheader()
         writer.writerows(rows + [total])
@@ -83,7 +86,6 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_speedup(args: argparse.Namespace) -> int:
     """``prunus speedup``: physically remove the masked channels and save the result."""
-    from prunus.speedup import save, speedup
     model = load_model(args.model, args.weights)
     x = _inputs(args)
     try:
@@ -115,7 +117,9 @@ def _floats(text: str, what: str) -> list[float]:
 
 def run_compare(args: argparse.Namespace) -> int:
     """``prunus compare``: the comparison table of :func:`prunus.compare`, printed."""
-    from prunus.comparison import compare
+    # the comparison needs pandas (the [compare] extra): loaded by name, so that the other
+    # commands work without it
+    compare = importlib.import_module('prunus.comparison').compare
     model = load_model(args.model, args.weights)
     data_factory = _callable(args.data, '--data')
     table = compare(model, [p.strip() for p in args.pruners.split(',') if p.strip()],
@@ -125,8 +129,7 @@ def run_compare(args: argparse.Namespace) -> int:
                     budgets=_floats(args.budgets, '--budgets'), example_inputs=_inputs(args),
                     latency_seconds=args.latency_seconds, cache_dir=args.cache_dir)
     shown = table.drop(columns=['layer_sparsity'])
-    with __import__('pandas').option_context('display.width', 200, 'display.max_columns', 20):
-        print(shown.to_string(index=False))
+    print(shown.to_string(index=False))
     if args.output:
         shown.to_csv(args.output, index=False)
     if args.plot:

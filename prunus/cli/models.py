@@ -5,7 +5,6 @@ import importlib
 import os
 from typing import Any
 
-__all__ = ['load_model', 'parse_shape', 'load_object']
 
 
 class CliError(ValueError):

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ['RunCache']
 
 
 def _clean(value: Any) -> Any:

@@ -7,7 +7,6 @@ import pandas as pd
 
 from prunus._optional import require
 
-__all__ = ['Comparison', 'COLUMNS', 'pareto_front']
 
 COLUMNS = ['pruner', 'budget', 'accuracy_pruned', 'accuracy_finetuned', 'params', 'flops',
            'params_small', 'flops_small', 'latency_ms', 'latency_spread_ms', 'seconds',
@@ -17,6 +16,13 @@ COLUMNS = ['pruner', 'budget', 'accuracy_pruned', 'accuracy_finetuned', 'params'
 def pareto_front(flops: Sequence[float], accuracy: Sequence[float]) -> list[int]:
     """Indices of the points no other point beats (fewer or equal FLOPs and higher or
     equal accuracy, better in one), ordered by FLOPs.
+
+    Args:
+        flops: the cost of each point.
+        accuracy: the score of each point (higher is better).
+
+    Returns:
+        The indices on the front, cheapest first.
 
     Example::
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from prunus.speedup.tf import SpeedupError, speedup
 
-__all__ = ['KerasBackend', 'layer_flops']
 
 _PRODUCERS = ('Conv1D', 'Conv2D', 'Conv3D', 'DepthwiseConv2D', 'SeparableConv2D',
               'Conv2DTranspose', 'Dense')
@@ -125,3 +124,4 @@ def _compiled(model: keras.Model):
 
 
 SHRINK_ERRORS = (SpeedupError, ValueError, TypeError, NotImplementedError)
+Backend = KerasBackend

@@ -1,6 +1,7 @@
 """``compare``: every pruner at every budget, measured the same way, as one DataFrame."""
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import sys
@@ -13,7 +14,6 @@ from .cache import RunCache
 from .frame import Comparison
 from .specs import PrunerSpec, resolve_pruners
 
-__all__ = ['compare']
 
 logger = logging.getLogger('prunus.compare')
 NAN = float('nan')
@@ -29,11 +29,16 @@ def _framework(model: Any) -> str:
     raise TypeError(f'compare() needs a torch.nn.Module or a keras.Model; got {type(model).__name__}.')
 
 
+_BACKENDS = {'torch': 'prunus.comparison.torch_backend', 'tf': 'prunus.comparison.keras_backend'}
+
+
+def _backend_module(framework: str) -> Any:
+    # by name, as the registry loads a framework: comparing a torch model never imports keras
+    return importlib.import_module(_BACKENDS[framework])
+
+
 def _backend(framework: str, model: Any, example: Any, data: Any, latency_seconds: float) -> Any:
-    if framework == 'torch':
-        from .torch_backend import TorchBackend as Backend
-    else:
-        from .keras_backend import KerasBackend as Backend  # type: ignore[assignment]
+    Backend = _backend_module(framework).Backend
     if example is None:
         if data is None:
             raise ValueError('compare() needs example_inputs= or data= (batches to calibrate '
@@ -179,16 +184,12 @@ def compare(model: Any, pruners: Any, *, data: Iterable[Any] | None = None,
 
 def _options(framework: str, backend: Any, model: Any, data: Any, evaluator: Any, finetune: Any,
              config_list: Any, criterion: Any, speedup: bool) -> dict[str, Any]:
-    if framework == 'torch':
-        from .torch_backend import SHRINK_ERRORS
-    else:
-        from .keras_backend import SHRINK_ERRORS  # type: ignore[assignment]
     calibration = list(data) if data is not None else None
     context = {'data': calibration, 'criterion': criterion, 'evaluator': evaluator,
                'dummy_input': backend.example}
     return {'config_list': config_list, 'output_layer': backend.output_layer(model),
             'context': context, 'evaluator': evaluator, 'finetune': finetune,
-            'speedup': speedup, 'shrink_errors': SHRINK_ERRORS}
+            'speedup': speedup, 'shrink_errors': _backend_module(framework).SHRINK_ERRORS}
 
 
 def _sweep(specs: list[PrunerSpec], budgets: Sequence[float], model: Any, backend: Any,

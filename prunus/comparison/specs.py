@@ -7,7 +7,6 @@ from typing import Any, Callable, Mapping
 
 from prunus.compression import get_pruner
 
-__all__ = ['PrunerSpec', 'resolve_pruners']
 
 
 @dataclass

@@ -12,7 +12,6 @@ from prunus.compression.torch import get_masks
 from prunus.compression.torch.flops import call_model, module_flops
 from prunus.speedup import SpeedupError, speedup
 
-__all__ = ['TorchBackend']
 
 _PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -87,3 +86,4 @@ class TorchBackend:
 
 
 SHRINK_ERRORS = (SpeedupError, ValueError, TypeError, RuntimeError)
+Backend = TorchBackend

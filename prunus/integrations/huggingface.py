@@ -54,22 +54,29 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc, valid-type]
         self.driver = PruningDriver(pruner)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        """Compress the pruner, or bind and start the ``Pruning``."""
         self.driver.train_begin(model)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Move the schedule to the epoch that starts."""
         self.driver.epoch_begin(int(round(state.epoch or 0)))
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Record the global step."""
         self.driver.step_begin(state.global_step)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Gradients are ready: read them for the criteria."""
         self.driver.before_optimizer_step()
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """The optimizer stepped: update the masks where the schedule says so."""
         self.driver.after_optimizer_step()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Close the epoch."""
         self.driver.epoch_end()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Close training (detaches the training API's hooks)."""
         self.driver.train_end()

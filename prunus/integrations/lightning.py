@@ -63,26 +63,33 @@ class PruningCallback(_callback_base()):  # type: ignore[misc]
         return pl_module
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Compress the pruner, or bind and start the ``Pruning``."""
         self.driver.train_begin(self._bound(pl_module))
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Move the schedule to ``trainer.current_epoch``."""
         self.driver.epoch_begin(trainer.current_epoch)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        """Record the global step."""
         self.driver.step_begin(trainer.global_step)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        """Gradients are ready: read them for the criteria."""
         self.driver.before_optimizer_step()
         self._stepped = True
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        """After the batch's optimizer step (if it stepped): update the masks."""
         if self._stepped:  # with gradient accumulation not every batch steps the optimizer
             self.driver.after_optimizer_step()
             self._stepped = False
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Close the epoch."""
         self.driver.epoch_end()
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Close training (detaches the training API's hooks)."""
         self.driver.train_end()

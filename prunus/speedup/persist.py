@@ -18,7 +18,6 @@ from torch import nn
 
 from prunus.compression.torch import masking
 
-__all__ = ['save', 'load']
 
 FORMAT = 'prunus.speedup.save/1'
 _PLAIN = (bool, int, float, str, type(None))

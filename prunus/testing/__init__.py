@@ -8,3 +8,6 @@
 
 Nothing here is imported by ``import prunus``.
 """
+from prunus.testing.speedup import l1_masks, masked_copy, max_rel_error, randomize_norms, run
+
+__all__ = ['l1_masks', 'randomize_norms', 'masked_copy', 'run', 'max_rel_error']
