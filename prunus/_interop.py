@@ -15,6 +15,3 @@ def guard_triton_after_tensorflow() -> None:
     """
     if 'tensorflow' in sys.modules and 'triton' not in sys.modules:
         sys.modules['triton'] = None  # type: ignore[assignment]
-
-
-__all__ = ['guard_triton_after_tensorflow']

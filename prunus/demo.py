@@ -199,6 +199,3 @@ def main(sparsity: float = 0.5, epochs: int = 15, finetune_epochs: int = 3) -> N
           f'to {sparsity:.0%} with each one-shot pruner and fine-tuning {finetune_epochs} epochs.')
     result = run_demo(sparsity, epochs, finetune_epochs)
     print(format_table(*result))
-
-
-__all__ = ['DigitsCNN', 'load_digits_data', 'train', 'train_epoch', 'accuracy', 'prune_one', 'run_demo', 'format_table', 'main']

@@ -82,6 +82,3 @@ def _cap_for(name: str, count: int, cap: float | Mapping[str, float] | None) -> 
 def distribute(counts: Sequence[int], sparsity: float) -> list[int]:
     """Per-layer prune counts for a uniform ``sparsity`` (each layer rounded on its own)."""
     return [prune_count(c, sparsity) for c in counts]
-
-
-__all__ = ['prune_count', 'lowest', 'keep_mask', 'global_keep_masks', 'distribute']

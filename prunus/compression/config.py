@@ -1,8 +1,9 @@
 """Validation of ``config_list``, the list of dicts every pruner takes.
 
-Each key's rule is declared once in :data:`KEY_RULES` (a ``schema`` check plus the
-sentence that describes it); every error message is rendered from those declarations,
-so a message always names the entry, the key, the value received and the rule::
+Each key's rule is declared once in :data:`prunus.compression.rules.RULES` (a ``schema``
+check plus the sentence that describes it); every error message is rendered from those
+declarations, so a message always names the entry, the key, the value received and the
+rule::
 
     >>> validate_config_list([{'sparsity': 1.5, 'op_types': ['Conv2d']}])
     Traceback (most recent call last):
@@ -15,74 +16,17 @@ removes it from pruning unless a later entry selects it again.
 """
 from __future__ import annotations
 
-import difflib
-import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-from schema import And, Schema, SchemaError
+from .rules import CONFIG_LIST_KEYS, KeyRule, check_value, rules_for, unknown_key_error
 
 SELECTOR_KEYS = ('op_types', 'op_names', 'op_names_re', 'op_partial_names')
 SPARSITY_ALIASES = {'sparsity_per_layer': 'sparsity'}
 
-
-@dataclass(frozen=True)
-class KeyRule:
-    """The type check and value check of one config key, each with its sentence."""
-
-    type_schema: Any
-    type_text: str
-    value_schema: Any = None
-    value_text: str = ''
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-
-
-def _compiles(patterns: Iterable[str]) -> bool:
-    try:
-        for pattern in patterns:
-            re.compile(pattern)
-    except re.error:
-        return False
-    return True
-
-
-_FRACTION = KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
-_NAMES = KeyRule(_is_str_list, 'a list of strings', lambda v: len(v) > 0, 'a non-empty list of strings')
-_EPOCH = KeyRule(_is_int, 'an integer', lambda v: v >= 0, 'an integer >= 0')
-_COUNT = KeyRule(_is_int, 'an integer', lambda v: v >= 1, 'an integer >= 1')
-
-#: Every key a config entry may hold, with its rule. Pruners choose which ones they accept.
-KEY_RULES: dict[str, KeyRule] = {
-    'sparsity': _FRACTION,
-    'sparsity_per_layer': _FRACTION,
-    'total_sparsity': _FRACTION,
-    'max_sparsity_per_layer': KeyRule(_is_number, 'a number', lambda v: 0 < v <= 1, 'a number in (0, 1]'),
-    'op_types': _NAMES,
-    'op_names': _NAMES,
-    'op_names_re': KeyRule(_is_str_list, 'a list of strings',
-                           And(lambda v: len(v) > 0, _compiles),
-                           'a non-empty list of valid regular expressions'),
-    'op_partial_names': _NAMES,
-    'exclude': KeyRule(lambda v: isinstance(v, bool), 'a bool'),
-    # Schedule keys of the training-aware pruners.
-    'initial_sparsity': _FRACTION,
-    'final_sparsity': _FRACTION,
-    'start_epoch': _EPOCH,
-    'end_epoch': _EPOCH,
-    'frequency': _COUNT,
-    'prune_iterations': _COUNT,
-}
+#: Every key a config entry may hold, with its rule (from the shared table in
+#: :mod:`prunus.compression.rules`). Pruners choose which ones they accept.
+KEY_RULES: dict[str, KeyRule] = rules_for(CONFIG_LIST_KEYS)
 
 
 @dataclass(frozen=True)
@@ -128,37 +72,6 @@ class ConfigEntry:
         return f'config_list[{self.index}]'
 
 
-def _fmt(value: Any) -> str:
-    return repr(value) if not isinstance(value, type) else value.__name__
-
-
-def _check_key(index: int, key: str, value: Any) -> None:
-    rule = KEY_RULES[key]
-    where = f"config_list[{index}]['{key}']"
-    try:
-        Schema(rule.type_schema).validate(value)
-    except SchemaError:
-        raise TypeError(f'{where} must be {rule.type_text}; got {_fmt(value)} '
-                        f'of type {type(value).__name__}.') from None
-    if rule.value_schema is None:
-        return
-    try:
-        Schema(rule.value_schema).validate(value)
-    except SchemaError:
-        raise ValueError(f'{where} must be {rule.value_text}; got {_fmt(value)}.') from None
-
-
-def _unknown_key_error(index: int, key: Any, spec: ConfigSpec, pruner: str) -> ValueError:
-    if not isinstance(key, str):
-        return ValueError(f'config_list[{index}] has a key {key!r} that is not a string.')
-    if key in KEY_RULES:
-        return ValueError(f"config_list[{index}] has key '{key}', which {pruner} does not use; "
-                          f"it accepts: {', '.join(spec.accepted)}.")
-    close = difflib.get_close_matches(key, spec.accepted, n=1)
-    hint = f" did you mean '{close[0]}'?" if close else f" accepted keys: {', '.join(spec.accepted)}."
-    return ValueError(f"config_list[{index}] has unknown key '{key}';{hint}")
-
-
 def _check_entry_shape(index: int, values: dict[str, Any], spec: ConfigSpec, pruner: str) -> None:
     where = f'config_list[{index}]'
     if not any(key in values for key in SELECTOR_KEYS):
@@ -199,8 +112,8 @@ def validate_config_list(config_list: Any, spec: ConfigSpec = ConfigSpec(),
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key not in spec.accepted:
-                raise _unknown_key_error(index, key, spec, pruner)
-            _check_key(index, key, value)
+                raise unknown_key_error(f'config_list[{index}]', key, spec.accepted, known=KEY_RULES, user=pruner)
+            check_value(f'config_list[{index}]', key, KEY_RULES[key], value)
             canonical = SPARSITY_ALIASES.get(key, key)
             if canonical in values:
                 raise ValueError(f"config_list[{index}] sets both '{canonical}' and its alias '{key}'.")
@@ -208,7 +121,3 @@ def validate_config_list(config_list: Any, spec: ConfigSpec = ConfigSpec(),
         _check_entry_shape(index, values, spec, pruner)
         entries.append(ConfigEntry(index, values))
     return entries
-
-
-__all__ = ['KEY_RULES', 'KeyRule', 'ConfigSpec', 'ConfigEntry', 'SELECTOR_KEYS',
-           'validate_config_list']

@@ -107,6 +107,3 @@ class SearchHistory:
     @property
     def path(self) -> Path:
         return self.directory / HISTORY_FILE
-
-
-__all__ = ['SearchHistory', 'write_json', 'read_json', 'HISTORY_FILE', 'BEST_CONFIG_FILE']

@@ -159,6 +159,3 @@ def parse_pattern(text: str) -> Pattern:
         return NMPattern(n, m)
     raise ValueError(f"unknown pattern {text!r}; use 'unstructured', 'NxM' (e.g. '4x1', "
                      "'1xchannel') or 'N:M' (e.g. '2:4').")
-
-
-__all__ = ['Pattern', 'BlockPattern', 'NMPattern', 'parse_pattern']

@@ -11,70 +11,25 @@ for any of them read the same::
     >>> settings['pattern'], settings['target_sparsity'], settings['pruning_type']
     ('2:4', 0.5, 'snip_momentum')
 
-Each key's rule is declared once in :data:`PRUNING_KEYS`; messages are rendered from it
-(``pruners[1]['pattern'] must be ...; got ...``) and an unknown key is an error naming
-it, with the closest known key as a hint.
+Each key's rule is declared once, in :data:`prunus.compression.rules.RULES` together with
+the config_list keys; messages are rendered there (``pruners[1]['pattern'] must be ...;
+got ...``) and an unknown key is an error naming it, with the closest known key as a hint.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping, Sequence
 
-from .config import KeyRule, _is_int, _is_number, _is_str_list, _compiles
-from .patterns import parse_pattern
-from .schedules import DECAY_TYPES
+from .rules import PRUNING_TYPES  # noqa: F401 (the training API's pruning types, named here too)
+from .rules import TRAINING_KEYS, TRAINING_OVERRIDES, KeyRule, check_value, is_int, rules_for, unknown_key_error
 
 #: The group lasso coefficient used when a regularized entry sets no 'reg_coeff'.
 DEFAULT_REG_COEFF = 1e-4
 
-PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso')
 _TYPE_ALIASES = {'basic_magnitude': 'magnitude', 'grouplasso': 'group_lasso'}
 
-
-def _is_pattern(value: Any) -> bool:
-    try:
-        parse_pattern(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _one_of(choices: Sequence[str]) -> KeyRule:
-    return KeyRule(lambda v: isinstance(v, str), 'a string', lambda v: v in choices,
-                   'one of ' + ', '.join(repr(c) for c in choices))
-
-
-_FRACTION = KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
-_STEP = KeyRule(_is_int, 'an integer', lambda v: v >= 0, 'an integer >= 0')
-_REGEXES = KeyRule(_is_str_list, 'a list of strings', _compiles, 'a list of valid regular expressions')
-
-#: Canonical key -> rule. Aliases (below) are renamed to these before checking.
-PRUNING_KEYS: dict[str, KeyRule] = {
-    'target_sparsity': _FRACTION,
-    'initial_sparsity': _FRACTION,
-    'pruning_type': _one_of(PRUNING_TYPES),
-    'pattern': KeyRule(lambda v: isinstance(v, str), 'a string', _is_pattern,
-                       "a pattern such as 'unstructured', '4x1', '1xchannel' or '2:4'"),
-    'op_names': _REGEXES,
-    'names': KeyRule(_is_str_list, 'a list of strings'),
-    'excluded_op_names': _REGEXES,
-    'pruning_op_types': KeyRule(_is_str_list, 'a list of strings', lambda v: len(v) > 0,
-                                'a non-empty list of layer type names'),
-    'start_step': _STEP,
-    'end_step': _STEP,
-    'pruning_frequency': KeyRule(_is_int, 'an integer', lambda v: v >= 1, 'an integer >= 1'),
-    'start_epoch': _STEP,
-    'end_epoch': _STEP,
-    'update_frequency': KeyRule(_is_number, 'a number', lambda v: v > 0, 'a number > 0'),
-    'pruning_scope': _one_of(('global', 'local')),
-    'sparsity_decay_type': _one_of(DECAY_TYPES),
-    'max_sparsity_ratio_per_op': KeyRule(_is_number, 'a number', lambda v: 0 < v <= 1,
-                                         'a number in (0, 1]'),
-    'reg_type': KeyRule(lambda v: v is None or isinstance(v, str), 'a string or None',
-                        lambda v: v in (None, 'group_lasso'), "'group_lasso' or None"),
-    'reg_coeff': KeyRule(_is_number, 'a number', lambda v: v >= 0, 'a number >= 0'),
-    'momentum': KeyRule(_is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)'),
-}
+#: Canonical key -> rule (from the shared table in :mod:`prunus.compression.rules`).
+#: Aliases (below) are renamed to these before checking.
+PRUNING_KEYS: dict[str, KeyRule] = rules_for(TRAINING_KEYS, TRAINING_OVERRIDES)
 
 #: Names used by older configs -> canonical names.
 KEY_ALIASES = {
@@ -108,24 +63,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _unknown(where: str, key: Any) -> ValueError:
-    known = sorted(set(PRUNING_KEYS) | set(KEY_ALIASES))
-    if not isinstance(key, str):
-        return ValueError(f'{where} has a key {key!r} that is not a string.')
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f" did you mean '{close[0]}'?" if close else f" accepted keys: {', '.join(known)}."
-    return ValueError(f"{where} has unknown key '{key}';{hint}")
-
-
-def _check(where: str, key: str, value: Any) -> None:
-    rule = PRUNING_KEYS[key]
-    if not rule.type_schema(value):
-        raise TypeError(f"{where}['{key}'] must be {rule.type_text}; got {value!r} "
-                        f'of type {type(value).__name__}.')
-    if rule.value_schema is not None and not rule.value_schema(value):
-        raise ValueError(f"{where}['{key}'] must be {rule.value_text}; got {value!r}.")
-
-
 def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Renames aliases, normalizes pruning types and checks every key of one mapping."""
     if not isinstance(raw, Mapping):
@@ -134,13 +71,13 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, value in raw.items():
         canonical = KEY_ALIASES.get(key, key) if isinstance(key, str) else key
         if canonical not in PRUNING_KEYS:
-            raise _unknown(where, key)
+            raise unknown_key_error(where, key, sorted(set(PRUNING_KEYS) | set(KEY_ALIASES)))
         if canonical == 'pruning_type' and isinstance(value, str):
             value = value.lower().replace('-', '_')
             value = _TYPE_ALIASES.get(value, value)
         if canonical in out:
             raise ValueError(f"{where} sets '{canonical}' twice (once as '{key}').")
-        _check(where, canonical, value)
+        check_value(where, canonical, PRUNING_KEYS[canonical], value)
         out[canonical] = list(value) if isinstance(value, tuple) else value
     return out
 
@@ -153,7 +90,7 @@ def _check_schedule(settings: dict[str, Any], where: str) -> None:
     if settings[end] < settings[start]:
         raise ValueError(f"{where}['{end}'] ({settings[end]}) must be >= '{start}' ({settings[start]}).")
     if not epochs and 'update_frequency' in settings:
-        if not _is_int(settings['update_frequency']):
+        if not is_int(settings['update_frequency']):
             raise ValueError(f"{where}['update_frequency'] counts steps here and must be an integer; "
                              f"got {settings['update_frequency']!r}.")
         settings['pruning_frequency'] = settings.pop('update_frequency')
@@ -202,7 +139,3 @@ class WeightPruningConfig:
 
     def __repr__(self) -> str:
         return f'WeightPruningConfig({self.pruning_configs!r}, **{self.global_settings!r})'
-
-
-__all__ = ['DEFAULT_REG_COEFF', 'PRUNING_KEYS', 'KEY_ALIASES', 'DEFAULTS', 'PRUNING_TYPES', 'WeightPruningConfig',
-           'normalize_settings']

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import yaml
 
 from .pruning_config import WeightPruningConfig
+from .rules import unknown_key_error
 
 APPROACHES = ('weight_compression', 'weight_compression_pytorch')
 #: Keys of a ``train:`` section; only the schedule ones drive pruning, the others
@@ -59,7 +60,7 @@ def _only(mapping: Any, allowed: tuple[str, ...], where: str) -> Mapping[str, An
         raise TypeError(f'{where} must be a mapping; got {type(mapping).__name__}.')
     for key in mapping:
         if key not in allowed:
-            raise ValueError(f"{where} has unknown key '{key}'; accepted keys: {', '.join(allowed)}.")
+            raise unknown_key_error(where, key, allowed)
     return mapping
 
 
@@ -115,6 +116,3 @@ def load_pruning_yaml(source: str | os.PathLike) -> WeightPruningConfig:
     elif '\n' not in text:
         raise FileNotFoundError(f'pruning config file {text!r} does not exist.')
     return config_from_mapping(yaml.load(text, Loader=_Loader))  # noqa: S506 (SafeLoader subclass)
-
-
-__all__ = ['load_pruning_yaml', 'config_from_mapping', 'APPROACHES', 'TRAIN_KEYS']

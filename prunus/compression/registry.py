@@ -47,6 +47,11 @@ def available_pruners(framework: str = 'torch') -> dict[str, type]:
     return dict(_load(framework))
 
 
+def is_registered(name: str) -> bool:
+    """Whether any framework has registered a pruner as ``name`` so far (loads nothing)."""
+    return any(name in table for table in _REGISTRY.values())
+
+
 def get_pruner(name: str, framework: str = 'torch') -> type:
     """The pruner class registered as ``name``; the error suggests close names."""
     table = _load(framework)
@@ -55,6 +60,3 @@ def get_pruner(name: str, framework: str = 'torch') -> type:
         hint = f" did you mean '{close[0]}'?" if close else f" known: {', '.join(sorted(table))}."
         raise ValueError(f"no {framework} pruner is registered as '{name}';{hint}")
     return table[name]
-
-
-__all__ = ['register_pruner', 'available_pruners', 'get_pruner']

@@ -81,6 +81,3 @@ class MovingAverage:
     def update(self, reward: float) -> float:
         self.value = reward if self.value is None else self.alpha * self.value + (1 - self.alpha) * reward
         return self.value
-
-
-__all__ = ['ReplayMemory', 'truncated_normal', 'normalize_columns', 'MovingAverage']

@@ -141,6 +141,3 @@ def lottery_round_sparsity(final: float, rounds: int, round_index: int) -> float
     if round_index >= rounds:
         return final
     return 1.0 - (1.0 - final) ** (round_index / rounds)
-
-
-__all__ = ['DECAY_TYPES', 'agp_sparsity', 'decay_sparsity', 'StepSchedule', 'lottery_round_sparsity']

@@ -18,6 +18,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .registry import is_registered
+
 Allocation = dict[str, float]
 Measure = Callable[[Mapping[str, float]], float]
 
@@ -172,13 +174,8 @@ def better(a: float, b: float | None, maximize: bool = True) -> bool:
 def check_optimize_mode(owner: str, optimize_mode: str) -> bool:
     """True for 'maximize', False for 'minimize'; anything else is an error."""
     if optimize_mode not in ('maximize', 'minimize'):
-        from .registry import _REGISTRY  # noqa: PLC0415 (a hint only; core stays framework-free)
-        known = any(optimize_mode in table for table in _REGISTRY.values())
+        known = is_registered(optimize_mode)
         hint = (f" (it names a pruner: the legacy signature puts optimize_mode before base_algo; "
                 f"pass base_algo={optimize_mode!r} by keyword)" if known else '')
         raise ValueError(f"{owner}: optimize_mode must be 'maximize' or 'minimize'; got {optimize_mode!r}{hint}.")
     return optimize_mode == 'maximize'
-
-
-__all__ = ['Allocation', 'Measure', 'scale_to_budget', 'refine_to_budget', 'solve_layer', 'AnnealingSchedule', 'guided',
-           'perturb', 'acceptance_probability', 'better', 'check_optimize_mode']

@@ -3,16 +3,24 @@
 A model is described to this module as a list of :class:`LayerRef` (qualified name and
 class name), so the same rules serve PyTorch modules and Keras layers.
 
-Within one entry, the name selectors (``op_names``, ``op_names_re``, ``op_partial_names``)
-are united and then intersected with ``op_types`` when both are given. Across entries the
-last entry that selects a layer wins (see :mod:`prunus.compression.config`).
+Both PyTorch APIs select here, each with its own, explicit name-matching rule
+(:data:`NAME_MATCHING`):
+
+* a ``config_list`` entry (:func:`select_layers`): the name selectors (``op_names`` exact
+  names, ``op_names_re`` regular expressions matching the whole name, ``op_partial_names``
+  parts of names) are united and then intersected with ``op_types`` when both are given.
+  Across entries the last entry that selects a layer wins (see
+  :mod:`prunus.compression.config`);
+* a training-API entry (:func:`select_by_settings`): ``pruning_op_types`` match class names
+  by prefix, ``names`` are exact, ``op_names`` and ``excluded_op_names`` are regular
+  expressions matched anywhere in the name (``re.search``); exclusions win.
 """
 from __future__ import annotations
 
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from .config import ConfigEntry
 
@@ -39,6 +47,27 @@ class Selection:
     entry: ConfigEntry
 
 
+#: How each API's name selectors match a layer's qualified name.
+NAME_MATCHING: dict[str, dict[str, str]] = {
+    'config_list': {'op_names': 'exact', 'op_names_re': 'fullmatch', 'op_partial_names': 'part'},
+    'training': {'names': 'exact', 'op_names': 'search', 'excluded_op_names': 'search'},
+}
+
+_MATCHERS = {
+    'exact': lambda pattern, name: pattern == name,
+    'fullmatch': lambda pattern, name: re.fullmatch(pattern, name) is not None,
+    'search': lambda pattern, name: re.search(pattern, name) is not None,
+    'part': lambda pattern, name: pattern in name,
+}
+
+
+def matching(rule: str, pattern: str, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that ``pattern`` selects under ``rule`` (a value of
+    :data:`NAME_MATCHING`), in order."""
+    match = _MATCHERS[rule]
+    return [name for name in names if match(pattern, name)]
+
+
 def _suggest(name: str, names: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     if close:
@@ -51,24 +80,16 @@ def _by_name(entry: ConfigEntry, layers: Sequence[LayerRef]) -> set[str] | None:
     if not any(key in entry for key in ('op_names', 'op_names_re', 'op_partial_names')):
         return None
     all_names = [layer.name for layer in layers]
-    known = set(all_names)
+    rules = NAME_MATCHING['config_list']
     picked: set[str] = set()
-    for name in entry.get('op_names', []):
-        if name not in known:
-            raise ValueError(f"{entry.where}['op_names'] names '{name}', which matches no module; "
-                             f'{_suggest(name, all_names)}')
-        picked.add(name)
-    for pattern in entry.get('op_names_re', []):
-        regex = re.compile(pattern)
-        hits = {n for n in all_names if regex.fullmatch(n)}
-        if not hits:
-            raise ValueError(f"{entry.where}['op_names_re'] pattern {pattern!r} matches no module name.")
-        picked |= hits
-    for part in entry.get('op_partial_names', []):
-        hits = {n for n in all_names if part in n}
-        if not hits:
-            raise ValueError(f"{entry.where}['op_partial_names'] {part!r} is part of no module name.")
-        picked |= hits
+    for key, missing in (('op_names', "names '{}', which matches no module; {}"),
+                         ('op_names_re', 'pattern {!r} matches no module name.'),
+                         ('op_partial_names', '{!r} is part of no module name.')):
+        for pattern in entry.get(key, []):
+            hits = set(matching(rules[key], pattern, all_names))
+            if not hits:
+                raise ValueError(f"{entry.where}['{key}'] " + missing.format(pattern, _suggest(pattern, all_names)))
+            picked |= hits
     return picked
 
 
@@ -136,4 +157,37 @@ def select_layers(entries: Sequence[ConfigEntry], layers: Sequence[LayerRef], *,
     return [Selection(layer, owner[layer.name]) for layer in layers if layer.name in owner]
 
 
-__all__ = ['LayerRef', 'Selection', 'select_layers']
+def _any_match(rule: str, patterns: Sequence[str], name: str) -> bool:
+    return any(_MATCHERS[rule](pattern, name) for pattern in patterns)
+
+
+def _type_matches(layer: LayerRef, wanted: Sequence[str]) -> bool:
+    """A training-API type name selects a class by prefix ('Conv' selects Conv2d)."""
+    return any(layer.type_name == w or layer.type_name.startswith(w) for w in wanted)
+
+
+def select_by_settings(settings: Mapping[str, Any], layers: Sequence[LayerRef], *,
+                       prunable_types: Sequence[str], where: str) -> list[str]:
+    """Names of the layers one training-API entry selects, in model order.
+
+    ``layers``: the model's layers of ``prunable_types`` (the only ones it may select).
+
+    Raises:
+        ValueError: a type or an exact name selects no prunable layer.
+    """
+    wanted = settings['pruning_op_types']
+    for type_name in wanted:
+        if not any(_type_matches(layer, [type_name]) for layer in layers):
+            raise ValueError(f"{where}['pruning_op_types'] names '{type_name}', which matches no "
+                             f"prunable layer of the model (prunable: {', '.join(prunable_types)}).")
+    names = [layer.name for layer in layers if _type_matches(layer, wanted)]
+    rules = NAME_MATCHING['training']
+    exact = [n[:-len('.weight')] if n.endswith('.weight') else n for n in settings.get('names', [])]
+    for name in exact:
+        if not matching(rules['names'], name, names):
+            raise ValueError(f"{where}['names'] names '{name}', which is not a prunable layer of the model.")
+    if exact:
+        names = [n for n in names if _any_match(rules['names'], exact, n)]
+    if settings['op_names']:
+        names = [n for n in names if _any_match(rules['op_names'], settings['op_names'], n)]
+    return [n for n in names if not _any_match(rules['excluded_op_names'], settings['excluded_op_names'], n)]

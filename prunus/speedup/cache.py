@@ -25,11 +25,9 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from prunus.compression.torch import masking
-from prunus.speedup.handlers import Handler
+from prunus.layers.torch import masking
+from prunus.layers.torch.handlers import Handler
 from prunus.speedup.trace import Site, Trace
-
-__all__ = ['remember', 'recall', 'fingerprint']
 
 
 @dataclass
@@ -48,7 +46,7 @@ def fingerprint(model: nn.Module) -> tuple:
     """What must not change for a trace of ``model`` to stay valid (see module doc)."""
     parts = []
     for name, module in model.named_modules():
-        masks = {f'{p}_mask' for p in getattr(module, masking._MASKED_ATTR, ())}
+        masks = {f'{p}_mask' for p in masking.masked_names(module)}
         tensors = tuple((n, id(t), tuple(t.shape), t.dtype) for n, t in
                         itertools.chain(module._parameters.items(), module._buffers.items())
                         if t is not None and n not in masks)

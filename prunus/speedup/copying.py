@@ -19,9 +19,9 @@ import types
 import torch
 from torch import nn
 
-from prunus.compression.torch import masking
+from prunus.layers.torch import masking
 
-__all__ = ['shared_copy', 'unshare']
+_PRUNUS_HOOKS = ('prunus.compression', 'prunus.layers')  # where prunus registers hooks
 
 
 def _drop_mask_machinery(model: nn.Module) -> None:
@@ -29,14 +29,12 @@ def _drop_mask_machinery(model: nn.Module) -> None:
     leaving the (shared) parameters alone: ``masking.strip`` would bake the masks into
     them in place and unregister them from the optimizer hook of the original."""
     for module in model.modules():
-        for pname in getattr(module, masking._MASKED_ATTR, ()):
-            module._buffers.pop(f'{pname}_mask', None)
-        module.__dict__.pop(masking._MASKED_ATTR, None)
+        masking.forget_masks(module)
         for hooks in (module._forward_pre_hooks, module._forward_hooks,
                       module._load_state_dict_post_hooks):
             for key, hook in list(hooks.items()):
                 fn = getattr(hook, '__wrapped__', hook)
-                if (getattr(fn, '__module__', '') or '').startswith('prunus.compression'):
+                if (getattr(fn, '__module__', '') or '').startswith(_PRUNUS_HOOKS):
                     del hooks[key]
                     getattr(module, '_forward_hooks_always_called', {}).pop(key, None)
 

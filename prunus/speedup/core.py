@@ -9,12 +9,13 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 from prunus._interop import guard_triton_after_tensorflow
+from prunus.compression.errors import SpeedupError
 
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount  # noqa: E402
-from prunus.speedup.handlers import HANDLERS, Handler, find_handler
+from prunus.layers.torch.handlers import HANDLERS, Handler, find_handler
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.observe import call_model
 from prunus.speedup.plan import Plan, make_plan
@@ -22,14 +23,8 @@ from prunus.speedup.replay import replay
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
 from prunus.speedup.trace import Trace, trace_model
 
-__all__ = ['SpeedupError', 'speedup', 'ModelSpeedup']
-
 _HINT = ('pass custom_handlers={LayerType: handler} with a prunus.speedup.Handler subclass '
          'for it')
-
-
-class SpeedupError(RuntimeError):
-    """A speedup could not be done; the user's model is unchanged."""
 
 
 def _param_count(model: nn.Module) -> int:
@@ -305,4 +300,3 @@ class ModelSpeedup:
         self.model.__dict__.clear()
         self.model.__dict__.update(state)
         return self.model
-

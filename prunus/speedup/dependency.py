@@ -24,11 +24,8 @@ import torch
 from torch import nn
 
 from prunus.speedup.cache import remember
-from prunus.speedup.handlers import Handler
+from prunus.layers.torch.handlers import Handler
 from prunus.speedup.structure import trace_structure
-
-__all__ = ['ChannelGroup', 'EvenSplit', 'dependency_groups', 'dependency_structure',
-           'channel_groups']
 
 
 @dataclass

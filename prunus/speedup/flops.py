@@ -13,8 +13,6 @@ from typing import Any
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-__all__ = ['op_flops', 'FlopCount']
-
 
 def op_flops(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
     """FLOPs of one ATen call (a multiply-accumulate counts 2), 0 for uncounted ops."""

@@ -20,92 +20,22 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
-__all__ = ['UnionFind', 'compress', 'expand_dims', 'none_like', 'broadcast_union',
-           'varying_dims']
+from prunus.compression import grouping
 
 
-class UnionFind:
-    """Disjoint sets over integer ids ``1..n``; id 0 is reserved for "no channel".
-
-    Parents live in a numpy array and every id's parent is never larger than the id, so
-    whole-array pointer jumping finds all roots at once: a residual add ties thousands of
-    channel pairs in a few vectorized steps instead of one Python call per pair.
-    """
-
-    def __init__(self) -> None:
-        self._parent = np.zeros(64, dtype=np.int64)
-        self._size = 1
-        self._flat = True  # every parent is a root (no union since the last flatten)
-
-    @property
-    def parent(self) -> np.ndarray:
-        """The parent of every allocated id (a view; index 0 is the "no channel" id)."""
-        return self._parent[:self._size]
+class UnionFind(grouping.UnionFind):
+    """The core union-find (:class:`prunus.compression.grouping.UnionFind`) with torch
+    tensors in and out, since the tracer's channel labels are tensors."""
 
     def fresh(self, n: int) -> torch.Tensor:
         """Allocate ``n`` new singleton ids and return them as a 1-D int64 tensor."""
-        start, end = self._size, self._size + n
-        if end > len(self._parent):
-            grown = np.zeros(max(2 * len(self._parent), end), dtype=np.int64)
-            grown[:self._size] = self._parent[:self._size]
-            self._parent = grown
-        self._parent[start:end] = np.arange(start, end)
-        self._size = end
-        return torch.arange(start, end, dtype=torch.int64)
-
-    def _flatten(self) -> np.ndarray:
-        """Point every id straight at its root and return the parent array."""
-        parent = self.parent
-        if self._flat:
-            return parent
-        self._flat = True
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                return parent
-            parent[:] = grand
-
-    def find(self, i: int) -> int:
-        """Return the representative of ``i``."""
-        parent = self._parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return int(i)
-
-    def union(self, a: int, b: int) -> None:
-        """Tie ids ``a`` and ``b`` (0 is never tied to anything)."""
-        if a == 0 or b == 0:
-            return
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self._parent[max(ra, rb)] = min(ra, rb)
-            self._flat = False
-
-    def union_many(self, a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> None:
-        """Tie ``a[k]`` with ``b[k]`` for every k (pairs with a 0 are skipped)."""
-        a, b = np.asarray(a, dtype=np.int64).ravel(), np.asarray(b, dtype=np.int64).ravel()
-        keep = (a != 0) & (b != 0)
-        a, b = a[keep], b[keep]
-        while a.size:
-            parent = self._flatten()
-            ra, rb = parent[a], parent[b]
-            differ = ra != rb
-            if not differ.any():
-                return
-            lo, hi = np.minimum(ra, rb)[differ], np.maximum(ra, rb)[differ]
-            # duplicate roots in hi: one write wins; the loop merges the rest next round
-            parent[hi] = lo
-            self._flat = False
-            a, b = a[differ], b[differ]
+        return torch.from_numpy(super().fresh(n))
 
     def roots(self, ids: torch.Tensor) -> torch.Tensor:
         """Map every id of ``ids`` to its representative (0 stays 0)."""
-        parent = self._flatten()
-        return torch.from_numpy(parent[ids.numpy()]).reshape(ids.shape)
+        return torch.from_numpy(super().roots(ids.numpy())).reshape(ids.shape)
 
 
 def none_like(shape: torch.Size | tuple[int, ...]) -> torch.Tensor:

@@ -7,10 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.compression.torch import masking
-from prunus.compression.torch.base import Pruner
-
-__all__ = ['Masks', 'load_masks', 'bake_masks']
+from prunus.layers.torch import masking
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -20,8 +17,8 @@ def load_masks(masks: Any, model: nn.Module | None = None) -> Masks:
     (anything with ``get_masks()``) or None (use the masks already on the model)."""
     if masks is None:
         return {}
-    if (model is not None and isinstance(masks, Pruner) and masks.bound_model is model
-            and type(masks).get_masks is Pruner.get_masks):
+    on_model = getattr(masks, 'masks_on_model', None)  # a prunus pruner (the speedup sits below them)
+    if model is not None and callable(on_model) and on_model(model):
         return {}  # such a pruner's masks are the buffers on its model: no copies
     if hasattr(masks, 'get_masks'):
         masks = masks.get_masks()
@@ -51,7 +48,7 @@ def _masks_on(model: nn.Module) -> Masks:
     """The prunus mask buffers attached to ``model`` (not copied)."""
     found: Masks = {}
     for name, module in model.named_modules():
-        for pname in getattr(module, masking._MASKED_ATTR, ()):
+        for pname in masking.masked_names(module):
             found.setdefault(name, {})[pname] = module._buffers[f'{pname}_mask']
     return found
 

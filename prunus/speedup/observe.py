@@ -7,8 +7,6 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ['call_model', 'tensors_in', 'channel_constants', 'op_signature']
-
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
     """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keywords."""

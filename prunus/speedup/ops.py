@@ -33,8 +33,6 @@ import torch
 
 from prunus.speedup.labels import compress, expand_dims, varying_dims
 
-__all__ = ['OP_RULES', 'EXTRA_POINTWISE', 'rule_name']
-
 EXTRA_POINTWISE = frozenset({
     'hardswish', 'hardswish_', 'hardsigmoid', 'hardsigmoid_', 'hardtanh', 'hardtanh_',
     'elu', 'elu_', 'selu', 'selu_', 'celu', 'celu_', 'leaky_relu', 'leaky_relu_',
@@ -84,7 +82,7 @@ def rule_name(func: Any) -> str:
     return 'block'
 
 
-def _dim_arg(args: tuple, kwargs: dict, pos: int, default: Any) -> Any:
+def dim_arg(args: tuple, kwargs: dict, pos: int, default: Any) -> Any:
     if 'dim' in kwargs:
         return kwargs['dim']
     return args[pos] if len(args) > pos else default
@@ -102,7 +100,7 @@ def replay(func: Any, args: tuple, kwargs: dict, labels: list[torch.Tensor],
     if full:
         expanded = [expand_dims(lab, shp) for lab, shp in zip(labels, shapes)]
     else:
-        dim = _dim_arg(args, kwargs, 1, 0)
+        dim = dim_arg(args, kwargs, 1, 0)
         dim = dim % rank if rank else 0
         moving = {dim} | {d for lab in labels for d in varying_dims(lab)}
         if func.overloadpacket.__name__ == 'stack':
@@ -122,7 +120,7 @@ def replay(func: Any, args: tuple, kwargs: dict, labels: list[torch.Tensor],
 
 def reduced_dims(func: Any, args: tuple, kwargs: dict, rank: int) -> tuple[list[int], bool]:
     """Dims reduced by a reduction op and whether it keeps them (``keepdim``)."""
-    dims = _dim_arg(args, kwargs, 1, None)
+    dims = dim_arg(args, kwargs, 1, None)
     if isinstance(dims, torch.Tensor) or (len(args) > 1 and not isinstance(
             args[1], (int, list, tuple, type(None)))):
         dims = None

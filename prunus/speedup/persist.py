@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.compression.torch import masking
+from prunus.layers.torch.masking import is_masked
 
 
 FORMAT = 'prunus.speedup.save/1'
@@ -91,7 +91,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f'save() needs a torch.nn.Module; got {type(model).__name__}.')
-    masked = [n for n, m in model.named_modules() if getattr(m, masking._MASKED_ATTR, None)]
+    masked = [n for n, m in model.named_modules() if is_masked(m)]
     if masked:
         raise ValueError(f"module '{masked[0]}' still has prunus masks attached; save the result "
                          'of speedup(), or call prunus.compression.torch.strip(model) first.')

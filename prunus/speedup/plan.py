@@ -33,8 +33,6 @@ import torch
 
 from prunus.speedup.trace import Site, Trace
 
-__all__ = ['Plan', 'SitePlan', 'make_plan']
-
 
 @dataclass
 class SitePlan:

@@ -18,11 +18,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from prunus.speedup.flops import op_flops
-from prunus.speedup.handlers import Handler, find_handler
+from prunus.layers.torch.handlers import Handler, find_handler
 from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
 from prunus.speedup.trace import Call, Site, Trace
-
-__all__ = ['replay']
 
 
 class _Mismatch(Exception):

@@ -18,10 +18,8 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from prunus.speedup.copying import shared_copy
-from prunus.speedup.handlers import Handler
+from prunus.layers.torch.handlers import Handler
 from prunus.speedup.trace import Trace, trace_model
-
-__all__ = ['meta_copy', 'trace_structure']
 
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ is simply what gets recorded. The price is that only the path taken for this inp
 which is also the path the exactness check verifies.
 
 Inside a handled layer the operators are not recorded: the layer's handler knows how its
-channels map (see :mod:`prunus.speedup.handlers`). Everywhere else the operator table of
+channels map (see :mod:`prunus.layers.torch.handlers`). Everywhere else the operator table of
 :mod:`prunus.speedup.ops` propagates labels (see :mod:`prunus.speedup.labels`).
 """
 from __future__ import annotations
@@ -27,11 +27,9 @@ from torch.utils._pytree import tree_flatten
 from prunus.speedup import ops
 from prunus.speedup.flops import op_flops
 from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
-from prunus.speedup.handlers import Handler, find_handler
+from prunus.layers.torch.handlers import Handler, find_handler
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
-
-__all__ = ['Call', 'Site', 'Trace', 'trace_model']
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Site:
     """A handled layer of the model and everything recorded about its calls.
 
     ``kills`` holds, per call of a tied layer that ignores some input channels
-    (:meth:`~prunus.speedup.handlers.Handler.killed`), the ids of those input channels
+    (:meth:`~prunus.layers.torch.handlers.Handler.killed`), the ids of those input channels
     and the fresh ids of the constant channels it outputs in their place.
     """
 
@@ -213,7 +211,7 @@ class _Tracer:
         name = func.overloadpacket.__name__
         if name not in ('cat', 'stack'):
             x, lab = args[0], got[0][0]
-            dim = ops._dim_arg(args, kwargs, 2 if name.startswith(('split', 'unsafe_split'))
+            dim = ops.dim_arg(args, kwargs, 2 if name.startswith(('split', 'unsafe_split'))
                                else 1, 0) % x.dim()
             if dim in varying_dims(lab):
                 sizes = {o.shape[dim] for o in outs}
@@ -259,7 +257,7 @@ class _Tracer:
     def _keepshape(self, func, args, kwargs, tensors, got, outs):
         x, lab = args[0], got[0][0]
         pos = 2 if func.overloadpacket.__name__ == 'topk' else 1
-        dim = ops._dim_arg(args, kwargs, pos, -1) % max(x.dim(), 1)
+        dim = ops.dim_arg(args, kwargs, pos, -1) % max(x.dim(), 1)
         if dim in varying_dims(lab):
             return self._block(func, args, kwargs, tensors, got, outs)
         return [lab] * len(outs)

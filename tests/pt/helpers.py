@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from prunus.compression.torch import layers
+from prunus.layers.torch import specs
 
 
 def type_names(model) -> set[str]:
@@ -18,7 +18,7 @@ def prunable_types(pruner_cls, model) -> list[str]:
     from prunus.compression import get_pruner
     name = DEFAULT_ALGORITHM.get(getattr(pruner_cls, 'registry_name', ''))
     cls = get_pruner(name) if name else pruner_cls
-    return sorted(type_names(model) & set(layers.names(cls.supported_types)))
+    return sorted(type_names(model) & set(specs.names(cls.supported_types)))
 
 
 def squared_output(output, target=None):

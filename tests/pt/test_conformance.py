@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from prunus.compression import available_pruners, prune_count
-from prunus.compression.torch import apply_compression_results, get_masks, layers, strip
+from prunus.compression.torch import apply_compression_results, get_masks, strip
+from prunus.layers.torch import specs
 
 from .helpers import make_pruner, prunable_types, run_compress
 from .zoo import ZOO, build
@@ -38,7 +39,7 @@ def _compress(pruner_name, model_name, sparsity=0.5, key='sparsity'):
 def _pruned_units(module, mask, structured):
     if not structured:
         return int((mask == 0).sum()), mask.numel()
-    rows = layers.filter_matrix(module, mask)
+    rows = specs.filter_matrix(module, mask)
     return int((rows == 0).all(dim=1).sum()), rows.shape[0]
 
 

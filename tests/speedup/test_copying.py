@@ -7,7 +7,7 @@ from torch import nn
 from prunus.compression.torch import L1FilterPruner
 from prunus.speedup import speedup
 from prunus.speedup.copying import shared_copy, unshare
-from prunus.speedup.handlers import LinearHandler
+from prunus.layers.torch.handlers import LinearHandler
 from tests.speedup.zoo import ResidualAdd, l1_masks, randomize_norms
 
 X = torch.randn(1, 3, 12, 12)

@@ -10,7 +10,7 @@ import tensorflow as tf  # noqa: E402
 from prunus.compression import available_pruners, prune_count  # noqa: E402
 from prunus.compression.tf import (FPGMPruner, L1FilterPruner, L2FilterPruner,  # noqa: E402
                                    LevelPruner, SlimPruner, load_masks, strip)
-from prunus.compression.tf.masking import MaskConstraint  # noqa: E402
+from prunus.layers.tf.masking import MaskConstraint  # noqa: E402
 
 from .zoo import build, sample  # noqa: E402
 

@@ -17,7 +17,7 @@ from .agp import AGPCallback, AGPPruner
 from .base import MaskCallback, Pruner
 from .data_driven import (ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
                           DataDrivenPruner, TaylorFOWeightFilterPruner)
-from .masking import Masks, apply_masks, load_masks, save_masks, strip
+from prunus.layers.tf.masking import Masks, apply_masks, load_masks, save_masks, strip
 from .pruners import (FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner,
                       slim_regularizer)
 

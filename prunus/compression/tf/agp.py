@@ -8,7 +8,7 @@ import keras
 from ..config import ConfigSpec, validate_config_list
 from ..registry import get_pruner, register_pruner
 from ..schedules import agp_sparsity
-from . import masking
+from prunus.layers.tf import masking
 from .base import Pruner
 
 _SCHEDULE_KEYS = ('initial_sparsity', 'start_epoch', 'end_epoch', 'frequency')
@@ -104,6 +104,3 @@ class AGPCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.pruner.update_epoch(epoch)
-
-
-__all__ = ['AGPPruner', 'AGPCallback']

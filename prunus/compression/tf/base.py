@@ -1,9 +1,15 @@
 """The Keras pruner base class: config_list -> selected layers -> scores -> masks.
 
-A pruner subclass declares which layer types it prunes and how it scores one layer
-(:meth:`Pruner.scores`); the base class resolves ``config_list`` through the shared core,
-turns scores into exact masks (per layer, or ranked globally for ``total_sparsity``),
-attaches them to the model and exports them.
+A pruner is the PyTorch base's three stages, under the same names::
+
+    collected = pruner.collect()                  # data the criterion needs (or None)
+    scores = pruner.compute_scores(collected)     # {layer: 1-D channel or element scores}
+    masks = pruner.generate_masks(scores)         # {layer: {'weight': mask, 'bias': mask}}
+
+A subclass declares which layer types it prunes and how it scores (:meth:`Pruner.layer_scores`
+for a criterion of one layer's weights, else ``collect``/``compute_scores``); the base class
+resolves ``config_list`` through the shared core, turns scores into exact masks (per layer,
+or ranked globally for ``total_sparsity``), attaches them to the model and exports them.
 """
 from __future__ import annotations
 
@@ -16,9 +22,9 @@ import numpy as np
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import Selection, select_layers
-from . import masking
+from prunus.layers.tf import masking
 from .dependency import dependency_keeps, tied_groups
-from .layers import channel_mask, iter_layers, layer_refs, spec_of, variables_of
+from prunus.layers.tf.specs import channel_mask, iter_layers, layer_refs, spec_of, variables_of
 
 CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
               'Conv3DTranspose')
@@ -74,13 +80,21 @@ class Pruner:
         self.dependency_aware = dependency_aware
         self._groups = tied_groups(model, owner) if dependency_aware else []
 
-    # --- the algorithm: subclasses override these -------------------------------------
-    def scores(self, name: str, layer: keras.layers.Layer) -> np.ndarray:
-        """1-D scores of the layer's channels (or elements); lower scores are pruned."""
-        raise NotImplementedError
+    # --- the stages, named as in the PyTorch base: subclasses override these -----------
+    def collect(self) -> Any:
+        """Gathers the data the criterion needs (activations, gradients); weight-only
+        criteria need none."""
+        return None
 
-    def prepare(self) -> None:
-        """Collects what :meth:`scores` needs (activations, gradients) before scoring."""
+    def compute_scores(self, collected: Any) -> dict[str, np.ndarray]:
+        """1-D scores of every selected layer's channels (or elements); lower scores are
+        pruned. By default each layer's :meth:`layer_scores`."""
+        return {sel.layer.name: self.layer_scores(sel.layer.name, self.layers[sel.layer.name])
+                for sel in self.selections}
+
+    def layer_scores(self, name: str, layer: keras.layers.Layer) -> np.ndarray:
+        """Scores of one layer, for criteria that read only its weights."""
+        raise NotImplementedError
 
     def sparsity_of(self, entry: ConfigEntry) -> tuple[str, float]:
         """The target key and value of ``entry`` (or its entry in :attr:`overrides`)."""
@@ -89,8 +103,16 @@ class Pruner:
 
     # --- the shared pipeline -------------------------------------------------------------
     def calc_masks(self) -> masking.Masks:
-        """Masks for every selected layer from the current weights (nothing is changed)."""
-        self.prepare()
+        """Masks for every selected layer from the current weights (nothing is changed):
+        collect -> compute_scores -> generate_masks."""
+        return self.generate_masks(self.compute_scores(self.collect()))
+
+    def generate_masks(self, scores: dict[str, np.ndarray]) -> masking.Masks:
+        """Exact masks from scores, per layer or ranked across an entry's layers."""
+        return {name: self.expand_keep(name, keep) for name, keep in self.generate_keeps(scores).items()}
+
+    def generate_keeps(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Flat keep vectors (bool per channel or element) from scores, before expansion."""
         by_entry: dict[int, list[str]] = defaultdict(list)
         entries = {}
         for sel in self.selections:
@@ -102,20 +124,21 @@ class Pruner:
         for index, names in by_entry.items():
             entry = entries[index]
             key, sparsity = self.sparsity_of(entry)
-            scores = {n: np.asarray(self.scores(n, self.layers[n]), dtype=np.float64) for n in names}
+            chosen = {n: np.asarray(scores[n], dtype=np.float64) for n in names}
             if key == 'total_sparsity' or self.global_per_entry:
-                keeps.update(global_keep_masks(scores, sparsity, entry.get('max_sparsity_per_layer'),
+                keeps.update(global_keep_masks(chosen, sparsity, entry.get('max_sparsity_per_layer'),
                                                where=entry.where))
             else:
-                keeps.update({n: keep_mask(s, sparsity) for n, s in scores.items()})
-                local_scores.update(scores)
+                keeps.update({n: keep_mask(s, sparsity) for n, s in chosen.items()})
+                local_scores.update(chosen)
                 local_sparsity.update(dict.fromkeys(names, sparsity))
         if self.dependency_aware:
             keeps.update(dependency_keeps(self._groups, local_scores, local_sparsity))
-        return {name: self.masks_from_keep(self.layers[name], keep) for name, keep in keeps.items()}
+        return keeps
 
-    def masks_from_keep(self, layer: keras.layers.Layer, keep: np.ndarray) -> dict[str, np.ndarray]:
-        """Weight (and bias) masks of ``layer`` from a keep vector over its output channels."""
+    def expand_keep(self, name: str, keep: np.ndarray) -> dict[str, np.ndarray]:
+        """Weight (and bias) masks of layer ``name`` from a keep vector over its output channels."""
+        layer = self.layers[name]
         spec = spec_of(layer)
         variables = variables_of(layer)
         weight = variables[spec.weight]
@@ -192,6 +215,3 @@ class MaskCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.pruner.apply_masks()
-
-
-__all__ = ['Pruner', 'MaskCallback', 'CONV_TYPES', 'FILTER_TYPES']

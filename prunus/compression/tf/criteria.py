@@ -51,7 +51,3 @@ def channel_sum(activation: np.ndarray) -> np.ndarray:
 def taylor_batch(weight_times_grad: np.ndarray) -> np.ndarray:
     """TaylorFO of one batch: per filter row, the sum of ``(w * grad)^2``."""
     return (weight_times_grad.astype(np.float64) ** 2).sum(axis=1)
-
-
-__all__ = ['magnitude', 'lp_norm', 'geometric_median_distance', 'batchnorm_scale', 'zero_count',
-           'channel_sum', 'taylor_batch']

@@ -19,7 +19,7 @@ import tensorflow as tf
 from ..registry import register_pruner
 from . import criteria
 from .base import Pruner
-from .layers import filters_of, spec_of, variables_of
+from prunus.layers.tf.specs import filters_of, spec_of, variables_of
 
 
 def _split(batch: Any) -> tuple[Any, Any]:
@@ -41,7 +41,6 @@ class DataDrivenPruner(Pruner):
                              f'got {statistics_batch_num!r}.')
         self.data = data
         self.statistics_batch_num = statistics_batch_num
-        self._stats: dict[str, np.ndarray] = {}
 
     def batches(self) -> list[tuple[Any, Any]]:
         if self.data is None:
@@ -52,8 +51,8 @@ class DataDrivenPruner(Pruner):
             raise ValueError(f'{type(self).__name__}: data yielded no batch.')
         return batches
 
-    def scores(self, name, layer):
-        return self._stats[name]
+    def compute_scores(self, collected):
+        return collected
 
 
 class ActivationPruner(DataDrivenPruner):
@@ -69,7 +68,7 @@ class ActivationPruner(DataDrivenPruner):
         """The score from per-channel zero counts and sums over ``count`` values each."""
         raise NotImplementedError
 
-    def prepare(self):
+    def collect(self):
         names = [sel.layer.name for sel in self.selections]
         zeros: dict[str, Any] = defaultdict(float)
         sums: dict[str, Any] = defaultdict(float)
@@ -86,7 +85,7 @@ class ActivationPruner(DataDrivenPruner):
         missing = [n for n in names if not counts[n]]
         if missing:
             raise ValueError(f"layer '{missing[0]}' produced no output while the model ran on data.")
-        self._stats = {n: self.channel_score(zeros[n], sums[n], counts[n]) for n in names}
+        return {n: self.channel_score(zeros[n], sums[n], counts[n]) for n in names}
 
 
 @contextmanager
@@ -152,7 +151,7 @@ class TaylorFOWeightFilterPruner(DataDrivenPruner):
                              'or a model compiled with a loss.')
         self.criterion = criterion
 
-    def prepare(self):
+    def collect(self):
         names = [sel.layer.name for sel in self.selections]
         variables = [variables_of(self.layers[n])[spec_of(self.layers[n]).weight] for n in names]
         totals = {n: 0.0 for n in names}
@@ -167,8 +166,4 @@ class TaylorFOWeightFilterPruner(DataDrivenPruner):
                     raise ValueError(f"the loss does not depend on layer '{name}'.")
                 wg = filters_of(var.numpy() * np.asarray(grad), spec_of(self.layers[name]))
                 totals[name] = totals[name] + criteria.taylor_batch(wg)
-        self._stats = totals
-
-
-__all__ = ['DataDrivenPruner', 'ActivationAPoZRankFilterPruner', 'ActivationMeanRankFilterPruner',
-           'TaylorFOWeightFilterPruner']
+        return totals

@@ -7,21 +7,20 @@ removed when every one of them drops the same channel. A group's channel score i
 of its pruned members' scores; the group keeps ``round((1 - sparsity) * size)`` channels
 (the largest sparsity among its members), the same number in every block of a grouped
 convolution that reads or writes it. The groups come from
-:func:`prunus.speedup.tf.dependency.channel_groups`, the speedup's own channel flow.
+:func:`prunus.speedup.tf.channel_groups`, the speedup's own channel flow.
 """
 from __future__ import annotations
 
 import keras
 import numpy as np
 
+from prunus.tf_speedup.dependency import channel_groups
+
 from ..allocation import keep_mask
 
 
 def tied_groups(model: keras.Model, owner: str) -> list:
     """The model's channel groups; ValueError naming ``owner`` when it cannot be traced."""
-    # Imported here: prunus.speedup.tf imports this package's masking module.
-    from prunus.speedup.tf.dependency import channel_groups  # noqa: PLC0415
-
     try:
         return channel_groups(model)
     except ValueError as exc:
@@ -56,6 +55,3 @@ def dependency_keeps(groups: list, scores: dict[str, np.ndarray],
             keep[where] = keep_mask(total[where], target)
         keeps.update({n: keep[group.channels[n]] for n in names})
     return keeps
-
-
-__all__ = ['tied_groups', 'dependency_keeps']

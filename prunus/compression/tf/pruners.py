@@ -7,7 +7,7 @@ import numpy as np
 from ...compression.registry import register_pruner
 from . import criteria
 from .base import Pruner
-from .layers import WEIGHT_SPECS, filters_of, from_torch, spec_of, to_torch, variables_of
+from prunus.layers.tf.specs import WEIGHT_SPECS, filters_of, from_torch, spec_of, to_torch, variables_of
 
 
 def _weight(layer: keras.layers.Layer) -> np.ndarray:
@@ -30,10 +30,11 @@ class LevelPruner(Pruner):
     default_types = supported_types
     structured = False
 
-    def scores(self, name, layer):
+    def layer_scores(self, name, layer):
         return criteria.magnitude(to_torch(_weight(layer), spec_of(layer)))
 
-    def masks_from_keep(self, layer, keep):
+    def expand_keep(self, name, keep):
+        layer = self.layers[name]
         spec = spec_of(layer)
         kernel = _weight(layer)
         torch_shape = to_torch(kernel, spec).shape
@@ -52,7 +53,7 @@ class L1FilterPruner(Pruner):
 
     p = 1
 
-    def scores(self, name, layer):
+    def layer_scores(self, name, layer):
         return criteria.lp_norm(filters_of(_weight(layer), spec_of(layer)), self.p)
 
 
@@ -68,7 +69,7 @@ class FPGMPruner(Pruner):
     """Prunes the filters closest to the geometric median (He et al., 2019): smallest
     summed Euclidean distance to the layer's other filters."""
 
-    def scores(self, name, layer):
+    def layer_scores(self, name, layer):
         return criteria.geometric_median_distance(filters_of(_weight(layer), spec_of(layer)))
 
 
@@ -84,7 +85,7 @@ class SlimPruner(Pruner):
     default_types = supported_types
     global_per_entry = True
 
-    def scores(self, name, layer):
+    def layer_scores(self, name, layer):
         if not layer.scale:
             raise ValueError(f"SlimPruner needs BatchNormalization '{name}' to have scale=True.")
         return criteria.batchnorm_scale(_weight(layer))
@@ -93,7 +94,3 @@ class SlimPruner(Pruner):
 def slim_regularizer(scale: float = 1e-4) -> keras.regularizers.Regularizer:
     """The L1 sparsity regularizer Slim trains with: ``gamma_regularizer=slim_regularizer()``."""
     return keras.regularizers.L1(scale)
-
-
-__all__ = ['LevelPruner', 'L1FilterPruner', 'L2FilterPruner', 'FPGMPruner', 'SlimPruner',
-           'slim_regularizer']

@@ -16,7 +16,7 @@ from .data_pruners import (ActivationAPoZRankFilterPruner, ActivationMeanRankFil
 from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .lottery import LotteryTicketPruner
-from .masking import apply_masks, get_masks, strip
+from prunus.layers.torch.masking import apply_masks, get_masks, strip
 from .pruners import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner
 from .regularization import bn_l1_penalty
 from .report import SparsityReport

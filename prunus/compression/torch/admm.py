@@ -13,7 +13,7 @@ from ..registry import register_pruner
 from .base import Pruner
 from .delegate import build_algorithm
 from .distributed import broadcast_masks
-from .masking import apply_masks
+from prunus.layers.torch.masking import apply_masks
 
 
 def _positive_int(owner: str, key: str, value: Any) -> int:
@@ -117,6 +117,3 @@ class ADMMPruner(Pruner):
             self.U = {n: self.U[n] + weights[n] - self.Z[n] for n in weights}
         apply_masks(self.bound_model, broadcast_masks(self.algorithm.calc_masks()))
         return self.bound_model
-
-
-__all__ = ['ADMMPruner']

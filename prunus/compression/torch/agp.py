@@ -9,13 +9,13 @@ from torch import nn
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..registry import register_pruner
 from ..schedules import agp_sparsity
-from . import layers
+from prunus.layers.torch import specs
 from .base import Pruner
 from .collect import Collector
 from .data_pruners import DataDrivenFilterPruner
 from .delegate import build_algorithm
 from .distributed import average_scores, broadcast_masks
-from .masking import apply_masks
+from prunus.layers.torch.masking import apply_masks
 
 _DEFAULT_END_EPOCH = 10
 
@@ -153,7 +153,7 @@ class AGPPruner(Pruner):
 
     def _items(self, name: str) -> int:
         module = self.targets[name]
-        return layers.out_channels(module) if self.algorithm.structured else module.weight.numel()
+        return specs.out_channels(module) if self.algorithm.structured else module.weight.numel()
 
     def update_epoch(self, epoch: int) -> None:
         """Moves the schedule to ``epoch``; masks are recomputed on update epochs."""
@@ -181,6 +181,3 @@ class AGPPruner(Pruner):
                 self.trainer(self.bound_model, optimizer=self.optimizer, criterion=self.criterion, epoch=epoch)
                 epoch += 1
         return self.bound_model
-
-
-__all__ = ['AGPPruner']

@@ -24,15 +24,15 @@ from torch import nn
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..selection import LayerRef, select_layers
-from . import layers
+from prunus.layers.torch import specs
 from .export import export_model as _export_model
-from .masking import Masks, apply_masks, get_masks as _masks_on
+from prunus.layers.torch.masking import Masks, apply_masks, get_masks as _masks_on, strip as _strip_masks
 from .report import SparsityReport, sparsity_report as _report
 
 Scores = dict[str, torch.Tensor]
 
 
-def _to_numpy(scores: torch.Tensor) -> np.ndarray:
+def to_numpy(scores: torch.Tensor) -> np.ndarray:
     return scores.detach().to('cpu', torch.float64).numpy().reshape(-1)
 
 
@@ -53,8 +53,8 @@ class Pruner:
 
     #: Registry name, set by ``register_pruner``.
     registry_name: ClassVar[str] = ''
-    supported_types: ClassVar[tuple[type, ...]] = layers.WEIGHTED
-    default_types: ClassVar[tuple[type, ...]] = layers.WEIGHTED
+    supported_types: ClassVar[tuple[type, ...]] = specs.WEIGHTED
+    default_types: ClassVar[tuple[type, ...]] = specs.WEIGHTED
     config_spec: ClassVar[ConfigSpec] = ConfigSpec()
     #: True when scores are per output channel, False when per weight element.
     structured: ClassVar[bool] = False
@@ -73,8 +73,8 @@ class Pruner:
         refs = [LayerRef(name, type(module).__name__, self._kinds(module))
                 for name, module in modules.items()]
         self.selections = select_layers(
-            self.entries, refs, supported_types=layers.names(self.supported_types),
-            default_types=layers.names(self.default_types), pruner=type(self).__name__)
+            self.entries, refs, supported_types=specs.names(self.supported_types),
+            default_types=specs.names(self.default_types), pruner=type(self).__name__)
         self.targets: dict[str, nn.Module] = {s.layer.name: modules[s.layer.name] for s in self.selections}
         self.entry_of: dict[str, ConfigEntry] = {s.layer.name: s.entry for s in self.selections}
 
@@ -114,10 +114,10 @@ class Pruner:
                 continue
             sparsity = self.sparsity_of(entry)
             if self.is_global(entry):
-                keeps.update(global_keep_masks({n: _to_numpy(scores[n]) for n in names}, sparsity,
+                keeps.update(global_keep_masks({n: to_numpy(scores[n]) for n in names}, sparsity,
                                                self._layer_caps(entry, scores, names), entry.where))
             else:
-                keeps.update({n: keep_mask(_to_numpy(scores[n]), sparsity) for n in names})
+                keeps.update({n: keep_mask(to_numpy(scores[n]), sparsity) for n in names})
         return keeps
 
     def _layer_caps(self, entry: ConfigEntry, scores: Scores, names: list[str]) -> Any:
@@ -134,7 +134,7 @@ class Pruner:
         weight = module.weight
         if not self.structured:
             return {'weight': keep.reshape(weight.shape).to(device=weight.device, dtype=weight.dtype)}
-        masks = {'weight': layers.channel_mask_to_weight(module, keep, weight)}
+        masks = {'weight': specs.channel_mask_to_weight(module, keep, weight)}
         if getattr(module, 'bias', None) is not None:
             masks['bias'] = keep.to(device=module.bias.device, dtype=module.bias.dtype)
         return masks
@@ -152,6 +152,11 @@ class Pruner:
     def get_masks(self) -> Masks:
         """``{module_name: {'weight': mask, 'bias': mask}}`` as attached to the model."""
         return _masks_on(self.bound_model)
+
+    def masks_on_model(self, model: nn.Module) -> bool:
+        """Whether :meth:`get_masks` is just the mask buffers on ``model``, so the speedup
+        can read them there instead of copying them."""
+        return self.bound_model is model and type(self).get_masks is Pruner.get_masks
 
     def update_mask(self) -> None:
         """Recomputes and re-attaches masks (training-aware pruners call this on a schedule)."""
@@ -180,13 +185,9 @@ class Pruner:
         return {name: 1.0 - float(m['weight'].float().mean()) for name, m in self.get_masks().items()}
 
     def _unwrap_model(self) -> nn.Module:
-        from .masking import strip
-        return strip(self.bound_model)
+        return _strip_masks(self.bound_model)
 
     strip = _unwrap_model
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}({len(self.targets)} layers)'
-
-
-__all__ = ['Pruner', 'Scores']

@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from . import layers
+from prunus.layers.torch import specs
 from .flops import call_model
+from .criteria import taylor_fo_contribution
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     'relu': torch.relu,
@@ -122,7 +123,7 @@ class ActivationCollector(Collector):
                 raise TypeError(f"module '{name}' returned {type(output).__name__}; activation "
                                 'statistics need a tensor output.')
             act = self.activation(output.detach().float())
-            dim = layers.activation_channel_dim(module) % act.dim()
+            dim = specs.activation_channel_dim(module) % act.dim()
             reduce = [d for d in range(act.dim()) if d != dim]
             zeros = (act == 0).sum(dim=reduce).double()
             sums = act.sum(dim=reduce).double()
@@ -148,9 +149,8 @@ class TaylorCollector(Collector):
         return self
 
     def add(self, name: str, module: nn.Module, grad: torch.Tensor) -> None:
-        from .metrics import taylor_fo_contribution
-        contribution = taylor_fo_contribution(layers.filter_matrix(module, module.weight),
-                                              layers.filter_matrix(module, grad))
+        contribution = taylor_fo_contribution(specs.filter_matrix(module, module.weight),
+                                              specs.filter_matrix(module, grad))
         self.contributions[name] = self.contributions.get(name, 0) + contribution.double()
 
     def _hook(self, name: str, module: nn.Module):
@@ -189,8 +189,3 @@ def run_backward(model: nn.Module, data: Iterable, limit: int | None, criterion:
         model.train(was_training)
         for param, grad in saved.items():
             param.grad = grad
-
-
-__all__ = ['ACTIVATIONS', 'resolve_activation', 'split_batch', 'to_device', 'model_device',
-           'loss_of', 'Collector', 'ActivationCollector', 'TaylorCollector', 'run_forward',
-           'run_backward']

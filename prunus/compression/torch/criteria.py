@@ -1,7 +1,13 @@
-"""Element-wise pruning criteria of the training API, and the weight-as-matrix view.
+"""Every PyTorch pruning criterion, as pure functions of tensors: lower score = pruned first.
 
-A criterion turns a layer into a score matrix shaped like :func:`matrix_view` of its
-weight (lower = pruned first):
+The one-shot pruners' criteria (:func:`magnitude`, :func:`l1_filter`, :func:`l2_filter`,
+:func:`fpgm`, :func:`bn_scale`, :func:`apoz_score`, :func:`mean_activation_score`,
+:func:`taylor_fo_contribution`) take what they need (weights, a layer's filter matrix,
+collected statistics) and return one score per weight or per output channel, so each can
+be tested on hand-built tensors without a model.
+
+The training API's element-wise criteria turn a layer into a score matrix shaped like
+:func:`matrix_view` of its weight:
 
 ==============  ==================================================================
 magnitude       ``|w|`` at the time of the update
@@ -19,6 +25,54 @@ import torch
 from torch import nn
 
 from ..patterns import BlockPattern, NMPattern, Pattern
+
+
+def magnitude(weight: torch.Tensor) -> torch.Tensor:
+    """Unstructured magnitude |w| (Level pruning)."""
+    return weight.detach().abs()
+
+
+def l1_filter(filters: torch.Tensor) -> torch.Tensor:
+    """Sum of absolute weights of each filter (rows of ``filters``); Li et al. 2017."""
+    return filters.detach().abs().sum(dim=1)
+
+
+def l2_filter(filters: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each filter."""
+    return filters.detach().float().pow(2).sum(dim=1).sqrt()
+
+
+def fpgm(filters: torch.Tensor) -> torch.Tensor:
+    """Sum of Euclidean distances from each filter to all others (He et al. 2019).
+
+    Filters closest to the geometric median have the smallest sum: they are the most
+    replaceable by the rest, so they are pruned first.
+    """
+    rows = filters.detach().float()
+    return torch.cdist(rows.unsqueeze(0), rows.unsqueeze(0)).squeeze(0).sum(dim=1)
+
+
+def bn_scale(gamma: torch.Tensor) -> torch.Tensor:
+    """|gamma| of a BatchNorm layer (network slimming, Liu et al. 2017)."""
+    return gamma.detach().abs()
+
+
+def apoz_score(zero_count: torch.Tensor, total_count: torch.Tensor | int) -> torch.Tensor:
+    """1 - APoZ: channels whose activations are most often zero score lowest (Hu et al. 2016)."""
+    return 1.0 - zero_count.double() / total_count
+
+
+def mean_activation_score(activation_sum: torch.Tensor, total_count: torch.Tensor | int) -> torch.Tensor:
+    """Mean activation per channel (Molchanov et al. 2017, sec. 2.2)."""
+    return activation_sum.double() / total_count
+
+
+def taylor_fo_contribution(filters: torch.Tensor, filter_grads: torch.Tensor) -> torch.Tensor:
+    """One batch's first-order Taylor contribution per filter: sum over its weights of (w*g)^2.
+
+    Summed over batches this is the filter importance of Molchanov et al. (2019).
+    """
+    return (filters.detach().float() * filter_grads.detach().float()).pow(2).sum(dim=1)
 
 
 def matrix_view(weight: torch.Tensor) -> torch.Tensor:
@@ -147,7 +201,3 @@ def add_group_lasso_grad(module: nn.Module, pattern: Pattern, coeff: float) -> N
     matrix = matrix_view(module.weight.detach())
     penalty = coeff * matrix / group_norms(matrix, pattern).clamp_min(1e-12)
     module.weight.grad.add_(from_matrix(penalty, module.weight.shape))
-
-
-__all__ = ['matrix_view', 'from_matrix', 'Criterion', 'Magnitude', 'Gradient', 'Snip', 'SnipMomentum',
-           'CRITERIA', 'group_norms', 'add_group_lasso_grad']

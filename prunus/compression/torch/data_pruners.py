@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from ..registry import register_pruner
-from . import metrics
+from . import criteria
 from .base import Scores
 from .collect import (ActivationCollector, Collector, TaylorCollector, resolve_activation,
                       run_backward, run_forward)
-from .masking import apply_masks
+from prunus.layers.torch.masking import apply_masks
 from .pruners import FilterPruner
 
 
@@ -152,7 +152,7 @@ class ActivationAPoZRankFilterPruner(ActivationFilterPruner):
     """
 
     def compute_scores(self, collected: ActivationCollector) -> Scores:
-        return {n: metrics.apoz_score(collected.zeros[n], collected.counts[n]) for n in self.targets}
+        return {n: criteria.apoz_score(collected.zeros[n], collected.counts[n]) for n in self.targets}
 
 
 @register_pruner('mean_activation', framework='torch')
@@ -160,7 +160,7 @@ class ActivationMeanRankFilterPruner(ActivationFilterPruner):
     """Prunes the channels with the smallest mean activation (Molchanov et al. 2017)."""
 
     def compute_scores(self, collected: ActivationCollector) -> Scores:
-        return {n: metrics.mean_activation_score(collected.sums[n], collected.counts[n])
+        return {n: criteria.mean_activation_score(collected.sums[n], collected.counts[n])
                 for n in self.targets}
 
 
@@ -193,7 +193,3 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
 
     def compute_scores(self, collected: TaylorCollector) -> Scores:
         return {n: collected.contributions[n] for n in self.targets}
-
-
-__all__ = ['DataDrivenFilterPruner', 'ActivationFilterPruner', 'ActivationAPoZRankFilterPruner',
-           'ActivationMeanRankFilterPruner', 'TaylorFOWeightFilterPruner']

@@ -67,6 +67,3 @@ def build_algorithm(name: Any, owner: str, model: nn.Module, config_list: list[d
     algo = scheduled(model, algorithm_config(config_list), **kwargs)
     algo.scheduled = {}
     return algo
-
-
-__all__ = ['SCHEDULE_KEYS', 'algorithm_config', 'build_algorithm']

@@ -16,19 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from prunus.speedup.dependency import dependency_structure
+
 from ..allocation import keep_mask
-from . import layers
-
-__all__ = ['dependency_keeps']
-
-
-def _produces(module: Any) -> bool:
-    """A layer whose own weights make its output channels (not a depthwise conv, which
-    follows the channels it is fed)."""
-    if not isinstance(module, layers.FILTERED):
-        return False
-    groups = getattr(module, 'groups', 1)
-    return not (groups > 1 and groups == module.in_channels == module.out_channels)
+from prunus.layers.torch import specs
 
 
 def _warn_untargeted(targeted: list[str], others: list[str]) -> None:
@@ -45,8 +36,6 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
     """``keeps`` (bool per output channel, per targeted layer) with tied layers of
     ``pruner.bound_model`` keeping the same channels, and chunks kept even; the pruner
     expands them into masks."""
-    from prunus.speedup import dependency_structure  # noqa: PLC0415 (torch-only)
-
     keeps = dict(keeps)
     modules = dict(pruner.bound_model.named_modules())
     groups, splits = dependency_structure(pruner.bound_model, pruner.dummy_input)
@@ -56,7 +45,7 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
         if not names:
             continue
         _warn_untargeted(names, [n for n in group.names if n not in pruner.targets
-                                 and _produces(modules[n])])
+                                 and specs.mixes_channels(modules[n])])
         if len(names) < 2 and group.groups == 1:
             continue
         total = _group_scores(group, names, scores)
@@ -67,7 +56,7 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
             keeps[n] = keep[group.channels[n].numpy()]
     if splits:
         _even_splits(groups, splits, keeps, scores,
-                     {n for n, m in modules.items() if _produces(m)})
+                     {n for n, m in modules.items() if specs.mixes_channels(m)})
     return keeps
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .masking import Masks
+from prunus.layers.torch.masking import Masks
 
 
 def _active() -> bool:
@@ -39,6 +39,3 @@ def broadcast_masks(masks: Masks, src: int = 0) -> Masks:
         for pname in sorted(masks[name]):
             dist.broadcast(masks[name][pname], src=src)
     return masks
-
-
-__all__ = ['average_scores', 'broadcast_masks']

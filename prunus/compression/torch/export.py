@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .masking import Masks, check_masks, strip
+from prunus.layers.torch.masking import Masks, check_masks, strip
 
 
 def load_masks(masks: str | os.PathLike | Mapping, device: Any = None) -> Masks:
@@ -94,6 +94,3 @@ def apply_compression_results(model: nn.Module, mask_path: str | Mapping, device
             param = getattr(modules[name], pname)
             param.mul_(mask.to(param.device, param.dtype))
     return model
-
-
-__all__ = ['load_masks', 'export_model', 'apply_compression_results']

@@ -41,6 +41,3 @@ def module_flops(model: nn.Module, inputs: Any) -> dict[str, int]:
         name = '' if key == root else key[len(root) + 1:] if key.startswith(root + '.') else key
         flops[name] = int(sum(per_op.values()))
     return flops
-
-
-__all__ = ['call_model', 'module_flops']

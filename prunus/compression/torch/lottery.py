@@ -10,10 +10,10 @@ from torch import nn
 from ..config import ConfigEntry, ConfigSpec
 from ..registry import register_pruner
 from ..schedules import lottery_round_sparsity
-from . import metrics
+from . import criteria
 from .base import Pruner, Scores
 from .distributed import broadcast_masks
-from .masking import apply_masks
+from prunus.layers.torch.masking import apply_masks
 
 
 @register_pruner('lottery', framework='torch')
@@ -72,7 +72,7 @@ class LotteryTicketPruner(Pruner):
         # Pruned weights rank below every survivor, so each round's mask is nested in the last.
         scores = {}
         for name, module in self.targets.items():
-            score = metrics.magnitude(module.weight).double()
+            score = criteria.magnitude(module.weight).double()
             mask = getattr(module, 'weight_mask', None)
             scores[name] = score if mask is None else torch.where(mask.bool(), score, -1.0)
         return scores
@@ -112,6 +112,3 @@ class LotteryTicketPruner(Pruner):
             if self.lr_scheduler is not None:
                 self.lr_scheduler.load_state_dict(copy.deepcopy(self._initial['scheduler']))
         apply_masks(self.bound_model, masks)
-
-
-__all__ = ['LotteryTicketPruner']

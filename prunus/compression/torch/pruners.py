@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..registry import register_pruner
-from . import layers, metrics
+from prunus.layers.torch import specs
+from . import criteria
 from .base import Pruner, Scores
 from .dependency import dependency_keeps
 from .regularization import BatchNormL1Subgradient
@@ -28,7 +29,7 @@ class LevelPruner(Pruner):
         super().__init__(model, config_list, optimizer)
 
     def compute_scores(self, collected: Any) -> Scores:
-        return {name: metrics.magnitude(module.weight) for name, module in self.targets.items()}
+        return {name: criteria.magnitude(module.weight) for name, module in self.targets.items()}
 
 
 def check_dependency_args(owner: str, dependency_aware: Any, dummy_input: Any) -> None:
@@ -42,8 +43,8 @@ class FilterPruner(Pruner):
     """Base of structured pruners: removes whole output channels of Conv/ConvTranspose/Linear
     layers (and the bias of every removed channel)."""
 
-    supported_types = layers.FILTERED
-    default_types = layers.CONV + layers.CONV_TRANSPOSE
+    supported_types = specs.FILTERED
+    default_types = specs.CONV + specs.CONV_TRANSPOSE
     structured = True
 
     def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
@@ -62,7 +63,7 @@ class FilterPruner(Pruner):
 
     def filters(self, name: str) -> torch.Tensor:
         module = self.targets[name]
-        return layers.filter_matrix(module, module.weight)
+        return specs.filter_matrix(module, module.weight)
 
 
 class WeightFilterPruner(FilterPruner):
@@ -85,21 +86,21 @@ class WeightFilterPruner(FilterPruner):
 class L1FilterPruner(WeightFilterPruner):
     """Prunes the filters with the smallest sum of absolute weights (Li et al., 2017)."""
 
-    filter_criterion = staticmethod(metrics.l1_filter)
+    filter_criterion = staticmethod(criteria.l1_filter)
 
 
 @register_pruner('l2', framework='torch')
 class L2FilterPruner(WeightFilterPruner):
     """Prunes the filters with the smallest L2 norm."""
 
-    filter_criterion = staticmethod(metrics.l2_filter)
+    filter_criterion = staticmethod(criteria.l2_filter)
 
 
 @register_pruner('fpgm', framework='torch')
 class FPGMPruner(WeightFilterPruner):
     """Prunes the filters nearest the geometric median of their layer (He et al., 2019)."""
 
-    filter_criterion = staticmethod(metrics.fpgm)
+    filter_criterion = staticmethod(criteria.fpgm)
 
 
 @register_pruner('slim', framework='torch')
@@ -118,8 +119,8 @@ class SlimPruner(Pruner):
         model = pruner.compress()
     """
 
-    supported_types = layers.BATCH_NORM
-    default_types = layers.BATCH_NORM
+    supported_types = specs.BATCH_NORM
+    default_types = specs.BATCH_NORM
     structured = True
     global_by_default = True
 
@@ -154,8 +155,4 @@ class SlimPruner(Pruner):
         return None
 
     def compute_scores(self, collected: Any) -> Scores:
-        return {name: metrics.bn_scale(module.weight) for name, module in self.targets.items()}
-
-
-__all__ = ['LevelPruner', 'FilterPruner', 'WeightFilterPruner', 'L1FilterPruner', 'L2FilterPruner',
-           'FPGMPruner', 'SlimPruner', 'check_dependency_args']
+        return {name: criteria.bn_scale(module.weight) for name, module in self.targets.items()}

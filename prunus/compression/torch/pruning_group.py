@@ -2,7 +2,6 @@
 criterion and schedule, and how its masks are computed at an update."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -13,38 +12,21 @@ from ..allocation import global_keep_masks, keep_mask
 from ..patterns import Pattern, parse_pattern
 from ..pruning_config import DEFAULT_REG_COEFF
 from ..schedules import StepSchedule
+from ..selection import LayerRef, select_by_settings
 from .criteria import CRITERIA, Criterion, add_group_lasso_grad, from_matrix, matrix_view
 from .distributed import average_scores, broadcast_masks
-from .masking import Masks, apply_masks
+from prunus.layers.torch import specs
+from prunus.layers.torch.masking import Masks, apply_masks
 
 #: Layer types the training API prunes; ``pruning_op_types`` entries match by prefix.
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def _type_matches(module: nn.Module, wanted: list[str]) -> bool:
-    type_name = type(module).__name__
-    return any(type_name == w or type_name.startswith(w) for w in wanted)
+PRUNABLE = specs.PATTERNED
 
 
 def select_modules(model: nn.Module, settings: dict[str, Any], where: str) -> list[str]:
-    """Names of the prunable modules ``settings`` selects (regexes match with re.search)."""
-    wanted = settings['pruning_op_types']
-    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
-    for type_name in wanted:
-        if not any(_type_matches(m, [type_name]) for _, m in candidates):
-            raise ValueError(f"{where}['pruning_op_types'] names '{type_name}', which matches no "
-                             f"prunable layer of the model (prunable: {', '.join(t.__name__ for t in PRUNABLE)}).")
-    names = [n for n, m in candidates if _type_matches(m, wanted)]
-    exact = [n[:-len('.weight')] if n.endswith('.weight') else n for n in settings.get('names', [])]
-    for name in exact:
-        if name not in names:
-            raise ValueError(f"{where}['names'] names '{name}', which is not a prunable layer of the model.")
-    if exact:
-        names = [n for n in names if n in exact]
-    if settings['op_names']:
-        names = [n for n in names if any(re.search(p, n) for p in settings['op_names'])]
-    names = [n for n in names if not any(re.search(p, n) for p in settings['excluded_op_names'])]
-    return names
+    """Names of the prunable modules ``settings`` selects (see
+    :func:`prunus.compression.selection.select_by_settings`)."""
+    layers = [LayerRef(n, type(m).__name__) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    return select_by_settings(settings, layers, prunable_types=specs.names(PRUNABLE), where=where)
 
 
 def steps_schedule(settings: dict[str, Any], steps_per_epoch: int | None, where: str) -> StepSchedule:
@@ -130,6 +112,3 @@ def settings_reg(settings: dict[str, Any]) -> str | None:
     if settings['pruning_type'] == 'group_lasso':
         return 'group_lasso'
     return settings['reg_type']
-
-
-__all__ = ['PRUNABLE', 'select_modules', 'steps_schedule', 'PruningGroup', 'settings_reg']

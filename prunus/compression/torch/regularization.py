@@ -6,7 +6,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from . import layers
+from prunus.layers.torch import specs
 
 
 def bn_l1_penalty(model: nn.Module, scale: float = 1e-4,
@@ -19,7 +19,7 @@ def bn_l1_penalty(model: nn.Module, scale: float = 1e-4,
         modules: restrict to these BatchNorm modules (default: all of ``model``'s).
     """
     chosen = list(modules) if modules is not None else [
-        m for m in model.modules() if isinstance(m, layers.BATCH_NORM) and m.weight is not None]
+        m for m in model.modules() if isinstance(m, specs.BATCH_NORM) and m.weight is not None]
     if not chosen:
         raise ValueError('bn_l1_penalty found no BatchNorm layer with a learnable weight.')
     return scale * sum(m.weight.abs().sum() for m in chosen)
@@ -45,6 +45,3 @@ class BatchNormL1Subgradient:
 
     def __exit__(self, *exc) -> None:
         self._handle.remove()
-
-
-__all__ = ['bn_l1_penalty', 'BatchNormL1Subgradient']

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import layers
+from prunus.layers.torch import specs
 from .flops import module_flops
 
 
@@ -78,10 +78,10 @@ class SparsityReport:
 
 
 def _channels(module: nn.Module, mask: torch.Tensor) -> tuple[int | None, int | None]:
-    if isinstance(module, layers.FILTERED):
-        rows = layers.filter_matrix(module, mask)
+    if isinstance(module, specs.FILTERED):
+        rows = specs.filter_matrix(module, mask)
         return rows.shape[0], int((rows != 0).any(dim=1).sum())
-    if isinstance(module, layers.BATCH_NORM):
+    if isinstance(module, specs.BATCH_NORM):
         return mask.numel(), int((mask != 0).sum())
     return None, None
 
@@ -107,6 +107,3 @@ def sparsity_report(model: nn.Module, masks: dict, dummy_input: Any = None) -> S
             channels=channels, channels_kept=channels_kept,
             flops=dense, flops_kept=None if dense is None else int(round(dense * density))))
     return SparsityReport(rows)
-
-
-__all__ = ['LayerReport', 'SparsityReport', 'sparsity_report']

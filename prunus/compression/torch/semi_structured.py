@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .masking import detach_masks
+from prunus.layers.torch.masking import detach_masks
 
 #: The dtypes the 2:4 format takes.
 DTYPES = (torch.float16, torch.bfloat16, torch.int8)
@@ -125,7 +125,3 @@ def to_semi_structured(model: nn.Module) -> nn.Module:
         detach_masks(module)
         module.weight = nn.Parameter(sparse, requires_grad=False)
     return model
-
-
-__all__ = ['DTYPES', 'MIN_BLOCK', 'backend', 'unavailable_reason', 'semi_structured_available',
-           'weight_problem', 'is_two_four', 'to_semi_structured']

@@ -37,9 +37,9 @@ from typing import Any, Mapping
 from torch import nn
 from torch.optim import Optimizer
 
-from ..pruning_config import WeightPruningConfig
+from ..pruning_config import WeightPruningConfig, normalize_settings
 from ..pruning_yaml import config_from_mapping, load_pruning_yaml
-from .masking import get_masks
+from prunus.layers.torch.masking import get_masks
 from .pruning_group import PruningGroup, select_modules, steps_schedule
 
 
@@ -160,7 +160,6 @@ class Pruning:
 
     def update_items_for_all_pruners(self, **settings: Any) -> None:
         """Overrides settings of every local entry (e.g. start_step/end_step) and rebinds."""
-        from ..pruning_config import normalize_settings
         overrides = normalize_settings(settings, 'update_items_for_all_pruners')
         self.config.pruning_configs = [{**local, **overrides} for local in self.config.pruning_configs]
         self.config.resolved()
@@ -200,6 +199,3 @@ def prepare_pruning(model: nn.Module, config: Any, optimizer: Optimizer | None =
     if optimizer is not None:
         pruning.attach(optimizer)
     return pruning
-
-
-__all__ = ['Pruning', 'prepare_pruning']

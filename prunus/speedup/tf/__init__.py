@@ -18,11 +18,11 @@ touches. Grouped convolutions keep equal channels per group.
 ``channel_groups(model)`` lists the layers whose output channels are tied, which the
 pruners' ``dependency_aware=True`` prunes together.
 """
-from .analysis import SpeedupError
-from .api import speedup
-from .dependency import ChannelGroup, channel_groups
-from .handlers import HANDLERS, LayerHandler
-from .op_handlers import OP_HANDLERS
+from prunus.layers.tf.handlers import HANDLERS, LayerHandler
+from prunus.layers.tf.op_handlers import OP_HANDLERS
+from prunus.compression.errors import SpeedupError
+from prunus.tf_speedup.api import speedup
+from prunus.tf_speedup.dependency import ChannelGroup, channel_groups
 
 __all__ = ['speedup', 'SpeedupError', 'HANDLERS', 'OP_HANDLERS', 'LayerHandler',
            'channel_groups', 'ChannelGroup']

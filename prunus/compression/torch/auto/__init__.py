@@ -7,7 +7,3 @@ from .cost import CostModel, pruned_flops
 from .netadapt import NetAdaptPruner
 from .sensitivity import SensitivityPruner
 from .sensitivity_analysis import SensitivityAnalysis
-
-__all__ = ['AutoPruner', 'CostModel', 'pruned_flops', 'SimulatedAnnealingPruner', 'NetAdaptPruner',
-           'SensitivityPruner', 'SensitivityAnalysis', 'AMCPruner',
-           'AutoCompressPruner']

@@ -13,7 +13,7 @@ from ...config import ConfigSpec
 from ...history import SearchHistory
 from ...registry import register_pruner
 from ...rl import MovingAverage, normalize_columns, truncated_normal
-from .. import layers
+from prunus.layers.torch import specs
 from ..collect import split_batch
 from ..flops import call_model
 from .base import AutoPruner
@@ -63,8 +63,8 @@ class AMCPruner(AutoPruner):
     """
 
     config_spec = ConfigSpec(targets=(), extra=())
-    supported_types = layers.FILTERED
-    default_types = layers.CONV + (nn.Linear,)
+    supported_types = specs.FILTERED
+    default_types = specs.CONV + (nn.Linear,)
 
     def __init__(self, model: nn.Module, config_list: list[dict], evaluator: Callable, val_loader: Any,
                  suffix: str | None = None, model_type: str = 'mobilenet', dataset: str = 'cifar10',
@@ -230,6 +230,3 @@ class AMCPruner(AutoPruner):
     def compress(self) -> nn.Module:
         allocation, score = self.search()
         return self.finish(self._history, allocation, score)
-
-
-__all__ = ['AMCPruner']

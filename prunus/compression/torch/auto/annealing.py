@@ -11,7 +11,7 @@ from torch import nn
 from ...history import SearchHistory
 from ...registry import register_pruner
 from ...search import Allocation, AnnealingSchedule, acceptance_probability, guided, perturb
-from .. import layers
+from prunus.layers.torch import specs
 from .base import AutoPruner
 
 
@@ -53,8 +53,8 @@ class SimulatedAnnealingPruner(AutoPruner):
         model = pruner.compress()
     """
 
-    supported_types = layers.FILTERED
-    default_types = layers.CONV
+    supported_types = specs.FILTERED
+    default_types = specs.CONV
 
     def __init__(self, model: nn.Module, config_list: list[dict], evaluator: Callable,
                  optimize_mode: str = 'maximize', base_algo: str = 'l1', start_temperature: float = 100,
@@ -120,6 +120,3 @@ class SimulatedAnnealingPruner(AutoPruner):
         history = SearchHistory(self.experiment_data_dir, 'simulated_annealing', self.settings())
         allocation, score = self.search(history)
         return self.finish(history, allocation, score)
-
-
-__all__ = ['SimulatedAnnealingPruner']

@@ -8,11 +8,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from prunus.speedup.core import speedup
+
 from ...history import SearchHistory
 from ...registry import available_pruners, get_pruner, register_pruner
 from ...search import Allocation, check_optimize_mode
-from .. import layers
-from ..masking import get_masks
+from prunus.layers.torch import specs
+from prunus.layers.torch.masking import get_masks
 from .annealing import SimulatedAnnealingPruner
 from .base import AutoPruner, channel_masks, check_base_algo, follow
 from .cost import CostModel
@@ -60,8 +62,8 @@ class AutoCompressPruner(AutoPruner):
         model = pruner.compress()
     """
 
-    supported_types = layers.FILTERED
-    default_types = layers.CONV
+    supported_types = specs.FILTERED
+    default_types = specs.CONV
 
     def __init__(self, model: nn.Module, config_list: list[dict], trainer: Callable, evaluator: Callable,
                  dummy_input: Any, num_iterations: int = 3, optimize_mode: str = 'maximize', base_algo: str = 'l1',
@@ -101,7 +103,6 @@ class AutoCompressPruner(AutoPruner):
         return float(sum(cost.base_params.get(n, 0) for n in self.targets))
 
     def _round(self, model: nn.Module, index: int, round_target: float) -> tuple[nn.Module, Allocation, float]:
-        from prunus.speedup import speedup  # lazy: prunus.speedup imports this package
         config = [{**e, 'sparsity': round(round_target, 6)} if 'sparsity' in e else dict(e) for e in self.config_list]
         annealer = _RoundAnnealer(model, config, self.evaluator, experiment_data_dir=self.experiment_data_dir /
                                   f'round{index}', seed=self.seed + index, executor=self.executor, **self.annealing,
@@ -158,6 +159,3 @@ class AutoCompressPruner(AutoPruner):
                 logger.info('AutoCompressPruner: resuming after round %d', state['round'])
                 return state['model'], state['round'], state['rounds']
         return self.bound_model, 0, []
-
-
-__all__ = ['AutoCompressPruner']

@@ -37,9 +37,9 @@ from ...config import ConfigSpec
 from ...history import SearchHistory
 from ...registry import get_pruner
 from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
-from .. import layers
-from ..base import Pruner, Scores, _to_numpy
-from ..masking import Masks, apply_masks
+from prunus.layers.torch import specs
+from ..base import Pruner, Scores, to_numpy
+from prunus.layers.torch.masking import Masks, apply_masks
 from .cost import CostModel
 from .units import SearchUnit
 
@@ -66,7 +66,7 @@ def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tu
 
 def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:
     """Weight and bias masks removing the output channels where ``keep`` is False."""
-    masks = {'weight': layers.channel_mask_to_weight(module, keep, module.weight)}
+    masks = {'weight': specs.channel_mask_to_weight(module, keep, module.weight)}
     if getattr(module, 'bias', None) is not None:
         masks['bias'] = keep.to(device=module.bias.device, dtype=module.bias.dtype)
     return masks
@@ -83,15 +83,15 @@ def follow(keep: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def check_base_algo(owner: str, base_algo: str) -> type:
     """The registered one-shot pruner class named ``base_algo``, or a clear error."""
     cls = get_pruner(base_algo)
-    weighted = {t.__name__ for t in layers.FILTERED}
+    weighted = {t.__name__ for t in specs.FILTERED}
     how = ''
     if not getattr(cls, 'conformance', True):
         how = ' by a search'
     elif getattr(cls, 'schedules_itself', False):
         how = ' while training'
-    if how or not weighted & set(layers.names(cls.supported_types)):
+    if how or not weighted & set(specs.names(cls.supported_types)):
         raise ValueError(f"{owner}: base_algo must be a one-shot pruner of Conv/Linear layers; "
-                         f"'{base_algo}' prunes {', '.join(layers.names(cls.supported_types))}{how}.")
+                         f"'{base_algo}' prunes {', '.join(specs.names(cls.supported_types))}{how}.")
     return cls
 
 
@@ -204,7 +204,7 @@ class AutoPruner(Pruner):
             if name in self.tied:
                 masks.update(self._unit_masks(self.tied[name], scores, sparsity, modules))
                 continue
-            keep = torch.from_numpy(keep_mask(_to_numpy(scores[name]), sparsity))
+            keep = torch.from_numpy(keep_mask(to_numpy(scores[name]), sparsity))
             masks[name] = self._base.expand_keep(name, keep)
             if self.structured:
                 for follower, index in self.followers.get(name, {}).items():
@@ -351,6 +351,3 @@ class AutoPruner(Pruner):
         return {'seed': self.seed, 'base_algo': self.base_algo, 'budget': self.budget,
                 'target': self.target_sparsity, 'layers': sorted(self.targets),
                 'max_sparsity_per_layer': self.max_sparsity}
-
-
-__all__ = ['AutoPruner', 'score_candidate', 'allocation_key', 'BUDGETS']

@@ -29,8 +29,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from prunus.speedup.core import speedup
+from prunus.speedup.dependency import dependency_groups
+
 from ...allocation import prune_count
-from .. import layers
+from prunus.layers.torch import specs
 from ..flops import call_model, module_flops
 from .units import tied_units
 
@@ -43,7 +46,7 @@ def _weighted_leaves(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _channel_dim(module: nn.Module, tensor: torch.Tensor) -> int:
-    return tensor.dim() - 1 if isinstance(module, nn.Linear) or tensor.dim() < 2 else 1
+    return tensor.dim() - 1 if tensor.dim() < 2 else specs.activation_channel_dim(module) % tensor.dim()
 
 
 def _dead_channels(module: nn.Module, tensor: Any) -> torch.Tensor | None:
@@ -131,9 +134,10 @@ def probe_input(dummy_input: Any, batch: int = 8, seed: int = 0) -> Any:
 
 
 def _channelwise(module: nn.Module) -> bool:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
-    return not isinstance(module, (nn.Linear, nn.Bilinear, nn.Embedding))
+    """A layer whose output channel i depends on input channel i alone."""
+    if isinstance(module, specs.CONV + specs.CONV_TRANSPOSE):
+        return specs.is_depthwise(module)
+    return not isinstance(module, (nn.Linear, nn.Bilinear) + specs.EMBEDDING)
 
 
 @torch.no_grad()
@@ -156,20 +160,14 @@ def called_more_than_once(model: nn.Module, dummy_input: Any, names: list[str]) 
 
 def _layer_groups(model: nn.Module, dummy_input: Any, names: list[str]) -> tuple[list[Any], set[str]]:
     """The speedup's channel groups of ``model`` and which of ``names`` run more than once."""
-    from prunus.speedup import dependency_groups  # lazy: prunus.speedup imports this package
     return dependency_groups(model, dummy_input), called_more_than_once(model, dummy_input, names)
-
-
-def _mixing(module: nn.Module) -> bool:
-    """A layer producing channels from all its inputs (conv/linear, not depthwise)."""
-    return isinstance(module, layers.FILTERED) and not _channelwise(module)
 
 
 def _alone(groups: list[Any], modules: Mapping[str, nn.Module], names: list[str],
            shared: set[str]) -> dict[str, dict[str, torch.Tensor]]:
     alone: dict[str, dict[str, torch.Tensor]] = {}
     for group in groups:
-        mixing = [n for n in group.names if _mixing(modules[n])]
+        mixing = [n for n in group.names if specs.mixes_channels(modules[n])]
         blocked = group.blocked is not None and bool(group.blocked.any())
         if len(mixing) != 1 or blocked or group.groups != 1 or mixing[0] not in names or mixing[0] in shared:
             continue
@@ -208,7 +206,7 @@ class CostModel:
     def __init__(self, model: nn.Module, dummy_input: Any, prunable: list[str]):
         self.leaves = _weighted_leaves(model)
         modules = dict(model.named_modules())
-        self.channels = {n: layers.out_channels(modules[n]) for n in prunable}
+        self.channels = {n: specs.out_channels(modules[n]) for n in prunable}
         self.inputs = probe_input(dummy_input)  # validates dummy_input before anything runs
         flops = module_flops(model, dummy_input)
         self.total_flops = int(flops.get('', 0))
@@ -222,7 +220,7 @@ class CostModel:
         self.followers = _alone(groups, modules, prunable, shared)
         #: tied groups searched as one variable, keyed by their first member; an
         #: allocation's value for the key prunes the same channels in every member
-        self.tied = tied_units(groups, modules, prunable, shared, _mixing)
+        self.tied = tied_units(groups, modules, prunable, shared, specs.mixes_channels)
         for key, unit in self.tied.items():
             self.channels[key] = unit.size
         self.useful = [n for n in prunable if n in self.followers or n in self.tied]
@@ -307,9 +305,5 @@ class CostModel:
 def pruned_flops(model: nn.Module, dummy_input: Any, masks: Any = None) -> int:
     """FLOPs of ``model`` after the speedup removes its masked channels (``masks``, or
     the masks attached to the model); the model itself is not changed."""
-    from prunus.speedup import speedup  # lazy: prunus.speedup imports this package
     _, summary = speedup(model, dummy_input, masks, return_summary=True)
     return int(summary.flops_after)
-
-
-__all__ = ['CostModel', 'pruned_flops', 'removable_alone', 'dead_fractions', 'probe_input']

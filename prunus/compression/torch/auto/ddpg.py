@@ -88,6 +88,3 @@ def _copy(net: nn.Module) -> nn.Module:
 def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     for t, s in zip(target.parameters(), source.parameters()):
         t.mul_(1 - tau).add_(s, alpha=tau)
-
-
-__all__ = ['DDPGAgent']

@@ -13,8 +13,8 @@ from torch import nn
 from ...history import SearchHistory
 from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, solve_layer
-from .. import layers
-from ..masking import apply_masks
+from prunus.layers.torch import specs
+from prunus.layers.torch.masking import apply_masks
 from .base import AutoPruner
 
 logger = logging.getLogger('prunus.search')
@@ -46,8 +46,8 @@ class NetAdaptPruner(AutoPruner):
         model = pruner.compress()
     """
 
-    supported_types = layers.FILTERED
-    default_types = layers.CONV
+    supported_types = specs.FILTERED
+    default_types = specs.CONV
 
     def __init__(self, model: nn.Module, config_list: list[dict], short_term_fine_tuner: Callable,
                  evaluator: Callable, optimize_mode: str = 'maximize', base_algo: str = 'l1',
@@ -145,6 +145,3 @@ class NetAdaptPruner(AutoPruner):
         self.bound_model.load_state_dict(self._working.state_dict())
         self._scores = self.base_scores(self._working)
         return self.finish(self._history, allocation, score)
-
-
-__all__ = ['NetAdaptPruner']

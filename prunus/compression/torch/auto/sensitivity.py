@@ -11,10 +11,10 @@ from torch import nn
 from ...history import SearchHistory
 from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, scale_to_budget
-from .. import layers
-from ..masking import apply_masks
+from prunus.layers.torch import specs
+from prunus.layers.torch.masking import apply_masks
 from .base import AutoPruner
-from .sensitivity_analysis import SensitivityAnalysis, _substitute
+from .sensitivity_analysis import SensitivityAnalysis, substitute
 
 logger = logging.getLogger('prunus.search')
 CHECKPOINT = 'sensitivity_state.pth'
@@ -61,8 +61,8 @@ class SensitivityPruner(AutoPruner):
         model = pruner.compress(eval_args=[model], finetune_args=[model])
     """
 
-    supported_types = layers.FILTERED
-    default_types = layers.CONV
+    supported_types = specs.FILTERED
+    default_types = specs.CONV
     # The sensitivity sweep prunes one layer at a time with base_algo, so a tied group's
     # layers cannot be moved together: under budget='flops' only layers that shrink alone.
     search_tied_groups = False
@@ -129,7 +129,7 @@ class SensitivityPruner(AutoPruner):
                                                executor=self.executor, progress=False, base_kwargs=self.base_kwargs)
                 if resume_sensitivity is not None and round_index == 0:
                     analysis.sensitivities = SensitivityAnalysis.load_csv(resume_sensitivity)
-                    args, kwargs = _substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
+                    args, kwargs = substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
                     analysis.baseline = float(self.evaluator(*args, **kwargs))
                 else:
                     analysis.analysis(eval_args, eval_kwargs, list(current), self._grid_above(current))
@@ -139,9 +139,9 @@ class SensitivityPruner(AutoPruner):
                 current = self.step(current, growth, step_target)
                 apply_masks(model, self.masks_for(current, self.base_scores(model)))
                 if self.finetuner is not None:
-                    args, kwargs = _substitute(list(finetune_args or []), dict(finetune_kwargs or {}), model, model)
+                    args, kwargs = substitute(list(finetune_args or []), dict(finetune_kwargs or {}), model, model)
                     self.finetuner(*args, **kwargs)
-                args, kwargs = _substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
+                args, kwargs = substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
                 self.best_score = float(self.evaluator(*args, **kwargs))
                 history.record({'round': round_index, 'score': self.best_score, 'budget': self.measure(current),
                                 'allocation': current})
@@ -169,6 +169,3 @@ class SensitivityPruner(AutoPruner):
         apply_masks(self.bound_model, self.masks_for(state['allocation'], self.base_scores(self.bound_model)))
         logger.info('SensitivityPruner: resuming after round %d', state['round'])
         return state['allocation'], state['round'], state['reached']
-
-
-__all__ = ['SensitivityPruner', 'tolerated_sparsity']

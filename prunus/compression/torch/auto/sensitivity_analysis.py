@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 from prunus._optional import require
 
 from ...registry import get_pruner
-from ..masking import apply_masks
+from prunus.layers.torch.masking import apply_masks
 from .base import check_base_algo
 
 EARLY_STOP_MODES = (None, 'minimize', 'maximize', 'dropped', 'raised')
 
 
-def _substitute(args: Sequence[Any], kwargs: Mapping[str, Any], model: nn.Module,
+def substitute(args: Sequence[Any], kwargs: Mapping[str, Any], model: nn.Module,
                 candidate: nn.Module) -> tuple[list[Any], dict[str, Any]]:
     """``args``/``kwargs`` with ``model`` replaced by ``candidate`` (appended if absent)."""
     swapped = [candidate if a is model else a for a in args]
@@ -57,7 +57,7 @@ def sweep_layer(model: nn.Module, layer: str, sparsities: Sequence[float], prune
         candidate = copy.deepcopy(model)
         masks = cls(candidate, [{'sparsity': sparsity, 'op_names': [layer]}], **(base_kwargs or {})).calc_masks()
         apply_masks(candidate, masks)
-        call_args, call_kwargs = _substitute(args, kwargs, model, candidate)
+        call_args, call_kwargs = substitute(args, kwargs, model, candidate)
         found[float(sparsity)] = float(val_func(*call_args, **call_kwargs))
         if _stops(*early_stop, baseline, found[float(sparsity)]):
             break
@@ -123,7 +123,7 @@ class SensitivityAnalysis:
         to look only above a layer's current sparsity).
         """
         args, kwargs = list(val_args or []), dict(val_kwargs or {})
-        call_args, call_kwargs = _substitute(args, kwargs, self.model, self.model)
+        call_args, call_kwargs = substitute(args, kwargs, self.model, self.model)
         self.baseline = float(self.val_func(*call_args, **call_kwargs))
         names = self.layers(specified_layers)
         jobs = {}
@@ -182,6 +182,3 @@ class SensitivityAnalysis:
             rows = list(csv.reader(handle))
         columns = [float(c) for c in rows[0][1:]]
         return {r[0]: {s: float(v) for s, v in zip(columns, r[1:]) if v != ''} for r in rows[1:]}
-
-
-__all__ = ['SensitivityAnalysis', 'sweep_layer']

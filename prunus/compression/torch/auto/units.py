@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ...allocation import keep_mask
-from ..base import _to_numpy
+from ..base import to_numpy
 
 
 @dataclass
@@ -50,7 +50,7 @@ class SearchUnit:
         for name in self.members:
             index = self.index[name].numpy()
             mine = index >= 0
-            np.add.at(total, index[mine], np.asarray(_to_numpy(scores[name]), dtype=np.float64).ravel()[mine])
+            np.add.at(total, index[mine], np.asarray(to_numpy(scores[name]), dtype=np.float64).ravel()[mine])
         return total
 
     def keep(self, scores: Mapping[str, Any], sparsity: float) -> torch.Tensor:
@@ -91,6 +91,3 @@ def tied_units(groups: Iterable[Any], modules: Mapping[str, nn.Module], names: l
         if unit.size:
             units[unit.key] = unit
     return units
-
-
-__all__ = ['SearchUnit', 'tied_units']

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .layers import iter_layers, spec_of, variables_of
+from .specs import iter_layers, spec_of, variables_of
 
 Masks = dict[str, dict[str, np.ndarray]]
 
@@ -37,7 +37,7 @@ class MaskConstraint:
         return w * tf.cast(self.mask, w.dtype)
 
 
-def _masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.ndarray]]):
+def masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.ndarray]]):
     """Yields ``(name, key, variable, mask)`` after checking every name and shape."""
     layers = dict(iter_layers(model))
     plan = []
@@ -62,7 +62,7 @@ def _masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.nd
 def attach_masks(model: keras.Model, masks: Masks) -> None:
     """Zeroes masked weights and keeps them zero through training (updates existing masks)."""
     added = False
-    for _, _, variable, mask in _masked_variables(model, masks):
+    for _, _, variable, mask in masked_variables(model, masks):
         current = variable.constraint
         if isinstance(current, MaskConstraint):
             current.mask.assign(mask)  # read by the traced train step: no retrace needed
@@ -106,7 +106,3 @@ def load_masks(path: str) -> Masks:
             name, _, key = flat.rpartition('::')
             masks.setdefault(name, {})[key] = data[flat]
     return masks
-
-
-__all__ = ['Masks', 'MaskConstraint', 'attach_masks', 'apply_masks', 'strip', 'save_masks',
-           'load_masks']

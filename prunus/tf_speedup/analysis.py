@@ -29,12 +29,10 @@ import keras
 import numpy as np
 from keras import tree
 
-from .handlers import LayerHandler
-from .op_handlers import OP_HANDLERS
-
-
-class SpeedupError(ValueError):
-    """speedup could not handle a layer; the model given to it is unchanged."""
+from prunus.compression.errors import SpeedupError
+from prunus.compression.grouping import UnionFind
+from prunus.layers.tf.handlers import LayerHandler
+from prunus.layers.tf.op_handlers import OP_HANDLERS
 
 
 def require_graph(model: keras.Model) -> None:
@@ -91,30 +89,20 @@ class Analysis:
                  op_handlers: dict[str, LayerHandler] = OP_HANDLERS):
         self.handlers = handlers
         self.op_handlers = op_handlers
-        self.parent: list[int] = []
+        self.ids = UnionFind()
         self.blocked: dict[int, str] = {}
         self.plans: dict[int, Plan] = {}
         self.prefix: list[str] = []
 
     # --- union-find over channel ids --------------------------------------------------
     def fresh(self, n: int) -> np.ndarray:
-        ids = np.arange(len(self.parent), len(self.parent) + n)
-        self.parent.extend(ids.tolist())
-        return ids
+        return self.ids.fresh(n)
 
     def find(self, i: int) -> int:
-        root = i
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[i] != root:
-            self.parent[i], i = root, self.parent[i]
-        return root
+        return self.ids.find(i)
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
-        for x, y in zip(a.tolist(), b.tolist()):
-            rx, ry = self.find(x), self.find(y)
-            if rx != ry:
-                self.parent[max(rx, ry)] = min(rx, ry)
+        self.ids.union_many(a, b)
 
     def block(self, ids: np.ndarray, reason: str) -> None:
         for i in np.asarray(ids).reshape(-1).tolist():
@@ -164,7 +152,7 @@ class Analysis:
         roots = {self.find(i) for i in self.blocked}
         changed = False
         for plan in self.plans.values():
-            if plan.role != 'mixing' or plan.handler.absorbs(plan.layer) \
+            if plan.role != 'mixing' or plan.handler.can_fold(plan.layer) \
                     or not plan.handler.can_carry(plan.layer):
                 continue
             ids = plan.in_ids[0]
@@ -283,7 +271,7 @@ class Analysis:
         if getattr(getattr(layer, 'activation', None), '__name__', '') in ('softmax', 'log_softmax'):
             self.block(plan.out_ids, f"'{name}' ends in a softmax over its channels")
         weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
-        return Flow(plan.out_ids, value, plan.handler.constant_outputs(layer, weights))
+        return Flow(plan.out_ids, value, plan.handler.dead_out(layer, weights))
 
     def _fold_blocks(self, layer, name: str, plan: Plan, flow: Flow, const: np.ndarray,
                      first: bool) -> None:
@@ -294,7 +282,7 @@ class Analysis:
         """
         if not first:
             bad = (const != 0) | (const != plan.const_in)
-        elif plan.handler.absorbs(layer) or plan.handler.can_carry(layer):
+        elif plan.handler.can_fold(layer) or plan.handler.can_carry(layer):
             return  # a carrier, if one is needed, is picked once everything is known
         else:
             bad = const != 0
@@ -308,7 +296,7 @@ class Analysis:
             return self._pinned(value, f"'{name}' changes the channel count")
         const = np.repeat(flow.const, mult)
         weights = {v.name: v.numpy() for v in getattr(layer, 'weights', ())}
-        own = plan.handler.constant_outputs(layer, weights)
+        own = plan.handler.dead_out(layer, weights)
         if own is not None:
             const = const | own
         return Flow(np.repeat(flow.ids, mult), value, const)
@@ -343,6 +331,3 @@ class Analysis:
         reason = f"'{name}' moves channels off the last axis"
         self.block(flow.ids, reason)
         return self._pinned(value, reason)
-
-
-__all__ = ['Analysis', 'Flow', 'Plan', 'SpeedupError', 'require_graph']

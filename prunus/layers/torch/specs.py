@@ -19,6 +19,21 @@ EMBEDDING = (nn.Embedding,)
 WEIGHTED = CONV + CONV_TRANSPOSE + (nn.Linear, nn.Bilinear) + EMBEDDING
 #: Layers with output channels (filters) a structured pruner may remove.
 FILTERED = CONV + CONV_TRANSPOSE + (nn.Linear,)
+#: Layers the training API prunes with patterns (weights seen as ``(out, -1)`` matrices).
+PATTERNED = (nn.Linear,) + CONV
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A (transposed) conv whose output channel i is computed from input channel i alone
+    (``groups == in_channels == out_channels``): its in and out channels are tied."""
+    groups = getattr(module, 'groups', 1)
+    return groups > 1 and groups == module.in_channels == module.out_channels
+
+
+def mixes_channels(module: nn.Module) -> bool:
+    """A layer whose own weights make each output channel from all its inputs (conv or
+    linear, not depthwise), so it can change its channel count on its own."""
+    return isinstance(module, FILTERED) and not is_depthwise(module)
 
 
 def names(types: tuple[type, ...]) -> tuple[str, ...]:
@@ -56,7 +71,3 @@ def channel_mask_to_weight(module: nn.Module, keep: torch.Tensor, weight: torch.
 def activation_channel_dim(module: nn.Module) -> int:
     """The dim of a layer's output that indexes its channels (features last for Linear)."""
     return -1 if isinstance(module, nn.Linear) else 1
-
-
-__all__ = ['CONV', 'CONV_TRANSPOSE', 'BATCH_NORM', 'EMBEDDING', 'WEIGHTED', 'FILTERED', 'names',
-           'out_channels', 'filter_matrix', 'channel_mask_to_weight', 'activation_channel_dim']

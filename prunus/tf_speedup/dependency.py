@@ -22,9 +22,9 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from ...compression.tf.layers import WEIGHT_SPECS, iter_layers
+from prunus.layers.tf.specs import WEIGHT_SPECS, iter_layers
 from .analysis import Analysis
-from .handlers import HANDLERS, LayerHandler
+from prunus.layers.tf.handlers import HANDLERS, LayerHandler
 
 
 @dataclass
@@ -103,6 +103,3 @@ def _block_constraints(analysis: Analysis, owner, groups, orders) -> None:
                     extra[order[r]] = b
             # Combine with earlier constraints: each pair of labels is one new block.
             _, group.blocks = np.unique(group.blocks * g + extra, return_inverse=True)
-
-
-__all__ = ['ChannelGroup', 'channel_groups']

@@ -8,7 +8,9 @@ import keras
 import numpy as np
 from keras import tree
 
-from .analysis import Analysis, SpeedupError
+from prunus.compression.errors import SpeedupError
+
+from .analysis import Analysis
 
 
 class Rebuilder:
@@ -73,10 +75,10 @@ class Rebuilder:
             removed_const = np.where(in_keep, 0.0, plan.const_in)
             delta = None
             if plan.carrier is not None:  # zero padding: the constants ride on the carrier
-                plan.handler.carry(layer, weights, removed_const, plan.carrier,
+                plan.handler.carry_in(layer, weights, removed_const, plan.carrier,
                                    float(plan.const_in[plan.carrier]))
             elif removed_const.any():
-                delta = plan.handler.fold(layer, weights, removed_const)
+                delta = plan.handler.fold_in(layer, weights, removed_const)
             plan.handler.prune_in(layer, config, weights, in_keep)
             if delta is not None:
                 if 'bias' not in weights:
@@ -104,6 +106,3 @@ def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list
         return values
     missing = [n for n in names if n not in weights]
     raise KeyError(f'no value for its variable(s) {missing}')
-
-
-__all__ = ['Rebuilder']

@@ -17,7 +17,7 @@ from typing import Iterator
 import keras
 import numpy as np
 
-from ..selection import LayerRef
+from prunus.compression.selection import LayerRef
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,3 @@ def channel_mask(keep: np.ndarray, spec: WeightSpec, keras_shape: tuple[int, ...
     shape[spec.out_axis] = -1
     full = np.broadcast_to(keep.reshape(shape), torch_shape).astype(np.float32)
     return from_torch(full, spec, keras_shape)
-
-
-__all__ = ['WeightSpec', 'WEIGHT_SPECS', 'is_container', 'iter_layers', 'layer_refs', 'spec_of',
-           'variables_of', 'to_torch', 'from_torch', 'filters_of', 'channel_mask']

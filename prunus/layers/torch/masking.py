@@ -77,6 +77,19 @@ def is_masked(module: nn.Module) -> bool:
     return bool(getattr(module, _MASKED_ATTR, ()))
 
 
+def masked_names(module: nn.Module) -> tuple[str, ...]:
+    """Names of the parameters masked on ``module`` (empty when none)."""
+    return getattr(module, _MASKED_ATTR, ())
+
+
+def forget_masks(module: nn.Module) -> None:
+    """Drops ``module``'s mask buffers and marker, leaving its parameters as they are
+    (a shared copy's parameters are the original's: baking would change those)."""
+    for pname in masked_names(module):
+        module._buffers.pop(f'{pname}_mask', None)
+    module.__dict__.pop(_MASKED_ATTR, None)
+
+
 def _check_mask(module_name: str, pname: str, param: torch.Tensor | None, mask: torch.Tensor) -> None:
     if param is None:
         raise ValueError(f"module '{module_name}' has no parameter '{pname}' to mask.")
@@ -190,7 +203,3 @@ def strip(model: nn.Module) -> nn.Module:
         if is_masked(module):
             detach_masks(module)
     return model
-
-
-__all__ = ['Masks', 'attach_masks', 'apply_masks', 'check_masks', 'reapply_masks', 'get_masks',
-           'detach_masks', 'strip', 'is_masked']

@@ -3,9 +3,10 @@
 A handler answers four questions about its layer type: how to remove output channels
 (:meth:`LayerHandler.prune_out`), how to remove input channels (:meth:`prune_in`), how
 channels flow through it (:attr:`role`), and whether a constant arriving on a removed
-input channel can be folded into its bias exactly (:meth:`absorbs`, :meth:`fold`) or, where
-zero padding forbids that, carried by one kept constant input channel (:meth:`can_carry`,
-:meth:`carry`).
+input channel can be folded into its bias exactly (:meth:`can_fold`, :meth:`fold_in`) or,
+where zero padding forbids that, carried by one kept constant input channel
+(:meth:`can_carry`, :meth:`carry_in`). The method names are those of the PyTorch handlers
+(:mod:`prunus.layers.torch.handlers`).
 ``weights`` are dicts of numpy arrays by variable name (``'kernel'``, ``'bias'``, ...);
 ``config`` is the layer's ``get_config()`` dict; ``keep`` is a boolean vector.
 
@@ -37,7 +38,7 @@ class LayerHandler:
         """None when this layer instance can be handled, else the reason it cannot."""
         return None
 
-    def absorbs(self, layer) -> bool:
+    def can_fold(self, layer) -> bool:
         """Whether a spatially uniform constant input folds into the bias exactly."""
         return False
 
@@ -46,22 +47,22 @@ class LayerHandler:
         output block ``b``, and every kept block must keep as many channels as the others."""
         return 1
 
-    def fold(self, layer, weights: dict, const: np.ndarray) -> np.ndarray:
+    def fold_in(self, layer, weights: dict, const: np.ndarray) -> np.ndarray:
         """Bias change (over the original outputs) equal to the constant input ``const``."""
         raise NotImplementedError
 
     def can_carry(self, layer) -> bool:
-        """Whether :meth:`carry` works: a layer that cannot fold a non-zero constant into
+        """Whether :meth:`carry_in` works: a layer that cannot fold a non-zero constant into
         its bias (zero padding makes its effect vary at the borders) may still route it
         through one kept input channel holding another non-zero constant."""
         return False
 
-    def carry(self, layer, weights: dict, const: np.ndarray, carrier: int, value: float) -> None:
+    def carry_in(self, layer, weights: dict, const: np.ndarray, carrier: int, value: float) -> None:
         """Makes input channel ``carrier`` (the constant ``value`` != 0) also stand for the
         removed constant inputs ``const`` (zero where nothing is removed)."""
         raise NotImplementedError
 
-    def constant_outputs(self, layer, weights: dict) -> np.ndarray | None:
+    def dead_out(self, layer, weights: dict) -> np.ndarray | None:
         """Output channels whose value does not depend on the input (all-zero filters,
         a zero BatchNorm scale); None when the type has none."""
         return None
@@ -92,13 +93,13 @@ class DenseHandler(LayerHandler):
     def prune_in(self, layer, config, weights, keep):
         weights['kernel'] = weights['kernel'][keep, :]
 
-    def absorbs(self, layer):
+    def can_fold(self, layer):
         return True
 
-    def fold(self, layer, weights, const):
+    def fold_in(self, layer, weights, const):
         return const @ weights['kernel']
 
-    def constant_outputs(self, layer, weights):
+    def dead_out(self, layer, weights):
         return ~weights['kernel'].any(axis=0)
 
 
@@ -147,11 +148,11 @@ class ConvHandler(LayerHandler):
             parts.append(kernel[..., rows, b * per_out:(b + 1) * per_out])
         weights['kernel'] = np.concatenate(parts, axis=-1)
 
-    def absorbs(self, layer):
+    def can_fold(self, layer):
         # No zero padding reaches the kernel: every output sees the whole constant.
         return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
 
-    def fold(self, layer, weights, const):
+    def fold_in(self, layer, weights, const):
         kernel = weights['kernel']
         g = self.groups(layer)
         per_in, out = kernel.shape[-2], kernel.shape[-1]
@@ -161,10 +162,10 @@ class ConvHandler(LayerHandler):
     def can_carry(self, layer):
         return self.groups(layer) == 1  # a carrier per group would cost a channel per group
 
-    def carry(self, layer, weights, const, carrier, value):
+    def carry_in(self, layer, weights, const, carrier, value):
         weights['kernel'] = _carry(weights['kernel'], -2, const, carrier, value)
 
-    def constant_outputs(self, layer, weights):
+    def dead_out(self, layer, weights):
         kernel = weights['kernel']
         return ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
 
@@ -182,13 +183,13 @@ class ConvTransposeHandler(ConvHandler):
     def prune_in(self, layer, config, weights, keep):
         weights['kernel'] = weights['kernel'][..., keep]
 
-    def absorbs(self, layer):
+    def can_fold(self, layer):
         return False
 
-    def carry(self, layer, weights, const, carrier, value):
+    def carry_in(self, layer, weights, const, carrier, value):
         weights['kernel'] = _carry(weights['kernel'], -1, const, carrier, value)
 
-    def constant_outputs(self, layer, weights):
+    def dead_out(self, layer, weights):
         kernel = np.moveaxis(weights['kernel'], -2, -1)
         return ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
 
@@ -211,14 +212,14 @@ class SeparableConvHandler(ConvHandler):
         return False  # each input has its own depthwise filter: no kernel to share
 
 
-    def fold(self, layer, weights, const):
+    def fold_in(self, layer, weights, const):
         depth = weights['depthwise_kernel']
         per_in = depth.reshape(-1, depth.shape[-2], depth.shape[-1]).sum(axis=0)  # (in, mult)
         inner = (per_in * const[:, None]).reshape(-1)
         point = weights['pointwise_kernel'].reshape(-1, weights['pointwise_kernel'].shape[-1])
         return inner @ point
 
-    def constant_outputs(self, layer, weights):
+    def dead_out(self, layer, weights):
         point = weights['pointwise_kernel']
         return ~point.reshape(-1, point.shape[-1]).any(axis=0)
 
@@ -235,12 +236,12 @@ class DepthwiseHandler(LayerHandler):
             mult = layer.depth_multiplier
             weights['bias'] = weights['bias'].reshape(-1, mult)[keep].reshape(-1)
 
-    def constant_outputs(self, layer, weights):
+    def dead_out(self, layer, weights):
         kernel = weights['kernel']
         return ~kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]).any(axis=0)
 
 
-def _axes(layer) -> tuple[list[int], int]:
+def channel_axes(layer) -> tuple[list[int], int]:
     """The layer's ``axis`` setting as non-negative axes of its (first) input."""
     axis = getattr(layer, 'axis', -1)
     axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
@@ -254,7 +255,7 @@ class ChannelVectorHandler(LayerHandler):
 
     def supports(self, layer):
         if hasattr(layer, 'axis'):
-            axes, rank = _axes(layer)
+            axes, rank = channel_axes(layer)
             if axes != [rank - 1]:
                 return f'its axis is {layer.axis}, not the channel axis'
         return None
@@ -264,7 +265,7 @@ class ChannelVectorHandler(LayerHandler):
             if value.ndim >= 1 and value.shape[-1] == keep.shape[0]:
                 weights[name] = value[..., keep]
 
-    def constant_outputs(self, layer, weights):
+    def dead_out(self, layer, weights):
         if 'gamma' not in weights and 'beta' not in weights:
             return None  # PReLU never ignores its input
         gamma = weights.get('gamma')
@@ -291,7 +292,7 @@ class LayerNormHandler(NoWeightHandler):
     channel axis every channel enters the statistics, so none can be removed."""
 
     def supports(self, layer):
-        axes, rank = _axes(layer)
+        axes, rank = channel_axes(layer)
         return 'it normalizes over the channel axis' if rank - 1 in axes else None
 
 
@@ -351,9 +352,3 @@ HANDLERS: dict[str, LayerHandler] = {
     'Permute': PermuteHandler(),
     'LayerNormalization': LayerNormHandler(),
 }
-
-
-__all__ = ['LayerHandler', 'HANDLERS', 'DenseHandler', 'ConvHandler', 'ConvTransposeHandler',
-           'SeparableConvHandler', 'DepthwiseHandler', 'ChannelVectorHandler', 'NoWeightHandler',
-           'LayerNormHandler', 'PermuteHandler',
-           'MergeHandler', 'ConcatHandler', 'ReshapeHandler']

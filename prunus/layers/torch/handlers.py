@@ -31,9 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ['Handler', 'ConvHandler', 'ConvTransposeHandler', 'LinearHandler',
-           'EmbeddingHandler', 'NormHandler', 'GroupNormHandler', 'PReLUHandler',
-           'KeepChannelsHandler', 'HANDLERS', 'SUPPORTED_LAYERS', 'find_handler']
+from prunus.layers.torch import specs
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -188,7 +186,7 @@ class ConvHandler(Handler):
     """nn.Conv{1,2,3}d: weight (out, in/groups, *k); depthwise (groups == in == out) is tied."""
 
     def tied(self, module):
-        return module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        return specs.is_depthwise(module)
 
     def count_in(self, module):
         return module.in_channels

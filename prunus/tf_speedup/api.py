@@ -7,9 +7,9 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from ...compression.tf.masking import _masked_variables, load_masks
+from prunus.layers.tf.masking import masked_variables, load_masks
 from .analysis import Analysis, require_graph
-from .handlers import HANDLERS, LayerHandler
+from prunus.layers.tf.handlers import HANDLERS, LayerHandler
 from .rebuild import Rebuilder
 
 
@@ -29,7 +29,7 @@ def _masked_copy(model: keras.Model, masks) -> keras.Model:
     require_graph(model)
     work = keras.models.clone_model(model)
     work.set_weights(model.get_weights())
-    for _, _, variable, mask in _masked_variables(work, masks):
+    for _, _, variable, mask in masked_variables(work, masks):
         variable.assign(variable.numpy() * mask)
     return work
 
@@ -64,7 +64,7 @@ def _summary(analysis: Analysis, before: keras.Model, after: keras.Model) -> dic
 def _pruned(plan, keep: np.ndarray) -> list[int]:
     """Ids of the layer's output channels its (masked) weights make constant but are kept."""
     weights = {v.name: v.numpy() for v in getattr(plan.layer, 'weights', ())}
-    pruned = plan.handler.constant_outputs(plan.layer, weights)
+    pruned = plan.handler.dead_out(plan.layer, weights)
     if pruned is None or len(pruned) != len(keep):
         return []
     return plan.out_ids[pruned & keep].tolist()
@@ -94,6 +94,3 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
     if return_summary:
         return small, _summary(analysis, model, small)
     return small
-
-
-__all__ = ['speedup']

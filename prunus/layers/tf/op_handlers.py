@@ -9,7 +9,7 @@ channel it touches. The names are the op classes, which differ from the layers' 
 """
 from __future__ import annotations
 
-from .handlers import LayerHandler, MergeHandler, _axes
+from .handlers import LayerHandler, MergeHandler, channel_axes
 
 
 class ElementwiseOpHandler(LayerHandler):
@@ -20,7 +20,7 @@ class ConcatOpHandler(LayerHandler):
     role = 'concat'
 
     def supports(self, op):
-        axes, rank = _axes(op)
+        axes, rank = channel_axes(op)
         return None if axes == [rank - 1] else f'concatenates on axis {op.axis}'
 
 
@@ -30,7 +30,7 @@ class ReduceOpHandler(LayerHandler):
     def supports(self, op):
         if op.axis is None:
             return 'reduces over every axis'
-        axes, rank = _axes(op)
+        axes, rank = channel_axes(op)
         return f'reduces the channel axis (axis={op.axis})' if rank - 1 in axes else None
 
 
@@ -67,5 +67,3 @@ OP_HANDLERS: dict[str, LayerHandler] = {
     'Transpose': TransposeOpHandler(),
     'ExpandDims': ExpandDimsOpHandler(),
 }
-
-__all__ = ['OP_HANDLERS']
