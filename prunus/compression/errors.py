@@ -18,4 +18,11 @@ class SpeedupError(PrunusError, RuntimeError, ValueError):
     One class for PyTorch and Keras. It is a ``RuntimeError`` (what the PyTorch speedup
     raised) and a ``ValueError`` (what the Keras speedup raised), so handlers written for
     either keep working.
+
+    Example::
+
+        try:
+            small = speedup(model, x, masks)
+        except SpeedupError as error:
+            print(error)        # names the layer or operation; model is unchanged
     """

@@ -65,6 +65,19 @@ class Pruning:
     Attributes:
         groups: the bound local pruners, one per config entry.
         step: the number of completed steps.
+
+    Example::
+
+        pruning = Pruning(WeightPruningConfig(target_sparsity=0.8, start_step=0, end_step=100), model)
+        pruning.on_train_begin()
+        for step, (x, y) in enumerate(loader):
+            pruning.on_step_begin(step)
+            loss_fn(model(x), y).backward()
+            pruning.on_before_optimizer_step()
+            optimizer.step()
+            pruning.on_after_optimizer_step()
+            pruning.on_step_end()
+        pruning.on_train_end()
     """
 
     def __init__(self, config: Any, model: nn.Module | None = None, steps_per_epoch: int | None = None):
@@ -83,6 +96,7 @@ class Pruning:
 
     @property
     def model(self) -> nn.Module | None:
+        """The bound model; setting it binds the config's entries to its layers."""
         return self._model
 
     @model.setter
@@ -124,6 +138,7 @@ class Pruning:
                 group.lock_current_zeros()
 
     def on_epoch_begin(self, epoch: int) -> None:
+        """Record the epoch that starts (schedules count steps)."""
         self.epoch = epoch
 
     def on_step_begin(self, step: int = 0, local_step: int | None = None) -> None:
@@ -146,6 +161,7 @@ class Pruning:
         self.step += 1
 
     def on_epoch_end(self) -> None:
+        """Close an epoch; checks that a model is bound."""
         self._bound()
 
     def on_train_end(self) -> None:
@@ -193,6 +209,21 @@ def prepare_pruning(model: nn.Module, config: Any, optimizer: Optimizer | None =
     With ``optimizer``, the step hooks run from ``optimizer.step()`` itself, so the user's
     loop needs no change (one optimizer step = one schedule step); call
     ``pruning.on_train_end()`` to detach them. Without it, call the hooks yourself.
+
+    Args:
+        model: the model to prune.
+        config: a :class:`WeightPruningConfig`, a YAML path or a mapping.
+        optimizer: the training optimizer, to run the hooks from its ``step()``.
+        steps_per_epoch: needed only for schedules given in epochs.
+
+    Returns:
+        The started :class:`Pruning`.
+
+    Example::
+
+        pruning = prepare_pruning(model, config, optimizer)
+        train(model, optimizer)          # your loop, unchanged
+        pruning.on_train_end()
     """
     pruning = Pruning(config, model, steps_per_epoch)
     pruning.on_train_begin()

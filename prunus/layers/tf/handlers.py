@@ -24,7 +24,12 @@ import numpy as np
 
 
 class LayerHandler:
-    """Removal knowledge of one layer type; subclasses override what applies."""
+    """Removal knowledge of one layer type; subclasses override what applies.
+
+    Example::
+
+        small = speedup(model, masks, custom_handlers={'MyLayer': MyLayerHandler()})
+    """
 
     role = 'tied'
 

@@ -76,14 +76,34 @@ def attach_masks(model: keras.Model, masks: Masks) -> None:
 
 
 def apply_masks(model: keras.Model) -> None:
-    """Re-zeroes every masked weight; for training code that bypasses the optimizer."""
+    """Re-zeroes every masked weight; for training code that bypasses the optimizer.
+
+    Args:
+        model: a model with prunus masks.
+
+    Example::
+
+        model.set_weights(weights)
+        apply_masks(model)
+    """
     for variable in model.weights:
         if isinstance(variable.constraint, MaskConstraint):
             variable.assign(variable * tf.cast(variable.constraint.mask, variable.dtype))
 
 
 def strip(model: keras.Model) -> keras.Model:
-    """Bakes the masks into the weights and removes them, leaving a plain Keras model."""
+    """Bakes the masks into the weights and removes them, leaving a plain Keras model.
+
+    Args:
+        model: a masked model.
+
+    Returns:
+        The plain model.
+
+    Example::
+
+        strip(model).save('pruned.keras')
+    """
     apply_masks(model)
     for variable in model.weights:
         if isinstance(variable.constraint, MaskConstraint):
@@ -93,13 +113,33 @@ def strip(model: keras.Model) -> keras.Model:
 
 
 def save_masks(masks: Masks, path: str) -> None:
-    """Writes masks to a ``.npz`` file (keys ``'<layer name>::weight'``, ``'...::bias'``)."""
+    """Writes masks to a ``.npz`` file (keys ``'<layer name>::weight'``, ``'...::bias'``).
+
+    Args:
+        masks: ``{layer_name: {'weight': array, 'bias': array}}``.
+        path: the ``.npz`` file to write.
+
+    Example::
+
+        save_masks(pruner.get_masks(), 'masks.npz')
+    """
     np.savez(path, **{f'{name}::{key}': mask for name, entry in masks.items()
                       for key, mask in entry.items()})
 
 
 def load_masks(path: str) -> Masks:
-    """Reads a mask file written by :func:`save_masks`."""
+    """Reads a mask file written by :func:`save_masks`.
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        The masks.
+
+    Example::
+
+        small = speedup(model, load_masks('masks.npz'))
+    """
     masks: Masks = {}
     with np.load(path) as data:
         for flat in data.files:

@@ -79,6 +79,13 @@ class SensitivityAnalysis:
         early_stop_value: the threshold of ``early_stop_mode``.
         executor: sweeps layers in parallel (a process pool, a dask client's executor).
         progress: show a tqdm bar.
+
+    Example::
+
+        analysis = SensitivityAnalysis(model, val_func=lambda m: accuracy(m, x_val, y_val),
+                                       sparsities=[0.25, 0.5, 0.75])
+        sensitivities = analysis.analysis()      # {layer: {sparsity: score}}
+        analysis.plot('sensitivity.png')
     """
 
     def __init__(self, model: nn.Module, val_func: Callable, sparsities: Sequence[float] | None = None,
