@@ -1,4 +1,3 @@
-import os
-
-# Tests share two cores with each other's processes; one thread each is faster overall.
-os.environ.setdefault('OMP_NUM_THREADS', '1')
+# Tests run with torch's default thread count: a search's forked workers must not deadlock
+# on torch's OpenMP threads (prunus.compression.torch.forksafe), and only tests that run
+# with the defaults can show it.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -208,3 +210,36 @@ def test_the_checks_see_a_violation():
     assert ('prunus.speedup.core', 1, False) in fake.imports
     assert ('prunus.compression.selection', 3, True) in fake.imports
     assert fake.private == [('prunus.compression.selection._hidden', 3)]
+
+
+_WITHOUT_TORCH = '''
+import importlib.util, sys
+real = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == 'torch' else real(name, *a)
+
+
+class NoTorch:  # an install without torch: importing it fails
+    def find_spec(self, name, path=None, target=None):
+        if name == 'torch' or name.startswith('torch.'):
+            raise ModuleNotFoundError(name)
+
+
+sys.meta_path.insert(0, NoTorch())
+import keras
+from prunus.compression.tf import L1FilterPruner
+from prunus.speedup.tf import speedup
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Conv2D(2, 3)])
+pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}], dependency_aware=True)
+pruner.compress()
+print(speedup(model, pruner.get_masks()).layers[0].filters, 'torch' in sys.modules)
+'''
+
+
+def test_the_keras_faces_need_no_torch():
+    """The Keras pruners and speedup (with dependency-aware grouping) run where torch is
+    not installed: the Keras speedup lives outside the PyTorch speedup package."""
+    pytest.importorskip('tensorflow')
+    result = subprocess.run([sys.executable, '-c', _WITHOUT_TORCH], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ['2', 'False']

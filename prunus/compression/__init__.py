@@ -1,7 +1,9 @@
 """Framework-agnostic core of prunus: config_list rules, layer selection, sparsity
-allocation, schedules and the pruner registry. Imports neither torch nor tensorflow."""
+allocation, schedules, the pruner registry and the error types. Imports neither torch nor
+tensorflow."""
 from .allocation import global_keep_masks, keep_mask, lowest, prune_count
 from .config import ConfigEntry, ConfigSpec, validate_config_list
+from .errors import PrunusError, SpeedupError
 from .patterns import BlockPattern, NMPattern, Pattern, parse_pattern
 from .pruning_config import WeightPruningConfig
 from .pruning_yaml import config_from_mapping, load_pruning_yaml
@@ -10,7 +12,7 @@ from .registry import available_pruners, get_pruner, register_pruner
 from .selection import LayerRef, Selection, select_layers
 
 __all__ = [
-    'ConfigEntry', 'ConfigSpec', 'validate_config_list',
+    'ConfigEntry', 'ConfigSpec', 'validate_config_list', 'PrunusError', 'SpeedupError',
     'LayerRef', 'Selection', 'select_layers',
     'prune_count', 'lowest', 'keep_mask', 'global_keep_masks',
     'register_pruner', 'available_pruners', 'get_pruner',

@@ -75,7 +75,7 @@ def keep_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
 
 def global_keep_masks(scores: Mapping[str, np.ndarray], total_sparsity: float,
                       max_sparsity_per_layer: float | Mapping[str, float] | None = None,
-                      where: str = 'config_list') -> dict[str, np.ndarray]:
+                      where: str = 'config_list', min_keep: int = 0) -> dict[str, np.ndarray]:
     """Ranks all layers' scores together and prunes the lowest ``total_sparsity`` of them.
 
     Args:
@@ -84,6 +84,8 @@ def global_keep_masks(scores: Mapping[str, np.ndarray], total_sparsity: float,
         max_sparsity_per_layer: optional cap, a fraction for every layer or one per name;
             a layer never loses more than ``round(cap * count)`` items.
         where: names the config entry in error messages.
+        min_keep: items every layer keeps whatever the caps say (structured pruning
+            passes 1: a layer with no channel left cuts the network).
 
     Raises:
         ValueError: the caps make the total unreachable.
@@ -102,14 +104,16 @@ def global_keep_masks(scores: Mapping[str, np.ndarray], total_sparsity: float,
         return {}
     # Rank of each item inside its own layer, so a per-layer cap is a vectorized compare.
     ranks = np.concatenate([np.argsort(np.argsort(f, kind='stable'), kind='stable') for f in flat])
-    caps = np.array([_cap_for(n, len(f), max_sparsity_per_layer) for n, f in zip(names, flat)])
+    caps = np.array([max(0, min(_cap_for(n, len(f), max_sparsity_per_layer), len(f) - min_keep))
+                     for n, f in zip(names, flat)], dtype=np.int64)
     layer_of = np.repeat(np.arange(len(names)), sizes)
     allowed = ranks < caps[layer_of]
     order = np.argsort(np.concatenate(flat), kind='stable')
     order = order[allowed[order]]
     if len(order) < target:
+        limit = "'max_sparsity_per_layer'" if max_sparsity_per_layer is not None else 'keeping one channel per layer'
         raise ValueError(f"{where}: 'total_sparsity' {total_sparsity} asks for {target} of {total} "
-                         f"items, but 'max_sparsity_per_layer' allows at most {len(order)}.")
+                         f"items, but {limit} allows at most {len(order)}.")
     pruned = np.zeros(total, dtype=bool)
     pruned[order[:target]] = True
     bounds = np.concatenate([[0], np.cumsum(sizes)])

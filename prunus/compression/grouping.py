@@ -4,10 +4,17 @@ removed together get tied in a union-find over integer channel ids.
 Both speedups label every channel of every tensor with an id; an operation that makes two
 channels one (a residual add, a BatchNorm, a shared layer) ties their ids, and a group of
 tied ids is then kept or removed as a whole. Framework-free: ids are numpy arrays.
+
+The dependency-aware pruners of both frameworks then rank a group as one
+(:func:`group_scores`, :func:`group_keep`).
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
+
+from .allocation import keep_mask
 
 
 class UnionFind:
@@ -89,3 +96,28 @@ class UnionFind:
         """Map every id of ``ids`` to its representative (0 stays 0), same shape."""
         parent = self._flatten()
         return parent[np.asarray(ids, dtype=np.int64)]
+
+
+def group_scores(size: int, channels: Mapping[str, np.ndarray], scores: Mapping[str, Any]) -> np.ndarray:
+    """A tied group's channel scores: channel ``c`` scores the sum of what its members
+    (``channels[name]``: the group channel of each of their own channels) score there."""
+    total = np.zeros(size, dtype=np.float64)
+    for name, where in channels.items():
+        np.add.at(total, np.asarray(where), np.asarray(scores[name], dtype=np.float64).ravel())
+    return total
+
+
+def group_keep(total: np.ndarray, sparsity: float, blocks: np.ndarray) -> np.ndarray:
+    """Which of a group's channels stay: in every block (channels sharing a label in
+    ``blocks``, the groups of a grouped convolution) the lowest-scoring
+    ``round(sparsity * size)`` go, so every block loses the same share."""
+    keep = np.zeros(len(total), dtype=bool)
+    for label in np.unique(blocks):
+        where = np.flatnonzero(blocks == label)
+        keep[where] = keep_mask(total[where], sparsity)
+    return keep
+
+
+def even_blocks(size: int, count: int) -> np.ndarray:
+    """Block labels of ``size`` channels split into ``count`` equal consecutive blocks."""
+    return np.arange(size) // (size // count)

@@ -9,7 +9,10 @@ leaves a readable history)::
 A search started again with the same settings in the same directory resumes: trials
 already recorded are looked up by their key instead of being evaluated again. Searches
 are deterministic given their seed, so the replay follows the same path. Different
-settings start a fresh history.
+settings start a fresh history, and say so (a warning naming what differs); the settings
+of the automatic pruners include a fingerprint of the model (architecture and
+weights), the config_list and the evaluator, so another model's or evaluator's search
+never resumes.
 
 Example::
 
@@ -47,6 +50,26 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
+def _differences(saved: Any, algorithm: str, settings: dict[str, Any]) -> list[str]:
+    """What tells ``saved`` (a history file's content) from this search; empty if none."""
+    if not isinstance(saved, dict) or not saved:
+        return ['the file content']
+    if saved.get('algorithm') != algorithm:
+        return ['algorithm']
+    old = saved.get('settings')
+    if not isinstance(old, dict):
+        return ['settings']
+    fields = []
+    for key in sorted(set(old) | set(settings)):
+        if old.get(key) != settings.get(key):
+            if key == 'fingerprint' and isinstance(old.get(key), dict):
+                inner = settings.get(key) or {}
+                fields += [k for k in sorted(set(old[key]) | set(inner)) if old[key].get(k) != inner.get(k)]
+            else:
+                fields.append(key)
+    return fields
+
+
 class SearchHistory:
     """Trials of one search, persisted in ``directory``; resumes a matching earlier search.
 
@@ -59,6 +82,8 @@ class SearchHistory:
 
     def __init__(self, directory: str | os.PathLike, algorithm: str, settings: dict[str, Any]):
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise NotADirectoryError(f"experiment_data_dir '{self.directory}' is a file, not a directory.")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.algorithm = algorithm
         self.settings = json.loads(json.dumps(settings))
@@ -71,14 +96,15 @@ class SearchHistory:
                 saved = read_json(path)
             except (OSError, ValueError):
                 saved = {}
-            if saved.get('algorithm') == algorithm and saved.get('settings') == self.settings:
+            differs = _differences(saved, algorithm, self.settings)
+            if not differs:
                 self.trials = list(saved.get('trials', []))
                 self._by_key = {t['key']: t for t in self.trials if 'key' in t}
                 self.resumed = bool(self.trials)
                 logger.info('%s: resuming from %s with %d recorded trials', algorithm, path, len(self.trials))
             else:
-                logger.info('%s: %s holds a search with other settings; starting a new history',
-                            algorithm, path)
+                logger.warning('%s: %s holds another search (different %s); starting a new history '
+                               'there', algorithm, path, ', '.join(differs))
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The recorded trial with ``key``, or None."""

@@ -135,10 +135,23 @@ def load_pruning_yaml(source: str | os.PathLike) -> WeightPruningConfig:
         config = load_pruning_yaml('prune.yaml')
         pruning = Pruning(config, model)
     """
-    text = str(source)
-    if '\n' not in text and os.path.exists(text):
-        with open(text, encoding='utf-8') as handle:
-            text = handle.read()
+    text, name = str(source), 'the YAML text'
+    if '\n' not in text and os.path.isfile(text):
+        name = f"pruning config file '{text}'"
+        try:
+            with open(text, encoding='utf-8') as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f'{name} cannot be read as UTF-8 YAML text: {exc}.') from exc
     elif '\n' not in text:
         raise FileNotFoundError(f'pruning config file {text!r} does not exist.')
-    return config_from_mapping(yaml.load(text, Loader=_Loader))  # noqa: S506 (SafeLoader subclass)
+    try:
+        document = yaml.load(text, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, 'problem_mark', None)
+        where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
+        problem = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
+        raise ValueError(f'{name} is not valid YAML{where}: {problem}.') from exc
+    return config_from_mapping(document)
+
+

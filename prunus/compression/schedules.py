@@ -28,9 +28,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 DECAY_TYPES = ('linear', 'cos', 'exp', 'cube')
+
+
+def check_agp_entry(entry: Any, final: float, default_end: int) -> None:
+    """The AGP schedule rules of one config entry, shared by both frameworks:
+    ``end_epoch >= start_epoch`` and ``initial_sparsity <= final``."""
+    if entry.exclude:
+        return
+    start, end = entry.get('start_epoch', 0), entry.get('end_epoch', default_end)
+    if end < start:
+        raise ValueError(f"{entry.where}['end_epoch'] ({end}) must be >= 'start_epoch' ({start}).")
+    if final is not None and entry.get('initial_sparsity', 0.0) > final:
+        raise ValueError(f"{entry.where}['initial_sparsity'] must not exceed the final sparsity.")
 
 
 def agp_sparsity(t: float, t0: float, span: float, initial: float, final: float) -> float:

@@ -116,9 +116,14 @@ def _types_of(entry: ConfigEntry, prunable: set[str], supported: Sequence[str],
         if type_name == 'default':
             types |= set(default)
             continue
-        if not entry.exclude and type_name not in supported and type_name not in prunable:
-            raise ValueError(f"{entry.where}['op_types'] names '{type_name}', which {pruner} cannot "
-                             f"prune; it prunes: {', '.join(supported)}.")
+        if type_name not in supported and type_name not in prunable:
+            known = sorted(set(supported) | prunable)
+            case = [k for k in known if k.lower() == type_name.lower()]
+            if case or not entry.exclude:  # an exclude of a wrong-case name would exclude nothing
+                close = case or difflib.get_close_matches(type_name, known, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ''
+                raise ValueError(f"{entry.where}['op_types'] names '{type_name}', which {pruner} cannot "
+                                 f"prune; {hint}it prunes: {', '.join(supported)}.")
         types.add(type_name)
     return types
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 import torch
@@ -15,7 +14,8 @@ guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount  # noqa: E402
-from prunus.layers.torch.handlers import HANDLERS, Handler, find_handler
+from prunus.layers.torch.handlers import HANDLERS, Handler, check_custom_handlers, find_handler  # noqa: E402
+from prunus.layers.torch.inputs import blame_inputs, check_inputs, locate_failure  # noqa: E402
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.observe import call_model
 from prunus.speedup.plan import Plan, make_plan
@@ -90,38 +90,13 @@ def _attribute_hint(model: nn.Module, path: list[str], changed: dict[int, int]) 
             ': compute it from the tensor shape in forward, or update it in a custom handler')
 
 
-def _failing_path(model: nn.Module, inputs: Any) -> list[str]:
-    """Run ``model`` again with module hooks and return the module path where it fails."""
-    path: list[str] = []
-    handles = []
-
-    def push(mod, args, _n):
-        path.append(_n)
-
-    def pop(mod, args, out):
-        path.pop()
-
-    for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(partial(push, _n=name)))
-        handles.append(module.register_forward_hook(pop))
-    try:
-        with torch.no_grad():
-            call_model(model, inputs)
-    except Exception:  # the failure being located
-        return path
-    finally:
-        for h in handles:
-            h.remove()
-    return []
-
-
 def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tuple[Any, int]:
     try:
         with torch.no_grad(), FlopCount() as counter:
             out = call_model(model, inputs)
         return out, counter.total
     except Exception as exc:
-        path = _failing_path(model, inputs)  # only on failure: hooks cost time on success
+        path = locate_failure(model, inputs)[0]  # only on failure: hooks cost time on success
         where = path[-1] if path else '<model>'
         where_type = type(model.get_submodule(where)).__name__ if path else ''
         raise SpeedupError(
@@ -130,7 +105,13 @@ def _run_checked(model: nn.Module, inputs: Any, changed: dict[int, int]) -> tupl
 
 
 def _compare(ref: Any, out: Any) -> float:
+    """The largest difference relative to the output scale; ``inf`` where a value is
+    NaN or infinite in one output and not the same in the other (a NaN difference
+    must fail the check, not compare as 0)."""
     refs, outs = tree_flatten(ref)[0], tree_flatten(out)[0]
+    if len(refs) != len(outs):
+        raise SpeedupError(f'The sped-up model returns {len(outs)} outputs where the masked '
+                           f'model returns {len(refs)}.')
     worst = 0.0
     for r, o in zip(refs, outs):
         if not isinstance(r, torch.Tensor):
@@ -138,10 +119,24 @@ def _compare(ref: Any, out: Any) -> float:
         if not isinstance(o, torch.Tensor) or r.shape != o.shape:
             raise SpeedupError(f'The sped-up model returns shape {getattr(o, "shape", o)} '
                                f'where the masked model returns {tuple(r.shape)}.')
-        if r.is_floating_point() and r.numel():
-            scale = float(r.abs().max()) or 1.0
-            worst = max(worst, float((r - o).abs().max()) / scale)
+        worst = max(worst, _relative_error(r, o.to(r.device)))
     return worst
+
+
+def _relative_error(r: torch.Tensor, o: torch.Tensor) -> float:
+    if not r.numel():
+        return 0.0
+    if not (r.is_floating_point() or r.is_complex()):
+        return 0.0 if torch.equal(r, o) else float('inf')
+    same = (r == o) | (r.isnan() & o.isnan())  # equal infinities and NaN where NaN was
+    differ = ~same
+    if not bool(torch.isfinite(r[differ]).all() and torch.isfinite(o[differ]).all()):
+        return float('inf')
+    finite = r[torch.isfinite(r)]
+    # outputs all near zero (a normalization then a mean) differ by rounding alone
+    scale = max(float(finite.abs().max()) if finite.numel() else 0.0, 1e-3)
+    diff = (r - o).abs().masked_fill(same, 0)
+    return float(diff.max()) / scale
 
 
 def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> SpeedupSummary:
@@ -169,14 +164,16 @@ def _kills_channels(work: nn.Module, custom: dict[type, Handler] | None) -> bool
 
 
 def _masked_trace(work: nn.Module, inputs: Any, custom: dict[type, Handler] | None,
-                  cached: Trace | None) -> tuple[Trace, bool]:
+                  cached: Trace | None, what: str = 'example_inputs') -> tuple[Trace, bool]:
     """The masked work model's trace: the pruner's structure trace re-checked by one
-    plain run when there is one that still fits, else a full trace."""
-    if cached is not None and not _kills_channels(work, custom):
-        trace = replay(cached, work, inputs, custom)
-        if trace is not None:
-            return trace, True
-    return trace_model(work, inputs, custom), False
+    plain run when there is one that still fits, else a full trace. A trace that fails
+    because the model itself rejects the inputs says so, naming the layer."""
+    with blame_inputs(work, inputs, what):
+        if cached is not None and not _kills_channels(work, custom):
+            trace = replay(cached, work, inputs, custom)
+            if trace is not None:
+                return trace, True
+        return trace_model(work, inputs, custom), False
 
 
 def _verify(work: nn.Module, inputs: Any, trace: Trace, before: dict, tolerance: float
@@ -193,12 +190,12 @@ def _verify(work: nn.Module, inputs: Any, trace: Trace, before: dict, tolerance:
 
 def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
              custom: dict[type, Handler] | None, tolerance: float | None,
-             cached: Trace | None) -> tuple[nn.Module, SpeedupSummary]:
+             cached: Trace | None, what: str = 'example_inputs') -> tuple[nn.Module, SpeedupSummary]:
     work = shared_copy(model)  # shares tensors with model; they get replaced, not written
     bake_masks(work, model, mask_dict)
     work.eval()
     params_before = _param_count(work)
-    trace, reused = _masked_trace(work, inputs, custom, cached)
+    trace, reused = _masked_trace(work, inputs, custom, cached, what)
     plan = make_plan(trace)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
@@ -219,19 +216,25 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
 
 
 def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
-                  custom: dict[type, Handler] | None, tolerance: float | None
-                  ) -> tuple[nn.Module, SpeedupSummary]:
-    """The sped-up copy and its summary; ``tolerance=None`` skips the exactness check."""
+                  custom: dict[type, Handler] | None, tolerance: float | None,
+                  what: str = 'example_inputs') -> tuple[nn.Module, SpeedupSummary]:
+    """The sped-up copy and its summary; ``tolerance=None`` skips the exactness check.
+    Everything given is checked before any work: the model, the inputs, the handlers,
+    the masks."""
     start = time.perf_counter()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f'model must be a torch.nn.Module; got {type(model).__name__}.')
+    check_inputs(inputs, what)
+    custom = check_custom_handlers(custom)
     mask_dict = load_masks(masks, model)
     cached = recall(model, inputs, custom)
     try:
-        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached)
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached, what)
     except SpeedupError:
         if cached is None or tolerance is None:
             raise
         # the reused structure may be what failed: decide again from a fresh trace
-        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, None)
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, None, what)
     summary.seconds = time.perf_counter() - start
     return work, summary
 
@@ -268,8 +271,10 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
 
         small = speedup(model, torch.randn(1, 3, 64, 64), pruner)
     """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ValueError(f'speedup: tolerance must be a number >= 0; got {tolerance!r}.')
     small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers,
-                                   tolerance if check else None)
+                                   float(tolerance) if check else None)
     return (small, summary) if return_summary else small
 
 
@@ -299,7 +304,8 @@ class ModelSpeedup:
     def speedup_model(self) -> nn.Module:
         """Shrink ``self.model`` in place and return it."""
         small, self.summary = _speedup_copy(self.model, self.dummy_input, self.masks,
-                                            self.custom_handlers, 1e-4 if self.check else None)
+                                            self.custom_handlers, 1e-4 if self.check else None,
+                                            'dummy_input')
         state = dict(small.__dict__)
         self.model.__dict__.clear()
         self.model.__dict__.update(state)

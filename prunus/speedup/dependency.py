@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from prunus.speedup.cache import remember
-from prunus.layers.torch.handlers import Handler
+from prunus.layers.torch.handlers import Handler, check_custom_handlers
+from prunus.layers.torch.inputs import blame_inputs
 from prunus.speedup.structure import trace_structure
 
 
@@ -111,7 +112,8 @@ def dependency_structure(model: nn.Module, dummy_input: Any,
 
         dependency_structure(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     """
-    trace = trace_structure(model, dummy_input, custom_handlers)
+    with blame_inputs(model, dummy_input, 'dummy_input'):
+        trace = trace_structure(model, dummy_input, check_custom_handlers(custom_handlers))
     remember(model, dummy_input, custom_handlers, trace)  # the speedup may reuse it
     uf = trace.uf
     roots = {}

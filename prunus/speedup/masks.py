@@ -7,41 +7,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.layers.torch import masking
+from prunus.compression import mask_rules
+from prunus.layers.torch import files, masking
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
 
 def load_masks(masks: Any, model: nn.Module | None = None) -> Masks:
     """Normalize ``masks``: a mask dict, a path to a ``torch.save``'d one, a pruner
-    (anything with ``get_masks()``) or None (use the masks already on the model)."""
+    (anything with ``get_masks()``) or None (use the masks already on the model).
+    Given ``model``, every mask is checked against it (see
+    :func:`~prunus.layers.torch.masking.check_masks`)."""
     if masks is None:
         return {}
     on_model = getattr(masks, 'masks_on_model', None)  # a prunus pruner (the speedup sits below them)
     if model is not None and callable(on_model) and on_model(model):
         return {}  # such a pruner's masks are the buffers on its model: no copies
+    source = 'masks'
     if hasattr(masks, 'get_masks'):
+        source = f'{type(masks).__name__}.get_masks()'
         masks = masks.get_masks()
     elif isinstance(masks, (str, os.PathLike)):
-        masks = torch.load(masks, map_location='cpu', weights_only=True)
-    if not isinstance(masks, dict) or not all(isinstance(v, dict) for v in masks.values()):
-        raise TypeError('masks must be a dict {module_name: {"weight": mask, "bias": mask}}, '
-                        f'a path to one, or a pruner with get_masks(); got {type(masks).__name__}.')
+        source = f"mask file '{os.fspath(masks)}'"
+        masks = files.read_mask_file(masks)
+    elif not isinstance(masks, dict):
+        raise mask_rules.not_masks(masks)
+    mask_rules.check_structure(masks, source)
+    masks = files.normalize_mask_keys(masks)
+    if model is not None:
+        masking.check_masks(model, masks, source, buffers=True)
     return masks
-
-
-def _check(modules: dict[str, nn.Module], masks: Masks) -> None:
-    for name, entry in masks.items():
-        if name not in modules:
-            raise ValueError(f"masks name module '{name}', which the model does not have.")
-        for pname, mask in entry.items():
-            param = getattr(modules[name], pname, None)
-            if not isinstance(param, torch.Tensor):
-                raise ValueError(f"masks['{name}']['{pname}']: module '{name}' has no "
-                                 f"parameter '{pname}'.")
-            if tuple(mask.shape) != tuple(param.shape):
-                raise ValueError(f"masks['{name}']['{pname}'] has shape {tuple(mask.shape)}, "
-                                 f'but the parameter has shape {tuple(param.shape)}.')
 
 
 def _masks_on(model: nn.Module) -> Masks:
@@ -61,7 +56,6 @@ def bake_masks(work: nn.Module, model: nn.Module, masks: Masks) -> None:
     are normally zero already; baking keeps the result exact even when they are not).
     """
     modules = dict(work.named_modules())
-    _check(modules, masks)
     on_model = _masks_on(model)
     for name in {**on_model, **masks}:
         first, extra = on_model.get(name, {}), masks.get(name, {})

@@ -5,16 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keywords."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+from prunus.layers.torch.inputs import call_model
 
 
 def tensors_in(obj: Any, acc: list[torch.Tensor] | None = None) -> list[torch.Tensor]:

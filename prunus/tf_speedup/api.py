@@ -1,35 +1,46 @@
 """``speedup``: masks in, a smaller Keras model out; the user's model is never modified."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any, Mapping
 
 import keras
 import numpy as np
 
+from prunus.compression.errors import SpeedupError
+from prunus.compression.mask_rules import not_masks
 from prunus.layers.tf.masking import masked_variables, load_masks
 from .analysis import Analysis, require_graph
 from prunus.layers.tf.handlers import HANDLERS, LayerHandler
-from .rebuild import Rebuilder
+from .inputs import check_custom_handlers, check_example_inputs
+from .rebuild import Rebuilder, from_config
+from .verify import check_result, synthetic_inputs
 
 
-def _as_masks(masks: Any) -> Mapping[str, Mapping[str, np.ndarray]]:
-    if isinstance(masks, str):
-        return load_masks(masks)
+def _as_masks(masks: Any) -> tuple[Mapping[str, Mapping[str, np.ndarray]], str]:
+    """The mask dict and how errors name its source."""
+    if isinstance(masks, (str, os.PathLike)):
+        return load_masks(os.fspath(masks)), f"mask file '{os.fspath(masks)}'"
     if hasattr(masks, 'get_masks'):
-        return masks.get_masks()
+        return masks.get_masks(), f'{type(masks).__name__}.get_masks()'
     if isinstance(masks, Mapping):
-        return masks
-    raise TypeError(f'masks must be a mask dict, a mask file path or a pruner; '
-                    f'got {type(masks).__name__}.')
+        return masks, 'masks'
+    raise not_masks(masks)
 
 
-def _masked_copy(model: keras.Model, masks) -> keras.Model:
-    """A clone of ``model`` with the masks multiplied into its weights."""
+def _masked_copy(model: keras.Model, masks, source: str) -> keras.Model:
+    """A clone of ``model`` with the masks multiplied into its weights (every mask is
+    checked against ``model`` first)."""
     require_graph(model)
-    work = keras.models.clone_model(model)
-    work.set_weights(model.get_weights())
-    for _, _, variable, mask in masked_variables(work, masks):
+    masked_variables(model, masks, source)
+    try:
+        work = keras.models.clone_model(model, clone_function=lambda layer: from_config(layer, layer.get_config()))
+        work.set_weights(model.get_weights())
+    except Exception as exc:
+        raise SpeedupError(f"speedup cannot copy '{model.name}' to work on: {type(exc).__name__}: "
+                           f'{str(exc).splitlines()[0][:200] if str(exc) else ""}; the model is unchanged.') from exc
+    for _, _, variable, mask in masked_variables(work, masks, source):
         variable.assign(variable.numpy() * mask)
     return work
 
@@ -71,7 +82,8 @@ def _pruned(plan, keep: np.ndarray) -> list[int]:
 
 
 def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerHandler] | None = None,
-            return_summary: bool = False):
+            return_summary: bool = False, *, example_inputs: Any = None, check: bool = True,
+            tolerance: float = 1e-4):
     """Returns a new Keras model with the masked channels physically removed.
 
     Args:
@@ -81,6 +93,11 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
         custom_handlers: extra or replacement handlers by Keras class name.
         return_summary: also return a dict with per-layer channels before/after, params
             before/after and, per reason, how many pruned channels had to be kept.
+        example_inputs: inputs to check the result on (default: random ones built from
+            the model's input specs, integer inputs 0/1).
+        check: run the masked and the sped-up model and compare (the default), as the
+            PyTorch speedup does; a difference above ``tolerance`` of the output scale,
+            or a NaN, raises SpeedupError instead of returning a wrong model.
 
     Raises:
         SpeedupError: a layer could not be analysed or rebuilt (the error names it); the
@@ -91,11 +108,19 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
         small = speedup(model, pruner.get_masks())
         small.save('small.keras')
     """
-    handlers = {**HANDLERS, **(custom_handlers or {})}
-    work = _masked_copy(model, _as_masks(masks))
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ValueError(f'speedup: tolerance must be a number >= 0; got {tolerance!r}.')
+    require_graph(model)
+    handlers = {**HANDLERS, **check_custom_handlers(custom_handlers)}
+    inputs = None
+    if check:
+        inputs = synthetic_inputs(model) if example_inputs is None else check_example_inputs(model, example_inputs)
+    work = _masked_copy(model, *_as_masks(masks))
     analysis = Analysis(handlers)
     analysis.run(work)
     small = Rebuilder(analysis).build(work)
+    if check:
+        check_result(work, small, inputs, tolerance, synthetic=example_inputs is None)
     if return_summary:
         return small, _summary(analysis, model, small)
     return small

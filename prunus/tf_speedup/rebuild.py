@@ -25,7 +25,7 @@ class Rebuilder:
         new = self.container(model, [tuple(t.shape) for t in model.inputs])
         for old, layer, weights in self.pending:
             try:
-                layer.set_weights(_in_order(layer, weights))
+                layer.set_weights(_in_order(layer, weights) if isinstance(weights, dict) else weights)
             except Exception as exc:
                 raise SpeedupError(f"speedup cannot set the weights of layer '{old.name}' "
                                    f'({type(old).__name__}): {exc}') from exc
@@ -56,15 +56,25 @@ class Rebuilder:
 
     def layer(self, layer, plan) -> keras.layers.Layer:
         config = layer.get_config()
-        weights = {v.name: v.numpy() for v in layer.weights}
+        variables = list(layer.weights)
+        names = [v.name for v in variables]
+        pruned = plan is not None and plan.role != 'pin'
         try:
-            if plan is not None and plan.role != 'pin':
+            if pruned and len(set(names)) != len(names):
+                raise SpeedupError(f'its variables share names ({", ".join(names)}), so their '
+                                   'channels cannot be matched')
+            # Pruned layers' handlers address variables by name; every other layer gets
+            # its own values back in its own variable order (names repeat in Bidirectional
+            # and in layers holding layers, so a name map would mix them up).
+            weights: Any = {n: v.numpy() for n, v in zip(names, variables)} if pruned \
+                else [v.numpy() for v in variables]
+            if pruned:
                 self._prune(layer, plan, config, weights)
-            new = type(layer).from_config(config)
+            new = from_config(layer, config)
         except Exception as exc:
             raise SpeedupError(f"speedup cannot rebuild layer '{layer.name}' "
                                f'({type(layer).__name__}): {exc}') from exc
-        if weights:
+        if len(weights):
             self.pending.append((layer, new, weights))
         return new
 
@@ -91,6 +101,15 @@ class Rebuilder:
         elif plan.role == 'reshape' and type(layer).__name__ == 'Reshape':
             n_out = int(kept(plan.out_ids).sum())
             config['target_shape'] = tuple(plan.out_shape[1:-1]) + (n_out,)
+
+
+def from_config(layer: keras.layers.Layer, config: dict) -> keras.layers.Layer:
+    """A new layer like ``layer``. A ``Lambda`` is the same object again: it is stateless,
+    and rebuilding it would mean deserializing Python bytecode (Keras refuses that
+    outside ``safe_mode=False``, rightly, for files)."""
+    if isinstance(layer, keras.layers.Lambda):
+        return layer
+    return type(layer).from_config(config)
 
 
 def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list[np.ndarray]:

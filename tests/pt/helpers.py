@@ -66,3 +66,14 @@ def run_compress(name: str, pruner):
         for _ in pruner.get_prune_iterations():
             pruner.prune_iteration_start()
     return model
+
+
+def model_bytes(model) -> dict:
+    """Every parameter and buffer (persistent or not) as raw bytes, with the module
+    structure and training flags: equal before and after means the model is untouched."""
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    raw = {k: (str(v.dtype), tuple(v.shape), v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+           for k, v in tensors.items()}
+    raw['<structure>'] = tuple((n, type(m).__name__, m.training, tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+                               for n, m in model.named_modules())
+    return raw

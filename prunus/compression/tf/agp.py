@@ -7,7 +7,7 @@ import keras
 
 from ..config import ConfigSpec, validate_config_list
 from ..registry import get_pruner, register_pruner
-from ..schedules import agp_sparsity
+from ..schedules import agp_sparsity, check_agp_entry
 from prunus.layers.tf import masking
 from .base import Pruner
 
@@ -49,8 +49,10 @@ class AGPPruner(Pruner):
         self.supported_types = algorithm.supported_types
         self.default_types = algorithm.default_types
         super().__init__(model, config_list)
-        inner_list = [self._inner_entry(e) for e in validate_config_list(
-            config_list, self.config_spec, type(self).__name__)]
+        entries = validate_config_list(config_list, self.config_spec, type(self).__name__)
+        for entry in entries:
+            check_agp_entry(entry, entry.get('final_sparsity'), 10)
+        inner_list = [self._inner_entry(e) for e in entries]
         kwargs: dict[str, Any] = {'dependency_aware': dependency_aware} if dependency_aware is not False else {}
         if hasattr(algorithm, 'batches'):
             kwargs.update(data=data, statistics_batch_num=statistics_batch_num)

@@ -13,6 +13,7 @@ or ranked globally for ``total_sparsity``), attaches them to the model and expor
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -21,15 +22,13 @@ import numpy as np
 
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
+from ..owner_errors import name_errors, wrap_subclass_init
 from ..selection import Selection, select_layers
 from prunus.layers.tf import masking
+from prunus.layers.tf.files import atomic_path, check_writable
 from .dependency import dependency_keeps, tied_groups
-from prunus.layers.tf.specs import channel_mask, iter_layers, layer_refs, spec_of, variables_of
-
-CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
-              'Conv3DTranspose')
-FILTER_TYPES = CONV_TYPES + ('DepthwiseConv1D', 'DepthwiseConv2D', 'SeparableConv1D',
-                             'SeparableConv2D', 'Dense')
+from prunus.layers.tf.specs import (CONV_TYPES, FILTER_TYPES, channel_mask, iter_layers, layer_refs, spec_of,
+                                    variables_of)
 
 
 class Pruner:
@@ -55,6 +54,11 @@ class Pruner:
     global_per_entry = False
     structured = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_subclass_init(cls)  # a constructor's errors name the pruner
+
+    @name_errors
     def __init__(self, model: keras.Model, config_list: list[dict[str, Any]],
                  dependency_aware: bool = False):
         owner = type(self).__name__
@@ -127,7 +131,7 @@ class Pruner:
             chosen = {n: np.asarray(scores[n], dtype=np.float64) for n in names}
             if key == 'total_sparsity' or self.global_per_entry:
                 keeps.update(global_keep_masks(chosen, sparsity, entry.get('max_sparsity_per_layer'),
-                                               where=entry.where))
+                                               where=entry.where, min_keep=1 if self.structured else 0))
             else:
                 keeps.update({n: keep_mask(s, sparsity) for n, s in chosen.items()})
                 local_scores.update(chosen)
@@ -164,8 +168,10 @@ class Pruner:
 
     def load_masks(self, masks: masking.Masks | str) -> keras.Model:
         """Attaches masks from a dict or a file written by :meth:`export_model`."""
-        masks = masking.load_masks(masks) if isinstance(masks, str) else masks
-        masking.attach_masks(self.model, masks)
+        source = 'masks'
+        if isinstance(masks, (str, os.PathLike)):
+            source, masks = f"mask file '{os.fspath(masks)}'", masking.load_masks(os.fspath(masks))
+        masking.attach_masks(self.model, masks, source)
         self._masks = {n: {k: np.asarray(m, np.float32) for k, m in e.items()} for n, e in masks.items()}
         return self.model
 
@@ -182,9 +188,16 @@ class Pruner:
         return masking.strip(self.model)
 
     def export_model(self, model_path: str, mask_path: str | None = None) -> None:
-        """Saves the model with masked weights (``.keras``) and optionally the masks (``.npz``)."""
+        """Saves the model with masked weights (``.keras``) and optionally the masks (``.npz``);
+        both paths are checked first, and each file is written whole or not at all."""
+        check_writable(model_path, 'model file')
+        if not os.fspath(model_path).endswith('.keras'):
+            raise ValueError(f"model file '{model_path}' must end in '.keras' (the Keras 3 format).")
+        if mask_path is not None:
+            check_writable(mask_path, 'mask file')
         masking.apply_masks(self.model)
-        self.model.save(model_path)
+        with atomic_path(model_path, '.keras') as tmp:
+            self.model.save(tmp)
         if mask_path is not None:
             masking.save_masks(self._masks, mask_path)
 

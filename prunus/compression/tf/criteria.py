@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..criteria import geometric_median_distance
+
 
 def magnitude(weight: np.ndarray) -> np.ndarray:
     """Level: ``|w|`` per element, flattened in torch element order."""
@@ -19,18 +21,6 @@ def lp_norm(filters: np.ndarray, p: int) -> np.ndarray:
     if p == 1:
         return np.abs(filters).sum(axis=1)
     return np.sqrt((filters ** 2).sum(axis=1))
-
-
-def geometric_median_distance(filters: np.ndarray) -> np.ndarray:
-    """FPGM: per filter, the summed Euclidean distance to every other filter.
-
-    The filters nearest the geometric median (smallest sum) are the most replaceable.
-    """
-    filters = filters.astype(np.float64)
-    sq = (filters ** 2).sum(axis=1)
-    dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * filters @ filters.T, 0.0)
-    np.fill_diagonal(dist2, 0.0)
-    return np.sqrt(dist2).sum(axis=1)
 
 
 def batchnorm_scale(gamma: np.ndarray) -> np.ndarray:

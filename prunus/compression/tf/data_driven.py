@@ -19,6 +19,7 @@ import tensorflow as tf
 from ..registry import register_pruner
 from . import criteria
 from .base import Pruner
+from prunus.layers.tf.inputs import call_checked
 from prunus.layers.tf.specs import filters_of, spec_of, variables_of
 
 
@@ -54,7 +55,12 @@ class DataDrivenPruner(Pruner):
         if self.data is None:
             raise ValueError(f'{type(self).__name__} scores filters from data: pass data=<an '
                              'iterable of batches or (x, y) pairs, or a tf.data.Dataset>.')
-        batches = [_split(b) for b in islice(iter(self.data), self.statistics_batch_num)]
+        try:
+            source = iter(self.data)
+        except TypeError:
+            raise TypeError(f'{type(self).__name__}: data must be an iterable of batches, (x, y) pairs or a '
+                            f'tf.data.Dataset; got {type(self.data).__name__}.') from None
+        batches = [_split(b) for b in islice(source, self.statistics_batch_num)]
         if not batches:
             raise ValueError(f'{type(self).__name__}: data yielded no batch.')
         return batches
@@ -81,9 +87,9 @@ class ActivationPruner(DataDrivenPruner):
         zeros: dict[str, Any] = defaultdict(float)
         sums: dict[str, Any] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
-        for x, _ in self.batches():
+        for index, (x, _) in enumerate(self.batches()):
             with _recording(self.layers, names) as outputs:
-                self.model(x, training=False)
+                call_checked(self.model, x, f'{type(self).__name__}: batch {index} of data', training=False)
             for name in names:
                 for out in outputs[name]:
                     act = np.asarray(self.activation(out))
@@ -176,11 +182,12 @@ class TaylorFOWeightFilterPruner(DataDrivenPruner):
         names = [sel.layer.name for sel in self.selections]
         variables = [variables_of(self.layers[n])[spec_of(self.layers[n]).weight] for n in names]
         totals = {n: 0.0 for n in names}
-        for x, y in self.batches():
+        for index, (x, y) in enumerate(self.batches()):
             if y is None:
                 raise ValueError('TaylorFOWeightFilterPruner needs (x, y) batches to compute a loss.')
             with tf.GradientTape() as tape:
-                loss = self.criterion(y, self.model(x, training=False))
+                out = call_checked(self.model, x, f'{type(self).__name__}: batch {index} of data', training=False)
+                loss = self.criterion(y, out)
             grads = tape.gradient(loss, variables)
             for name, var, grad in zip(names, variables, grads):
                 if grad is None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from prunus.tf_speedup.dependency import channel_groups
 
-from ..allocation import keep_mask
+from ..grouping import group_keep, group_scores
 
 
 def tied_groups(model: keras.Model, owner: str) -> list:
@@ -45,13 +45,7 @@ def dependency_keeps(groups: list, scores: dict[str, np.ndarray],
         names = [n for n in group.names if n in scores]
         if not names or (len(names) < 2 and group.blocks.max(initial=0) == 0):
             continue
-        total = np.zeros(group.size, np.float64)
-        for n in names:
-            np.add.at(total, group.channels[n], scores[n])
-        target = max(sparsity[n] for n in names)
-        keep = np.zeros(group.size, bool)
-        for label in np.unique(group.blocks):
-            where = np.flatnonzero(group.blocks == label)
-            keep[where] = keep_mask(total[where], target)
+        total = group_scores(group.size, {n: group.channels[n] for n in names}, scores)
+        keep = group_keep(total, max(sparsity[n] for n in names), group.blocks)
         keeps.update({n: keep[group.channels[n]] for n in names})
     return keeps

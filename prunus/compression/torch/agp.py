@@ -8,7 +8,7 @@ from torch import nn
 
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..registry import register_pruner
-from ..schedules import agp_sparsity
+from ..schedules import agp_sparsity, check_agp_entry
 from prunus.layers.torch import specs
 from .base import Pruner
 from .collect import Collector
@@ -90,11 +90,7 @@ class AGPPruner(Pruner):
 
     @staticmethod
     def _check_schedule(entry: ConfigEntry) -> None:
-        start, end = entry.get('start_epoch', 0), entry.get('end_epoch', _DEFAULT_END_EPOCH)
-        if not entry.exclude and end < start:
-            raise ValueError(f"{entry.where}['end_epoch'] ({end}) must be >= 'start_epoch' ({start}).")
-        if entry.get('initial_sparsity', 0.0) > AGPPruner.final_of(entry):
-            raise ValueError(f"{entry.where}['initial_sparsity'] must not exceed the final sparsity.")
+        check_agp_entry(entry, None if entry.exclude else AGPPruner.final_of(entry), _DEFAULT_END_EPOCH)
 
     @staticmethod
     def final_of(entry: ConfigEntry) -> float:

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..allocation import global_keep_masks, keep_mask
 from ..config import ConfigEntry, ConfigSpec, validate_config_list
+from ..owner_errors import name_errors, wrap_subclass_init
 from ..selection import LayerRef, select_layers
 from prunus.layers.torch import specs
 from .export import export_model as _export_model
@@ -61,6 +62,11 @@ class Pruner:
     #: True when 'sparsity' itself is a global budget over the entry's layers (Slim).
     global_by_default: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_subclass_init(cls)  # a constructor's errors name the pruner
+
+    @name_errors
     def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f'{type(self).__name__} needs a torch.nn.Module as model; '
@@ -116,18 +122,11 @@ class Pruner:
             sparsity = self.sparsity_of(entry)
             if self.is_global(entry):
                 keeps.update(global_keep_masks({n: to_numpy(scores[n]) for n in names}, sparsity,
-                                               self._layer_caps(entry, scores, names), entry.where))
+                                               entry.get('max_sparsity_per_layer'), entry.where,
+                                               min_keep=1 if self.structured else 0))
             else:
                 keeps.update({n: keep_mask(to_numpy(scores[n]), sparsity) for n in names})
         return keeps
-
-    def _layer_caps(self, entry: ConfigEntry, scores: Scores, names: list[str]) -> Any:
-        """The per-layer cap of a global ranking: the user's, or for structured pruning
-        'never a whole layer', since a layer with no channel left cuts the network."""
-        if 'max_sparsity_per_layer' in entry or not self.structured:
-            return entry.get('max_sparsity_per_layer')
-        counts = {n: scores[n].numel() for n in names}
-        return {n: (c - 1) / c if c > 1 else 1.0 for n, c in counts.items()}
 
     def expand_keep(self, name: str, keep: torch.Tensor) -> dict[str, torch.Tensor]:
         """Turns a flat keep vector into per-parameter masks for layer ``name``."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from prunus.layers.torch import specs
-from .flops import call_model
+from prunus.layers.torch.inputs import run_inputs
 from .criteria import taylor_fo_contribution
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -161,14 +161,20 @@ class TaylorCollector(Collector):
         return record
 
 
+def _call_on_batch(model: nn.Module, inputs: Any, index: int, owner: str) -> Any:
+    """The model's output on one batch's inputs; a batch the model rejects (a wrong
+    shape or dtype) is named, with the layer that rejected it."""
+    return run_inputs(model, inputs, f'{owner}: batch {index} of data' if owner else f'batch {index} of data')
+
+
 @torch.no_grad()
-def run_forward(model: nn.Module, data: Iterable, limit: int | None) -> None:
+def run_forward(model: nn.Module, data: Iterable, limit: int | None, owner: str = '') -> None:
     """Feeds batches to ``model`` in eval mode (BatchNorm statistics untouched)."""
     device, was_training = model_device(model), model.training
     model.eval()
     try:
-        for batch in limited(data, limit):
-            call_model(model, to_device(split_batch(batch)[0], device))
+        for index, batch in enumerate(limited(data, limit)):
+            _call_on_batch(model, to_device(split_batch(batch)[0], device), index, owner)
     finally:
         model.train(was_training)
 
@@ -180,10 +186,10 @@ def run_backward(model: nn.Module, data: Iterable, limit: int | None, criterion:
     saved = {p: p.grad for p in model.parameters()}
     model.eval()
     try:
-        for batch in limited(data, limit):
+        for index, batch in enumerate(limited(data, limit)):
             inputs, target = split_batch(batch)
             model.zero_grad(set_to_none=True)
-            output = call_model(model, to_device(inputs, device))
+            output = _call_on_batch(model, to_device(inputs, device), index, owner)
             loss_of(output, to_device(target, device), criterion, owner).backward()
     finally:
         model.train(was_training)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..criteria import geometric_median_distance
 from ..patterns import BlockPattern, NMPattern, Pattern
 
 
@@ -46,10 +47,11 @@ def fpgm(filters: torch.Tensor) -> torch.Tensor:
     """Sum of Euclidean distances from each filter to all others (He et al. 2019).
 
     Filters closest to the geometric median have the smallest sum: they are the most
-    replaceable by the rest, so they are pruned first.
+    replaceable by the rest, so they are pruned first. Computed by the shared core
+    (float64), so Keras' FPGMPruner gives the same scores on the same weights.
     """
-    rows = filters.detach().float()
-    return torch.cdist(rows.unsqueeze(0), rows.unsqueeze(0)).squeeze(0).sum(dim=1)
+    rows = filters.detach().to('cpu', torch.float64).numpy()
+    return torch.from_numpy(geometric_median_distance(rows))
 
 
 def bn_scale(gamma: torch.Tensor) -> torch.Tensor:

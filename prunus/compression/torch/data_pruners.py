@@ -65,7 +65,7 @@ class DataDrivenFilterPruner(FilterPruner):
 
     def run_batches(self, limit: int | None) -> None:
         runner = run_backward if self.needs_gradients else run_forward
-        args = (self.criterion, type(self).__name__) if self.needs_gradients else ()
+        args = (self.criterion, type(self).__name__) if self.needs_gradients else (type(self).__name__,)
         runner(self.bound_model, self.data, limit, *args)
 
     def collect(self) -> Collector:

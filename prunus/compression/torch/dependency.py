@@ -18,7 +18,7 @@ import torch
 
 from prunus.speedup.dependency import dependency_structure
 
-from ..allocation import keep_mask
+from ..grouping import even_blocks, group_keep, group_scores
 from prunus.layers.torch import specs
 
 
@@ -50,8 +50,7 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
             continue
         total = _group_scores(group, names, scores)
         sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
-        blocks = total.view(group.groups, -1).numpy()
-        keep = np.concatenate([keep_mask(b, sparsity) for b in blocks])
+        keep = group_keep(total, sparsity, even_blocks(group.size, group.groups))
         for n in names:
             keeps[n] = keep[group.channels[n].numpy()]
     if splits:
@@ -60,12 +59,10 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
     return keeps
 
 
-def _group_scores(group: Any, names: list[str], scores: dict[str, torch.Tensor]) -> torch.Tensor:
+def _group_scores(group: Any, names: list[str], scores: dict[str, torch.Tensor]) -> np.ndarray:
     """A group channel's score: the sum of its members' channel scores."""
-    total = torch.zeros(group.size, dtype=torch.float64)
-    for n in names:
-        total.index_add_(0, group.channels[n], scores[n].detach().double().cpu().flatten())
-    return total
+    return group_scores(group.size, {n: group.channels[n].numpy() for n in names},
+                        {n: scores[n].detach().double().cpu().numpy() for n in names})
 
 
 def _even_splits(groups: list, splits: list, keeps: dict[str, np.ndarray],
@@ -92,7 +89,7 @@ def _even_splits(groups: list, splits: list, keeps: dict[str, np.ndarray],
             keeps[n] = keeps[n] | hit
 
     def score(gi):
-        return _group_scores(groups[gi], [n for n in members(gi) if n in scores], scores).numpy()
+        return _group_scores(groups[gi], [n for n in members(gi) if n in scores], scores)
 
     group_scores = {gi: score(gi) for split in splits for gi in set(split.group.tolist()) if gi >= 0}
     changed = True

@@ -15,7 +15,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from prunus.layers.torch.files import atomic_path, check_writable, normalize_mask_keys, read_mask_file, save_atomic
 from prunus.layers.torch.masking import Masks, check_masks, strip
+from ..mask_rules import check_structure, not_masks
 
 
 def load_masks(masks: str | os.PathLike | Mapping, device: Any = None) -> Masks:
@@ -33,19 +35,13 @@ def load_masks(masks: str | os.PathLike | Mapping, device: Any = None) -> Masks:
         masks = load_masks('mask.pth')
     """
     if isinstance(masks, (str, os.PathLike)):
-        loaded = torch.load(masks, map_location=device or 'cpu', weights_only=True)
+        loaded = read_mask_file(masks, device)
     elif isinstance(masks, Mapping):
+        check_structure(masks)
         loaded = masks
     else:
-        raise TypeError(f'masks must be a dict or a path to a mask file; got {type(masks).__name__}.')
-    out: Masks = {}
-    for name, per_param in loaded.items():
-        if not isinstance(per_param, Mapping):
-            raise TypeError(f"masks['{name}'] must be a dict like {{'weight': mask}}; "
-                            f'got {type(per_param).__name__}.')
-        # Files from NNI name the entries 'weight_mask'/'bias_mask'; accept both.
-        out[name] = {key.removesuffix('_mask'): mask for key, mask in per_param.items()}
-    return out
+        raise not_masks(masks, pruner=False)
+    return normalize_mask_keys(loaded)
 
 
 def _dummy(input_shape: Any, device: Any, dummy_input: Any) -> Any:
@@ -68,28 +64,40 @@ def export_model(model: nn.Module, masks: Masks, model_path: str, mask_path: str
         raise ValueError('export_model needs input_shape or dummy_input to write onnx_path.')
     if onnx_path is not None and importlib.util.find_spec('onnx') is None:
         raise ImportError("export_model(onnx_path=...) needs the 'onnx' package: pip install onnx")
+    check_masks(model, masks)
+    for path, what in ((model_path, 'model file'), (mask_path, 'mask file'), (onnx_path, 'ONNX file')):
+        if path is not None:
+            check_writable(path, what)
     state = {key: value.detach().clone() for key, value in model.state_dict().items()}
     for name, per_param in masks.items():
         for pname, mask in per_param.items():
             key = f'{name}.{pname}' if name else pname
             state[key] = state[key] * mask.to(state[key].device, state[key].dtype)
-    torch.save(state, model_path)
+    if onnx_path is not None:  # the step most likely to fail goes first: all or nothing
+        _export_onnx(model, onnx_path, input_shape, device, dummy_input)
+    save_atomic(state, model_path)
     if mask_path is not None:
-        torch.save({n: {p: m.detach().cpu() for p, m in per.items()} for n, per in masks.items()},
-                   mask_path)
-    if onnx_path is not None:
-        plain = strip(copy.deepcopy(model))
-        inputs = _dummy(input_shape, device, dummy_input)
-        args = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
-        kwargs = {}
-        if isinstance(inputs, dict):
-            args, kwargs = (), inputs
-        # The TorchScript exporter needs only the onnx package and handles eager models
-        # with Python control flow; torch deprecates it in favour of torch.export, which
-        # would also need onnxscript.
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DeprecationWarning)
-            torch.onnx.export(plain, args, onnx_path, kwargs=kwargs or None, dynamo=False)
+        save_atomic({n: {p: m.detach().cpu() for p, m in per.items()} for n, per in masks.items()}, mask_path)
+
+
+def _export_onnx(model: nn.Module, onnx_path: str, input_shape: Any, device: Any, dummy_input: Any) -> None:
+    plain = strip(copy.deepcopy(model))
+    inputs = _dummy(input_shape, device, dummy_input)
+    args = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
+    kwargs = {}
+    if isinstance(inputs, dict):
+        args, kwargs = (), inputs
+    # The TorchScript exporter needs only the onnx package and handles eager models
+    # with Python control flow; torch deprecates it in favour of torch.export, which
+    # would also need onnxscript.
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        with atomic_path(onnx_path) as tmp:
+            torch.onnx.export(plain, args, tmp, kwargs=kwargs or None, dynamo=False)
+
+
+def _source(mask_path: Any) -> str:
+    return f"mask file '{os.fspath(mask_path)}'" if isinstance(mask_path, (str, os.PathLike)) else 'masks'
 
 
 @torch.no_grad()
@@ -114,7 +122,7 @@ def apply_compression_results(model: nn.Module, mask_path: str | Mapping, device
         model = apply_compression_results(MyNet(), 'mask.pth')
     """
     masks = load_masks(mask_path, device)
-    check_masks(model, masks)
+    check_masks(model, masks, _source(mask_path))
     modules = dict(model.named_modules())
     for name, per_param in masks.items():
         for pname, mask in per_param.items():

@@ -10,14 +10,7 @@ from prunus._interop import guard_triton_after_tensorflow
 guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Calls ``model`` with a tensor, a tuple/list of positional inputs or a dict of kwargs."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+from prunus.layers.torch.inputs import call_model  # noqa: E402
 
 
 @torch.no_grad()

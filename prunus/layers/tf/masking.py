@@ -19,6 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from prunus.compression import mask_rules as rules
+from prunus.compression.mask_rules import MaskFacts
+from .files import read_mask_npz, write_mask_npz
 from .specs import iter_layers, spec_of, variables_of
 
 Masks = dict[str, dict[str, np.ndarray]]
@@ -37,32 +40,56 @@ class MaskConstraint:
         return w * tf.cast(self.mask, w.dtype)
 
 
-def masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.ndarray]]):
-    """Yields ``(name, key, variable, mask)`` after checking every name and shape."""
-    layers = dict(iter_layers(model))
-    plan = []
-    for name, entry in masks.items():
-        if name not in layers:
-            raise ValueError(f"mask names layer '{name}', which the model does not have.")
+def mask_facts(where: str, mask: object) -> MaskFacts:
+    """What the shared mask rules need to know about one Keras (numpy-like) mask."""
+    try:
+        arr = np.asarray(mask)
+    except Exception as exc:  # a ragged list, an object numpy cannot read
+        raise TypeError(f'{where} must be an array; got {type(mask).__name__} ({exc}).') from exc
+    kind = {'b': 'bool', 'i': 'int', 'u': 'int', 'f': 'float'}.get(arr.dtype.kind, 'other')
+    if kind == 'other':
+        return MaskFacts(arr.shape, kind, dtype=str(arr.dtype))
+    finite = kind != 'float' or bool(np.isfinite(arr).all())
+    binary = finite and bool(((arr == 0) | (arr == 1)).all())
+    return MaskFacts(arr.shape, kind, finite, binary, str(arr.dtype))
+
+
+def _layer_plan(name: str, layers: dict, entry: Mapping[str, object]) -> list:
+    rules.check_module(name, layers, 'layer')
+    try:
         spec = spec_of(layers[name])
-        variables = variables_of(layers[name])
-        for key, mask in entry.items():
-            var_name = {'weight': spec.weight, 'bias': spec.bias}.get(key)
-            if var_name is None or var_name not in variables:
-                raise ValueError(f"mask '{name}'['{key}'] has no matching variable in the layer.")
-            variable = variables[var_name]
-            mask = np.asarray(mask, dtype=np.float32)
-            if tuple(mask.shape) != tuple(variable.shape):
-                raise ValueError(f"mask '{name}'['{key}'] has shape {mask.shape}, but the "
-                                 f'variable has shape {tuple(variable.shape)}.')
-            plan.append((name, key, variable, mask))
+    except TypeError as exc:
+        raise ValueError(f'masks[{name!r}]: {exc}') from None
+    variables = variables_of(layers[name])
+    known = [k for k, v in (('weight', spec.weight), ('bias', spec.bias)) if v in variables]
+    plan = []
+    for key, mask in entry.items():
+        rules.check_parameter(name, key, known, 'layer')
+        variable = variables[{'weight': spec.weight, 'bias': spec.bias}[key]]
+        where = rules.mask_where(name, key)
+        rules.check_facts(where, mask_facts(where, mask), tuple(variable.shape))
+        plan.append((name, key, variable, np.asarray(mask, dtype=np.float32)))
     return plan
 
 
-def attach_masks(model: keras.Model, masks: Masks) -> None:
-    """Zeroes masked weights and keeps them zero through training (updates existing masks)."""
+def masked_variables(model: keras.Model, masks: Mapping[str, Mapping[str, np.ndarray]],
+                      source: str = 'masks'):
+    """Yields ``(name, key, variable, mask)`` after checking every mask against the
+    shared rules (:mod:`prunus.compression.mask_rules`); nothing is changed before."""
+    rules.check_structure(masks, source)
+    layers = dict(iter_layers(model))
+    plan = []
+    with rules.naming_source(source):
+        for name, entry in masks.items():
+            plan += _layer_plan(name, layers, entry)
+    return plan
+
+
+def attach_masks(model: keras.Model, masks: Masks, source: str = 'masks') -> None:
+    """Zeroes masked weights and keeps them zero through training (updates existing masks).
+    Every mask is checked first, so a bad one changes nothing."""
     added = False
-    for _, _, variable, mask in masked_variables(model, masks):
+    for _, _, variable, mask in masked_variables(model, masks, source):
         current = variable.constraint
         if isinstance(current, MaskConstraint):
             current.mask.assign(mask)  # read by the traced train step: no retrace needed
@@ -113,7 +140,8 @@ def strip(model: keras.Model) -> keras.Model:
 
 
 def save_masks(masks: Masks, path: str) -> None:
-    """Writes masks to a ``.npz`` file (keys ``'<layer name>::weight'``, ``'...::bias'``).
+    """Writes masks to a ``.npz`` file (keys ``'<layer name>::weight'``, ``'...::bias'``)
+    through a temporary file, so a failed write leaves no half file.
 
     Args:
         masks: ``{layer_name: {'weight': array, 'bias': array}}``.
@@ -123,12 +151,14 @@ def save_masks(masks: Masks, path: str) -> None:
 
         save_masks(pruner.get_masks(), 'masks.npz')
     """
-    np.savez(path, **{f'{name}::{key}': mask for name, entry in masks.items()
-                      for key, mask in entry.items()})
+    rules.check_structure(masks)
+    write_mask_npz(path, {f'{name}::{key}': np.asarray(mask) for name, entry in masks.items()
+                          for key, mask in entry.items()})
 
 
 def load_masks(path: str) -> Masks:
-    """Reads a mask file written by :func:`save_masks`.
+    """Reads a mask file written by :func:`save_masks`; a file that is not one is named
+    in the error together with the format it should have.
 
     Args:
         path: the ``.npz`` file.
@@ -141,8 +171,10 @@ def load_masks(path: str) -> Masks:
         small = speedup(model, load_masks('masks.npz'))
     """
     masks: Masks = {}
-    with np.load(path) as data:
-        for flat in data.files:
-            name, _, key = flat.rpartition('::')
-            masks.setdefault(name, {})[key] = data[flat]
+    for flat, array in read_mask_npz(path).items():
+        name, sep, key = flat.rpartition('::')
+        if not sep:
+            raise ValueError(f"mask file '{path}' holds an array named {flat!r}; a prunus Keras mask "
+                             "file names them '<layer name>::weight' or '<layer name>::bias'.")
+        masks.setdefault(name, {})[key] = array
     return masks

@@ -54,6 +54,13 @@ WEIGHT_SPECS: dict[str, WeightSpec] = {
     **{f'SeparableConv{d}D': WeightSpec('pointwise_kernel', 'bias', _CONV[d]) for d in (1, 2)},
 }
 
+#: Layers with output channels (filters) a structured pruner may remove, and the ones
+#: ``'default'`` in ``op_types`` means for them.
+CONV_TYPES = ('Conv1D', 'Conv2D', 'Conv3D', 'Conv1DTranspose', 'Conv2DTranspose',
+              'Conv3DTranspose')
+FILTER_TYPES = CONV_TYPES + ('DepthwiseConv1D', 'DepthwiseConv2D', 'SeparableConv1D',
+                             'SeparableConv2D', 'Dense')
+
 
 def is_container(layer: keras.layers.Layer) -> bool:
     """Whether prunus walks into ``layer`` (a nested Sequential, Functional or subclassed model)."""

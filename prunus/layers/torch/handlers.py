@@ -28,6 +28,8 @@ a subclass of :class:`Handler` and pass ``custom_handlers={MyLayer: MyHandler()}
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
@@ -427,6 +429,26 @@ HANDLERS: dict[type, Handler] = {
     nn.MultiheadAttention: KeepChannelsHandler(),
 }
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
+
+
+def check_custom_handlers(custom: Any) -> dict[type, Handler] | None:
+    """``custom_handlers`` as given, or a TypeError naming the entry that is not
+    ``{nn.Module subclass: Handler instance}``."""
+    if custom is None:
+        return None
+    if not isinstance(custom, Mapping):
+        raise TypeError('custom_handlers must be a dict {LayerType: Handler()}; '
+                        f'got {type(custom).__name__}.')
+    for key, handler in custom.items():
+        if not (isinstance(key, type) and issubclass(key, nn.Module)):
+            raise TypeError(f'custom_handlers key {key!r} must be an nn.Module subclass '
+                            f'(the layer type); got {type(key).__name__}.')
+        if not isinstance(handler, Handler):
+            name = getattr(key, '__name__', key)
+            hint = ' (pass an instance: Handler(), not the class)' if isinstance(handler, type) else ''
+            raise TypeError(f'custom_handlers[{name}] must be a prunus.speedup.Handler instance; '
+                            f'got {type(handler).__name__}{hint}.')
+    return dict(custom)
 
 
 def find_handler(module: nn.Module, custom: dict[type, Handler] | None = None) -> Handler | None:

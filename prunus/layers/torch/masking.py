@@ -31,8 +31,13 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from prunus.compression import mask_rules as rules
+from prunus.compression.mask_rules import MaskFacts
+
 Masks = dict[str, dict[str, torch.Tensor]]
 
+# Not numbers a mask could be made of (quantized and unsigned-bit types).
+_NOT_MASKS = {getattr(torch, n) for n in ('quint8', 'qint8', 'qint32', 'quint4x2') if hasattr(torch, n)}
 _MASKED_ATTR = '_prunus_masked'  # tuple of parameter names masked on a module
 # Parameter -> (weakref to its module, parameter name); read by the optimizer hook.
 _OWNERS: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -90,28 +95,46 @@ def forget_masks(module: nn.Module) -> None:
     module.__dict__.pop(_MASKED_ATTR, None)
 
 
-def _check_mask(module_name: str, pname: str, param: torch.Tensor | None, mask: torch.Tensor) -> None:
-    if param is None:
-        raise ValueError(f"module '{module_name}' has no parameter '{pname}' to mask.")
+def mask_facts(where: str, mask: object) -> MaskFacts:
+    """What the shared mask rules need to know about one torch mask."""
     if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"the '{pname}' mask of module '{module_name}' must be a tensor; "
-                        f'got {type(mask).__name__}.')
-    if tuple(mask.shape) != tuple(param.shape):
-        raise ValueError(f"the '{pname}' mask of module '{module_name}' has shape "
-                         f'{tuple(mask.shape)}, but the parameter has shape {tuple(param.shape)}.')
+        raise TypeError(f'{where} must be a torch.Tensor; got {type(mask).__name__}.')
+    dtype = mask.dtype
+    if dtype == torch.bool:
+        return MaskFacts(tuple(mask.shape), 'bool', dtype=str(dtype))
+    if dtype.is_complex or dtype in _NOT_MASKS:
+        return MaskFacts(tuple(mask.shape), 'other', dtype=str(dtype))
+    kind = 'float' if dtype.is_floating_point else 'int'
+    values = mask.detach()
+    finite = kind == 'int' or bool(torch.isfinite(values).all())
+    binary = finite and bool(((values == 0) | (values == 1)).all())
+    return MaskFacts(tuple(mask.shape), kind, finite, binary, str(dtype))
 
 
-def check_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
-    """Raises a clear error if ``masks`` does not fit ``model``; changes nothing."""
+def _check_mask(module_name: str, pname: str, module: nn.Module, mask: object,
+                buffers: bool = False) -> None:
+    tables = [module._parameters] + ([module._buffers] if buffers else [])
+    known = [k for table in tables for k, v in table.items() if v is not None]
+    rules.check_parameter(module_name, pname, known)
+    param = next(table[pname] for table in tables if table.get(pname) is not None)
+    where = rules.mask_where(module_name, pname)
+    rules.check_facts(where, mask_facts(where, mask), tuple(param.shape))
+
+
+def check_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]],
+                source: str = 'masks', buffers: bool = False) -> None:
+    """Raises a clear error if ``masks`` does not fit ``model``; changes nothing.
+
+    The rules are those of :mod:`prunus.compression.mask_rules` (structure, module and
+    parameter exist, shape, dtype, finite, only 0 and 1). ``source`` names a mask file;
+    ``buffers`` also allows masking buffers (the speedup accepts those)."""
+    rules.check_structure(masks, source)
     modules = dict(model.named_modules())
-    for name, per_param in masks.items():
-        if name not in modules:
-            import difflib
-            close = difflib.get_close_matches(name, list(modules), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else '.'
-            raise ValueError(f"masks name module '{name}', which the model does not have{hint}")
-        for pname, mask in per_param.items():
-            _check_mask(name, pname, getattr(modules[name], '_parameters', {}).get(pname), mask)
+    with rules.naming_source(source):
+        for name, per_param in masks.items():
+            rules.check_module(name, modules)
+            for pname, mask in per_param.items():
+                _check_mask(name, pname, modules[name], mask, buffers)
 
 
 @torch.no_grad()
@@ -122,8 +145,7 @@ def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_na
     The module keeps copies of the masks, unless ``owned`` says they are fresh tensors
     nobody else holds (a pruner's own masks), which it then keeps as they are."""
     for pname, mask in masks.items():
-        param = module._parameters.get(pname)
-        _check_mask(module_name or type(module).__name__, pname, param, mask)
+        _check_mask(module_name or type(module).__name__, pname, module, mask)
     names = list(getattr(module, _MASKED_ATTR, ()))
     for pname, mask in masks.items():
         param = module._parameters[pname]

@@ -24,7 +24,15 @@ REWARDS = ('acc_reward', 'acc_flops_reward')
 
 def first_input(val_loader: Any) -> Any:
     """One example from the first batch of ``val_loader`` (the dummy input for FLOPs)."""
-    inputs = split_batch(next(iter(val_loader)))[0]
+    try:
+        batches = iter(val_loader)
+    except TypeError:
+        raise TypeError(f'AMCPruner: val_loader must be an iterable of batches; got {type(val_loader).__name__}.') from None
+    first = next(batches, None)
+    if first is None:
+        raise ValueError('AMCPruner: val_loader yields no batch; the evaluator and the FLOPs count need '
+                         'at least one (an empty dataset, or drop_last with fewer samples than batch_size?).')
+    inputs = split_batch(first)[0]
     return inputs[:1] if isinstance(inputs, torch.Tensor) else inputs
 
 
@@ -98,8 +106,9 @@ class AMCPruner(AutoPruner):
         self.agent_args = dict(hidden1=hidden1, hidden2=hidden2, lr_c=lr_c, lr_a=lr_a, tau=tau, discount=discount,
                                bsize=bsize)
         self.rmsize = rmsize
+        probe = first_input(val_loader)  # an empty loader fails here, not deep in the search
         self._setup(evaluator, base_algo, output_dir, seed=0 if seed is None else seed, budget='flops',
-                    dummy_input=first_input(val_loader) if dummy_input is None else dummy_input,
+                    dummy_input=probe if dummy_input is None else dummy_input,
                     max_sparsity_per_layer=1 - lbound, progress=progress)
 
     def _single_target(self) -> float:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from prunus.layers.torch.files import read_checkpoint, save_atomic
 from prunus.speedup.core import speedup
 
 from ...history import SearchHistory
@@ -139,7 +140,7 @@ class AutoCompressPruner(AutoPruner):
                             self.budget, achieved, goal)
                 rounds.append(self.best_config_list(allocation))
                 # The whole (sped-up) module is saved: its shapes no longer match the original class defaults.
-                torch.save({'settings': history.settings, 'round': index + 1, 'model': model, 'rounds': rounds},
+                save_atomic({'settings': history.settings, 'round': index + 1, 'model': model, 'rounds': rounds},
                            self.experiment_data_dir / CHECKPOINT)
                 bar.set_postfix(score=f'{score:.4f}', removed=f'{achieved:.3f}')
                 bar.update(1)
@@ -154,7 +155,7 @@ class AutoCompressPruner(AutoPruner):
     def _resume(self, history: SearchHistory) -> tuple[nn.Module, int, list]:
         path = self.experiment_data_dir / CHECKPOINT
         if history.resumed and path.exists():
-            state = torch.load(path, weights_only=False)
+            state = read_checkpoint(path, 'AutoCompressPruner') or {}
             if state.get('settings') == history.settings:
                 logger.info('AutoCompressPruner: resuming after round %d', state['round'])
                 return state['model'], state['round'], state['rounds']

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import zlib
 from concurrent.futures import Executor
@@ -34,22 +35,28 @@ from tqdm.auto import tqdm
 
 from ...allocation import keep_mask, prune_count
 from ...config import ConfigSpec
+from ...fingerprint import callable_digest, config_digest
 from ...history import SearchHistory
 from ...registry import get_pruner
 from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
 from prunus.layers.torch import specs
 from ..base import Pruner, Scores, to_numpy
+from prunus.layers.torch.files import save_atomic
 from prunus.layers.torch.masking import Masks, apply_masks
+from ..forksafe import guard_forked_workers
 from .cost import CostModel
+from .fingerprint import model_digest
 from .units import SearchUnit
 
 logger = logging.getLogger('prunus.search')
+guard_forked_workers()  # candidates may run in a default (forked) process pool
 
 BUDGETS = ('sparsity', 'flops')
 
 
 def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tuner: Callable | None = None,
-                    seed: int = 0, evaluator_args: Sequence[Any] = ()) -> tuple[float, dict | None]:
+                    seed: int = 0, evaluator_args: Sequence[Any] = (), owner: str = 'search'
+                    ) -> tuple[float, dict | None]:
     """Masks a copy of ``model``, optionally fine-tunes it, and evaluates it.
 
     Module-level so process pools and dask can pickle it. Returns the score and, when a
@@ -59,9 +66,22 @@ def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tu
     candidate = apply_masks(copy.deepcopy(model), masks)
     if fine_tuner is not None:
         fine_tuner(candidate)
-    score = float(evaluator(*evaluator_args, candidate))
+    score = as_score(evaluator(*evaluator_args, candidate), owner)
     state = {k: v.detach().clone() for k, v in candidate.state_dict().items()} if fine_tuner else None
     return score, state
+
+
+def as_score(value: Any, owner: str) -> float:
+    """The evaluator's result as a float; a non-number or NaN would make every later
+    comparison of the search meaningless, so it stops the search with a clear error."""
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f'{owner}: the evaluator must return a number (the score); '
+                        f'got {type(value).__name__} {str(value)[:40]!r}.') from None
+    if math.isnan(score):
+        raise ValueError(f'{owner}: the evaluator returned NaN for a candidate; return a number.')
+    return score
 
 
 def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -144,6 +164,9 @@ class AutoPruner(Pruner):
         self._cost: CostModel | None = None
         self.best_allocation: Allocation | None = None
         self.best_score: float | None = None
+        # Taken before the search touches anything: a resume needs the same starting point.
+        self.fingerprint = {'model': model_digest(self.bound_model), 'config': config_digest(self.config_list),
+                            'evaluator': callable_digest(evaluator)}
 
     def _single_target(self) -> float:
         values = {e.index: e.get('sparsity') for e in self.entries if not e.exclude}
@@ -299,7 +322,7 @@ class AutoPruner(Pruner):
                 continue
             results.append(None)
             args = (model, self.masks_for(alloc, scores), self.evaluator, fine_tuner,
-                    (self.seed + zlib.crc32(key.encode())) % 2 ** 31, tuple(evaluator_args))
+                    (self.seed + zlib.crc32(key.encode())) % 2 ** 31, tuple(evaluator_args), type(self).__name__)
             pending[i] = self.executor.submit(score_candidate, *args) if self.executor else args
         for i, job in pending.items():
             results[i] = job.result() if self.executor else score_candidate(*job)
@@ -334,7 +357,7 @@ class AutoPruner(Pruner):
         history.save_best(self.best_config_list(allocation), score, budget=self.budget,
                           achieved=self.measure(allocation), target=self.target_sparsity,
                           **({'units': units} if units else {}))
-        torch.save(masks, self.experiment_data_dir / 'best_masks.pth')
+        save_atomic(masks, self.experiment_data_dir / 'best_masks.pth')
         logger.info('%s: best score %s at %s %.4f (target %.4f)', type(self).__name__, score,
                     self.budget, self.measure(allocation), self.target_sparsity)
         return self.bound_model
@@ -350,4 +373,4 @@ class AutoPruner(Pruner):
         """What determines the search path; a history is resumed only if these match."""
         return {'seed': self.seed, 'base_algo': self.base_algo, 'budget': self.budget,
                 'target': self.target_sparsity, 'layers': sorted(self.targets),
-                'max_sparsity_per_layer': self.max_sparsity}
+                'max_sparsity_per_layer': self.max_sparsity, 'fingerprint': self.fingerprint}

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from prunus.layers.torch.files import read_checkpoint, save_atomic
 from ...history import SearchHistory
 from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, solve_layer
@@ -91,7 +92,7 @@ class NetAdaptPruner(AutoPruner):
         path = self.experiment_data_dir / CHECKPOINT
         if not (history.resumed and path.exists()):
             return None
-        state = torch.load(path, weights_only=False)
+        state = read_checkpoint(path, 'NetAdaptPruner') or {}
         if state.get('settings') != history.settings:
             return None
         working.load_state_dict(state['model'])
@@ -131,7 +132,7 @@ class NetAdaptPruner(AutoPruner):
                 apply_masks(working, self.masks_for(current, scores))
                 iteration += 1
                 self._reached = step >= self.target_sparsity
-                torch.save({'settings': history.settings, 'iteration': iteration, 'allocation': current,
+                save_atomic({'settings': history.settings, 'iteration': iteration, 'allocation': current,
                             'model': working.state_dict(), 'reached': self._reached},
                            self.experiment_data_dir / CHECKPOINT)
                 bar.set_postfix(best=f'{self.best_score:.4f}', budget=f'{self.measure(current):.3f}')

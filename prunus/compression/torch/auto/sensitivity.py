@@ -8,12 +8,13 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from prunus.layers.torch.files import read_checkpoint, save_atomic
 from ...history import SearchHistory
 from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, scale_to_budget
 from prunus.layers.torch import specs
 from prunus.layers.torch.masking import apply_masks
-from .base import AutoPruner
+from .base import AutoPruner, as_score
 from .sensitivity_analysis import SensitivityAnalysis, substitute
 
 logger = logging.getLogger('prunus.search')
@@ -130,7 +131,7 @@ class SensitivityPruner(AutoPruner):
                 if resume_sensitivity is not None and round_index == 0:
                     analysis.sensitivities = SensitivityAnalysis.load_csv(resume_sensitivity)
                     args, kwargs = substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
-                    analysis.baseline = float(self.evaluator(*args, **kwargs))
+                    analysis.baseline = as_score(self.evaluator(*args, **kwargs), type(self).__name__)
                 else:
                     analysis.analysis(eval_args, eval_kwargs, list(current), self._grid_above(current))
                 analysis.export(self.experiment_data_dir / f'sensitivity_round{round_index}.csv')
@@ -142,14 +143,14 @@ class SensitivityPruner(AutoPruner):
                     args, kwargs = substitute(list(finetune_args or []), dict(finetune_kwargs or {}), model, model)
                     self.finetuner(*args, **kwargs)
                 args, kwargs = substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
-                self.best_score = float(self.evaluator(*args, **kwargs))
+                self.best_score = as_score(self.evaluator(*args, **kwargs), type(self).__name__)
                 history.record({'round': round_index, 'score': self.best_score, 'budget': self.measure(current),
                                 'allocation': current})
                 logger.info('SensitivityPruner round %d: score %.4f at %s %.4f', round_index, self.best_score,
                             self.budget, self.measure(current))
                 round_index += 1
                 reached = step_target >= self.target_sparsity  # the round aiming at the target is the last
-                torch.save({'settings': history.settings, 'round': round_index, 'allocation': current,
+                save_atomic({'settings': history.settings, 'round': round_index, 'allocation': current,
                             'model': model.state_dict(), 'reached': reached}, self.experiment_data_dir / CHECKPOINT)
                 bar.set_postfix(score=f'{self.best_score:.4f}', budget=f'{self.measure(current):.3f}')
                 bar.update(1)
@@ -162,7 +163,7 @@ class SensitivityPruner(AutoPruner):
         path = self.experiment_data_dir / CHECKPOINT
         if not (history.resumed and path.exists()):
             return start, 0, False
-        state = torch.load(path, weights_only=False)
+        state = read_checkpoint(path, 'SensitivityPruner') or {}
         if state.get('settings') != history.settings:
             return start, 0, False
         self.bound_model.load_state_dict(state['model'])

@@ -23,7 +23,10 @@ from prunus._optional import require
 
 from ...registry import get_pruner
 from prunus.layers.torch.masking import apply_masks
-from .base import check_base_algo
+from ..forksafe import guard_forked_workers
+from .base import as_score, check_base_algo
+
+guard_forked_workers()  # sweeps may run in a default (forked) process pool
 
 EARLY_STOP_MODES = (None, 'minimize', 'maximize', 'dropped', 'raised')
 
@@ -58,7 +61,7 @@ def sweep_layer(model: nn.Module, layer: str, sparsities: Sequence[float], prune
         masks = cls(candidate, [{'sparsity': sparsity, 'op_names': [layer]}], **(base_kwargs or {})).calc_masks()
         apply_masks(candidate, masks)
         call_args, call_kwargs = substitute(args, kwargs, model, candidate)
-        found[float(sparsity)] = float(val_func(*call_args, **call_kwargs))
+        found[float(sparsity)] = as_score(val_func(*call_args, **call_kwargs), 'SensitivityAnalysis')
         if _stops(*early_stop, baseline, found[float(sparsity)]):
             break
     return found
@@ -131,7 +134,7 @@ class SensitivityAnalysis:
         """
         args, kwargs = list(val_args or []), dict(val_kwargs or {})
         call_args, call_kwargs = substitute(args, kwargs, self.model, self.model)
-        self.baseline = float(self.val_func(*call_args, **call_kwargs))
+        self.baseline = as_score(self.val_func(*call_args, **call_kwargs), type(self).__name__)
         names = self.layers(specified_layers)
         jobs = {}
         for name in names:

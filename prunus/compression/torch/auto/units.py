@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ...allocation import keep_mask
+from ...grouping import group_scores
 from ..base import to_numpy
 
 
@@ -46,12 +47,13 @@ class SearchUnit:
 
     def scores(self, scores: Mapping[str, Any]) -> np.ndarray:
         """Group channel scores: the sum of the members' channel scores."""
-        total = np.zeros(self.size, dtype=np.float64)
+        channels, values = {}, {}
         for name in self.members:
             index = self.index[name].numpy()
-            mine = index >= 0
-            np.add.at(total, index[mine], np.asarray(to_numpy(scores[name]), dtype=np.float64).ravel()[mine])
-        return total
+            mine = index >= 0  # channels outside the unit (see _unit)
+            channels[name] = index[mine]
+            values[name] = np.asarray(to_numpy(scores[name]), dtype=np.float64).ravel()[mine]
+        return group_scores(self.size, channels, values)
 
     def keep(self, scores: Mapping[str, Any], sparsity: float) -> torch.Tensor:
         """Which unit channels survive ``sparsity`` (a bool vector of ``size``)."""
