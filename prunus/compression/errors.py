@@ -8,7 +8,15 @@ raises :class:`SpeedupError`, with the user's model unchanged.
 
 
 class PrunusError(Exception):
-    """Base class of the errors prunus defines itself."""
+    """Base class of the errors prunus defines itself.
+
+    Example::
+
+        try:
+            small = speedup(model, x, masks)
+        except PrunusError as error:      # any error prunus defines (SpeedupError, ...)
+            print(error)
+    """
 
 
 class SpeedupError(PrunusError, RuntimeError, ValueError):
