@@ -25,7 +25,7 @@ import torchvision
 
 from prunus.compression.torch import L1FilterPruner
 from prunus.speedup import speedup
-from tests.speedup.zoo import l1_masks, masked_copy, max_rel_error, randomize_norms
+from prunus.testing.speedup import l1_masks, masked_copy, max_rel_error, randomize_norms
 
 SKIP = {'vit_h_14', 'vit_l_16', 'vit_l_32'}
 FIXED_224 = ('vit', 'swin', 'maxvit')

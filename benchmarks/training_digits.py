@@ -1,12 +1,12 @@
 """Accuracy sweep of the training-aware pruners on the digits CNNs, over several seeds.
 
-Runs the recipes of ``tests/training/_recipes.py`` (the unit tests run seed 0 of the demo
+Runs the recipes of :mod:`prunus.testing.recipes` (the unit tests run seed 0 of the demo
 CNN) for every seed and both small CNNs, and writes a Markdown table: AGP to 90% of all
 conv/linear weights (global ranking via ``total_sparsity``) and the 5-round lottery
 ticket at 80%, each against its dense reference. Each seed draws its own train/test split
 (450 test images, so one image is 0.22 points) and its own initial weights.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/training_digits.py --seeds 0 1 2 3 4
+    OMP_NUM_THREADS=1 python benchmarks/training_digits.py --seeds 0 1 2 3 4
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from tests.training import _recipes
+from prunus.testing import recipes as _recipes
 
 
 def _row(kind: str, arch: str, seed: int, dense: float, pruned: float, sparsity: float,
@@ -57,9 +57,9 @@ def main() -> None:
     rows, gaps = sweep(args.seeds, args.archs, args.kinds)
     header = ['# Training-aware pruning on the digits CNNs, several seeds',
               '',
-              f'Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/training_digits.py --seeds '
+              f'Command: `OMP_NUM_THREADS=1 python benchmarks/training_digits.py --seeds '
               f"{' '.join(map(str, args.seeds))} --archs {' '.join(args.archs)} --kinds {' '.join(args.kinds)}`",
-              f'(torch {torch.__version__}). Recipes: `tests/training/_recipes.py`. Accuracy in % on the '
+              f'(torch {torch.__version__}). Recipes: `prunus/testing/recipes.py`. Accuracy in % on the '
               "seed's held-out 450 images; the lottery row's sparsity is the mean over layers "
               '(each layer is pruned to exactly 80%).',
               '',

@@ -16,20 +16,28 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / 'prunus'
 #: Layer of each module, by longest matching prefix; a module may import its own layer
 #: and those below it (smaller numbers), nothing above.
 LAYERS = {
-    'prunus': 0, 'prunus._interop': 0, 'prunus.compression': 0,
+    'prunus._interop': 0, 'prunus._logging': 0, 'prunus._optional': 0, 'prunus.compression': 0,
     'prunus.layers': 1,
     'prunus.speedup': 2, 'prunus.tf_speedup': 2,
     'prunus.compression.torch': 3, 'prunus.compression.tf': 3,
-    'prunus.demo': 4, 'prunus.__main__': 4,
+    'prunus.demo': 4, 'prunus.__main__': 4, 'prunus.cli': 4, 'prunus.comparison': 4,
+    'prunus.integrations': 4, 'prunus.testing': 4,
+    # the top-level package is an application face too (``prunus.compare``); every other
+    # top-level module has its own entry above, so only ``prunus/__init__.py`` falls here
+    'prunus': 4,
 }
 #: Framework sides: a module of one side never imports the other side.
 SIDES = {
     'prunus.layers.torch': 'torch', 'prunus.speedup': 'torch', 'prunus.compression.torch': 'torch',
     'prunus.layers.tf': 'tf', 'prunus.tf_speedup': 'tf', 'prunus.speedup.tf': 'tf',
     'prunus.compression.tf': 'tf',
+    'prunus.comparison.torch_backend': 'torch', 'prunus.comparison.keras_backend': 'tf',
+    'prunus.cli': 'torch', 'prunus.integrations': 'torch', 'prunus.testing': 'torch',
 }
 FACES = {'prunus.compression', 'prunus.compression.torch', 'prunus.compression.tf',
-         'prunus.speedup', 'prunus.speedup.tf'}
+         'prunus.speedup', 'prunus.speedup.tf',
+         'prunus', 'prunus.comparison', 'prunus.cli', 'prunus.integrations',
+         'prunus.integrations.huggingface', 'prunus.integrations.lightning', 'prunus.testing'}
 
 
 def _by_prefix(table: dict, module: str):
@@ -95,7 +103,7 @@ def _read_imports(module: Module, modules: dict[str, Module]) -> None:
                         aliases[alias.asname or alias.name] = target
                         continue
                     module.imports.append((source, child.lineno, inner))
-                    if alias.name.startswith('_'):
+                    if alias.name.startswith('_') and not alias.name.startswith('__'):  # dunders are public
                         module.private.append((f'{source}.{alias.name}', child.lineno))
             elif (isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name)
                   and child.value.id in aliases and child.attr.startswith('_')

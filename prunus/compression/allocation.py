@@ -14,12 +14,38 @@ import numpy as np
 
 
 def prune_count(count: int, sparsity: float) -> int:
-    """How many of ``count`` items a ``sparsity`` removes: ``round(sparsity * count)``."""
+    """How many of ``count`` items a ``sparsity`` removes: ``round(sparsity * count)``.
+
+    Args:
+        count: the number of items (weights or channels).
+        sparsity: the fraction to remove.
+
+    Returns:
+        The number of items to remove.
+
+    Example::
+
+        >>> prune_count(10, 0.25)
+        2
+    """
     return int(round(sparsity * count))
 
 
 def lowest(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` lowest scores, ties broken by lower index."""
+    """Indices of the ``k`` lowest scores, ties broken by lower index.
+
+    Args:
+        scores: 1-D scores.
+        k: how many indices to return.
+
+    Returns:
+        The indices, sorted by score (then index).
+
+    Example::
+
+        >>> lowest(np.array([3.0, 1.0, 1.0, 2.0]), 2).tolist()
+        [1, 2]
+    """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -27,7 +53,20 @@ def lowest(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def keep_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
-    """Boolean keep-mask over ``scores`` pruning exactly ``round(sparsity * n)`` lowest."""
+    """Boolean keep-mask over ``scores`` pruning exactly ``round(sparsity * n)`` lowest.
+
+    Args:
+        scores: 1-D scores; the lowest are pruned.
+        sparsity: the fraction of items to prune.
+
+    Returns:
+        A bool array, True where the item is kept.
+
+    Example::
+
+        >>> keep_mask(np.array([0.5, 0.1, 0.9, 0.3]), 0.5).tolist()
+        [True, False, True, False]
+    """
     scores = np.asarray(scores).reshape(-1)
     keep = np.ones(scores.shape[0], dtype=bool)
     keep[lowest(scores, prune_count(scores.shape[0], sparsity))] = False
@@ -50,6 +89,11 @@ def global_keep_masks(scores: Mapping[str, np.ndarray], total_sparsity: float,
 
     Raises:
         ValueError: the caps make the total unreachable.
+
+    Example::
+
+        keeps = global_keep_masks({'a': np.array([1.0, 5.0]), 'b': np.array([2.0, 3.0])}, 0.5)
+        # {'a': [False, True], 'b': [False, True]}: the two lowest of all four are pruned
     """
     names = list(scores)
     flat = [np.asarray(scores[n], dtype=np.float64).reshape(-1) for n in names]

@@ -38,6 +38,11 @@ class ConfigSpec:
         targets: keys that state how much to prune; a non-exclude entry needs exactly one
             of them (an empty tuple means no target is needed, as for AMC's budget).
         extra: further keys the pruner accepts besides selectors and ``exclude``.
+
+    Example::
+
+        spec = ConfigSpec(targets=('final_sparsity', 'sparsity'), extra=('start_epoch', 'end_epoch'))
+        validate_config_list([{'final_sparsity': 0.8, 'op_types': ['Linear']}], spec, 'AGPPruner')
     """
 
     targets: tuple[str, ...] = ('sparsity', 'total_sparsity')
@@ -45,6 +50,7 @@ class ConfigSpec:
 
     @property
     def accepted(self) -> tuple[str, ...]:
+        """Every key an entry may hold: the selectors, ``exclude``, the targets and the extras."""
         keys = set(self.targets) | set(self.extra) | set(SELECTOR_KEYS) | {'exclude'}
         if 'sparsity' in self.targets:
             keys.add('sparsity_per_layer')
@@ -53,16 +59,24 @@ class ConfigSpec:
 
 @dataclass(frozen=True)
 class ConfigEntry:
-    """One validated entry of ``config_list``; aliases are resolved to canonical keys."""
+    """One validated entry of ``config_list``; aliases are resolved to canonical keys.
+
+    Example::
+
+        entry = validate_config_list([{'sparsity_per_layer': 0.5, 'op_types': ['Conv2d']}])[0]
+        entry.get('sparsity')   # 0.5: the alias is resolved
+    """
 
     index: int
     values: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def exclude(self) -> bool:
+        """Whether this entry removes the layers it selects."""
         return bool(self.values.get('exclude', False))
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The value of canonical ``key``, or ``default`` when the entry does not set it."""
         return self.values.get(key, default)
 
     def __contains__(self, key: str) -> bool:
@@ -70,6 +84,7 @@ class ConfigEntry:
 
     @property
     def where(self) -> str:
+        """``config_list[i]``: how error messages name this entry."""
         return f'config_list[{self.index}]'
 
 
@@ -100,6 +115,19 @@ def validate_config_list(config_list: Any, spec: ConfigSpec = ConfigSpec(),
     Raises:
         TypeError: a value has the wrong type (the message names entry and key).
         ValueError: a value is out of range, a key is unknown, or an entry is incomplete.
+
+    Args:
+        config_list: the user's list of dicts.
+        spec: the keys the pruner understands.
+        pruner: the pruner's name, for messages.
+
+    Returns:
+        One :class:`ConfigEntry` per dict, in order, with aliases resolved.
+
+    Example::
+
+        entries = validate_config_list([{'sparsity': 0.5, 'op_types': ['default']},
+                                        {'exclude': True, 'op_names': ['fc']}])
     """
     if isinstance(config_list, Mapping) or not isinstance(config_list, (list, tuple)):
         raise ConfigTypeError(f'config_list must be a list of dicts; got {type(config_list).__name__}.')

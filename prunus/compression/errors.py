@@ -14,7 +14,15 @@ from schema import SchemaError
 
 
 class PrunusError(Exception):
-    """Base class of the errors prunus defines itself."""
+    """Base class of the errors prunus defines itself.
+
+    Example::
+
+        try:
+            small = speedup(model, x, masks)
+        except PrunusError as error:      # any error prunus defines (SpeedupError, ...)
+            print(error)
+    """
 
 
 class ConfigValueError(PrunusError, SchemaError, ValueError):
@@ -40,4 +48,11 @@ class SpeedupError(PrunusError, RuntimeError, ValueError):
     One class for PyTorch and Keras. It is a ``RuntimeError`` (what the PyTorch speedup
     raised) and a ``ValueError`` (what the Keras speedup raised), so handlers written for
     either keep working.
+
+    Example::
+
+        try:
+            small = speedup(model, x, masks)
+        except SpeedupError as error:
+            print(error)        # names the layer or operation; model is unchanged
     """

@@ -37,7 +37,14 @@ _PREFIXES = ('oc_pattern_', 'ic_pattern_', 'tile_pattern_')
 
 
 class Pattern:
-    """Base of the patterns: ``reduce`` element scores to items, ``expand`` items back."""
+    """Base of the patterns: ``reduce`` element scores to items, ``expand`` items back.
+
+    Example::
+
+        pattern = parse_pattern('4x1')
+        items = pattern.reduce(scores)          # one score per 4x1 block
+        mask = pattern.expand(scores, keep)     # back to the weight's shape
+    """
 
     name = 'unstructured'
     #: fraction of a pruned item's elements that are zeroed (1 except for N:M).
@@ -47,9 +54,11 @@ class Pattern:
         """Raises ValueError when a ``(rows, cols)`` matrix does not fit the pattern."""
 
     def reduce(self, scores: np.ndarray) -> np.ndarray:
+        """One score per item (block, group, channel) from element scores."""
         return np.asarray(scores, dtype=np.float64).reshape(-1)
 
     def expand(self, scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """The element-level keep mask (shaped like ``scores``) from the per-item ``keep``."""
         return np.asarray(keep, dtype=bool).reshape(np.shape(scores))
 
     def item_sparsity(self, sparsity: float) -> float:
@@ -62,13 +71,20 @@ class Pattern:
 
 @dataclass(frozen=True, repr=False)
 class BlockPattern(Pattern):
-    """``NxM`` blocks; ``None`` for a side means the whole extent (``channel``)."""
+    """``NxM`` blocks; ``None`` for a side means the whole extent (``channel``).
+
+    Example::
+
+        BlockPattern(4, 1).name        # '4x1'
+        BlockPattern(1, None).name     # '1xchannel'
+    """
 
     rows: int | None
     cols: int | None
 
     @property
     def name(self) -> str:  # type: ignore[override]
+        """The pattern's name as configs write it (``'4x1'``, ``'1xchannel'``)."""
         return f"{self.rows or 'channel'}x{self.cols or 'channel'}"
 
     def _sides(self, shape: tuple[int, int]) -> tuple[int, int]:
@@ -82,12 +98,14 @@ class BlockPattern(Pattern):
                              f'into {bh}x{bw} blocks; exclude the layer or choose another pattern.')
 
     def reduce(self, scores: np.ndarray) -> np.ndarray:
+        """The summed score of every block."""
         rows, cols = scores.shape
         bh, bw = self._sides((rows, cols))
         blocks = np.asarray(scores, dtype=np.float64).reshape(rows // bh, bh, cols // bw, bw)
         return blocks.mean(axis=(1, 3)).reshape(-1)
 
     def expand(self, scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Each block's keep decision spread over its elements."""
         rows, cols = scores.shape
         bh, bw = self._sides((rows, cols))
         grid = np.asarray(keep, dtype=bool).reshape(rows // bh, cols // bw)
@@ -96,17 +114,24 @@ class BlockPattern(Pattern):
 
 @dataclass(frozen=True, repr=False)
 class NMPattern(Pattern):
-    """``N:M``: N of every M consecutive elements along the input dimension are pruned."""
+    """``N:M``: N of every M consecutive elements along the input dimension are pruned.
+
+    Example::
+
+        parse_pattern('2:4')    # NMPattern(n=2, m=4): half of every 4 inputs pruned
+    """
 
     n: int
     m: int
 
     @property
     def name(self) -> str:  # type: ignore[override]
+        """The pattern's name as configs write it (``'2:4'``)."""
         return f'{self.n}:{self.m}'
 
     @property
     def item_density_loss(self) -> float:  # type: ignore[override]
+        """The fraction of a group's elements one pruned item removes."""
         return self.n / self.m
 
     def check(self, shape: tuple[int, int], layer: str) -> None:
@@ -120,10 +145,12 @@ class NMPattern(Pattern):
         return np.asarray(scores, dtype=np.float64).reshape(rows, cols // self.m, self.m)
 
     def reduce(self, scores: np.ndarray) -> np.ndarray:
+        """One score per element group of ``m`` consecutive inputs."""
         smallest = np.sort(self._groups(scores), axis=2, kind='stable')[:, :, :self.n]
         return smallest.sum(axis=2).reshape(-1)
 
     def expand(self, scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """The element-level keep mask: the ``n`` lowest of every ``m`` inputs are dropped."""
         groups = self._groups(scores)
         order = np.argsort(groups, axis=2, kind='stable')[:, :, :self.n]
         drop = np.zeros(groups.shape, dtype=bool)
@@ -132,12 +159,27 @@ class NMPattern(Pattern):
         return ~drop.reshape(scores.shape)
 
     def item_sparsity(self, sparsity: float) -> float:
+        """The sparsity a fully pruned set of groups reaches (``n / m``)."""
         return min(sparsity / self.item_density_loss, 1.0)
 
 
 def parse_pattern(text: str) -> Pattern:
     """A pattern from its name: ``'unstructured'``, ``'4x1'``, ``'1xchannel'``, ``'2:4'``
-    (an ``oc_pattern_`` prefix, as in older configs, is accepted)."""
+    (an ``oc_pattern_`` prefix, as in older configs, is accepted).
+
+    Args:
+        text: the pattern's name.
+
+    Returns:
+        The :class:`Pattern`.
+
+    Raises:
+        ValueError: the name is not a known pattern.
+
+    Example::
+
+        parse_pattern('2:4').name    # '2:4'
+    """
     if not isinstance(text, str):
         raise TypeError(f"a pattern must be a string such as '4x1' or '2:4'; got {text!r}.")
     name = text.strip()

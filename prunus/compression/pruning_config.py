@@ -116,6 +116,12 @@ class WeightPruningConfig:
     Raises:
         TypeError, ValueError: a key is unknown or a value breaks its rule (the message
             names the entry and the key); nothing is bound to a model yet.
+
+    Example::
+
+        config = WeightPruningConfig([{'op_names': ['layer1.*'], 'pattern': '2:4'}],
+                                     target_sparsity=0.8, pruning_type='snip_momentum',
+                                     start_step=0, end_step=1000)
     """
 
     def __init__(self, pruning_configs: Sequence[Mapping[str, Any]] | None = None, **settings: Any):

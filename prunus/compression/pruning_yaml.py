@@ -97,7 +97,22 @@ def _settings_mapping(doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mappin
 
 
 def config_from_mapping(doc: Any) -> WeightPruningConfig:
-    """A :class:`WeightPruningConfig` from an already parsed document (see module doc)."""
+    """A :class:`WeightPruningConfig` from an already parsed document (see module doc).
+
+    Args:
+        doc: the parsed YAML document (a mapping).
+
+    Returns:
+        The config.
+
+    Raises:
+        ValueError, TypeError: a section or setting is invalid.
+
+    Example::
+
+        config = config_from_mapping({'pruning': {'approach': {'weight_compression': {
+            'target_sparsity': 0.9, 'start_step': 0, 'end_step': 10}}}})
+    """
     if not isinstance(doc, Mapping):
         raise ConfigTypeError(f'a pruning config document must be a mapping; got {type(doc).__name__}.')
     settings, train = _settings_mapping(doc)
@@ -123,6 +138,17 @@ def load_pruning_yaml(source: str | os.PathLike) -> WeightPruningConfig:
     Raises:
         ValueError, TypeError: the document's layout or a setting is invalid; the message
             names the section and key.
+
+    Args:
+        source: a path, or YAML text (recognized by a newline).
+
+    Returns:
+        The config.
+
+    Example::
+
+        config = load_pruning_yaml('prune.yaml')
+        pruning = Pruning(config, model)
     """
     text, name = str(source), 'the YAML text'
     if '\n' not in text and os.path.isfile(text):

@@ -6,7 +6,7 @@ conformance tests iterate this registry, so a pruner is tested once it is regist
 
     >>> from prunus.compression import available_pruners
     >>> sorted(available_pruners('torch'))[:3]
-    ['apoz', 'fpgm', 'l1']
+    ['admm', 'agp', 'amc']
 """
 from __future__ import annotations
 
@@ -21,7 +21,24 @@ T = TypeVar('T', bound=type)
 
 
 def register_pruner(name: str, *, framework: str) -> Callable[[T], T]:
-    """Class decorator that files a pruner under ``name`` for ``framework``."""
+    """Class decorator that files a pruner under ``name`` for ``framework``.
+
+    Args:
+        name: the short name (``'l1'``, ``'fpgm'``, ...).
+        framework: ``'torch'`` or ``'tf'``.
+
+    Returns:
+        The decorator; it returns the class unchanged and sets ``registry_name``.
+
+    Raises:
+        ValueError: another class is already registered under ``name``.
+
+    Example::
+
+        @register_pruner('my_norm', framework='torch')
+        class MyNormPruner(L1FilterPruner):
+            ...
+    """
     def decorate(cls: T) -> T:
         table = _REGISTRY.setdefault(framework, {})
         # A subclass may take over its base's name (the NNI-signature layer does).
@@ -44,7 +61,21 @@ def _load(framework: str) -> dict[str, type]:
 
 
 def available_pruners(framework: str = 'torch') -> dict[str, type]:
-    """A copy of the name -> class table for ``framework`` ('torch' or 'tf')."""
+    """A copy of the name -> class table for ``framework`` ('torch' or 'tf').
+
+    Args:
+        framework: ``'torch'`` or ``'tf'``.
+
+    Returns:
+        ``{name: pruner class}``.
+
+    Raises:
+        ValueError: an unknown framework.
+
+    Example::
+
+        sorted(available_pruners('tf'))   # ['agp', 'apoz', 'fpgm', 'l1', ...]
+    """
     return dict(_load(framework))
 
 
@@ -54,7 +85,23 @@ def is_registered(name: str) -> bool:
 
 
 def get_pruner(name: str, framework: str = 'torch') -> type:
-    """The pruner class registered as ``name``; the error suggests close names."""
+    """The pruner class registered as ``name``; the error suggests close names.
+
+    Args:
+        name: the registered name.
+        framework: ``'torch'`` or ``'tf'``.
+
+    Returns:
+        The pruner class.
+
+    Raises:
+        ValueError: nothing is registered as ``name`` (the message suggests close names).
+
+    Example::
+
+        L1 = get_pruner('l1')
+        pruner = L1(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}])
+    """
     table = _load(framework)
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=1)

@@ -64,6 +64,21 @@ def agp_sparsity(t: float, t0: float, span: float, initial: float, final: float)
     """The AGP sparsity at time ``t`` for a schedule from ``t0`` lasting ``span`` (= n*dt).
 
     Before ``t0`` the result is ``initial``; from ``t0 + span`` on it is ``final``.
+
+    Args:
+        t: the current time (epoch or step).
+        t0: when pruning starts.
+        span: how long it lasts.
+        initial: the sparsity at ``t0``.
+        final: the sparsity from ``t0 + span`` on.
+
+    Returns:
+        ``final + (initial - final) * (1 - (t - t0) / span) ** 3`` within the span.
+
+    Example::
+
+        >>> round(agp_sparsity(5, 0, 10, 0.0, 0.8), 4)
+        0.7
     """
     if span <= 0 or t >= t0 + span:
         return final
@@ -93,7 +108,22 @@ _DECAY: dict[str, Callable[[float, float, float], float]] = {
 
 
 def decay_sparsity(decay: str, progress: float, initial: float, final: float) -> float:
-    """The sparsity of decay type ``decay`` at ``progress`` in [0, 1] (clamped)."""
+    """The sparsity of decay type ``decay`` at ``progress`` in [0, 1] (clamped).
+
+    Args:
+        decay: one of ``'exp'``, ``'linear'``, ``'cos'``, ``'cube'``.
+        progress: the schedule's progress.
+        initial: the sparsity at progress 0.
+        final: the sparsity at progress 1.
+
+    Returns:
+        The sparsity.
+
+    Example::
+
+        >>> decay_sparsity('linear', 0.5, 0.0, 0.8)
+        0.4
+    """
     if decay not in _DECAY:
         raise ValueError(f"sparsity_decay_type must be one of {', '.join(DECAY_TYPES)}; got {decay!r}.")
     if progress >= 1.0:
@@ -119,6 +149,11 @@ class StepSchedule:
         final: the target sparsity.
         initial: the sparsity the curve starts from (0 for the training API).
         decay: one of :data:`DECAY_TYPES`.
+
+    Example::
+
+        schedule = StepSchedule(start=0, end=10, frequency=5, final=0.8, decay='cube')
+        [s for s in range(12) if schedule.is_update_step(s)]   # [0, 5, 10]
     """
 
     start: int
@@ -152,9 +187,11 @@ class StepSchedule:
         return self.start + self.updates * self.frequency
 
     def is_update_step(self, step: int) -> bool:
+        """Whether masks are updated at ``step``."""
         return self.start <= step <= self.final_step and (step - self.start) % self.frequency == 0
 
     def progress(self, step: int) -> float:
+        """How far ``step`` is along the update grid, in [0, 1]."""
         if step < self.start:
             return 0.0
         if self.one_shot:
@@ -217,6 +254,19 @@ def lottery_round_sparsity(final: float, rounds: int, round_index: int) -> float
 
     Each round prunes ``1 - (1 - final)**(1/rounds)`` of the surviving weights, so after
     ``k`` rounds ``1 - (1 - final)**(k/rounds)`` of all weights are pruned.
+
+    Args:
+        final: the sparsity after the last round.
+        rounds: the number of rounds.
+        round_index: rounds done so far.
+
+    Returns:
+        The overall sparsity.
+
+    Example::
+
+        >>> round(lottery_round_sparsity(0.75, 2, 1), 4)
+        0.5
     """
     if round_index >= rounds:
         return final

@@ -7,7 +7,7 @@ layer's sparsity. Everything here works on those two notions only::
 
     >>> sizes = {'a': 100, 'b': 300}
     >>> measure = lambda alloc: sum(sizes[k] * v for k, v in alloc.items()) / 400
-    >>> scale_to_budget({'a': 0.2, 'b': 0.6}, measure, 0.5)['b'] > 0.6
+    >>> scale_to_budget({'a': 0.2, 'b': 0.6}, measure, 0.6)['b'] > 0.6
     True
 """
 from __future__ import annotations

@@ -30,19 +30,31 @@ from .errors import ConfigValueError
 class LayerRef:
     """A layer as the core sees it: its qualified name, its class name, and ``kinds``: the
     names of the framework's layer classes it derives from (a ``MyConv(nn.Conv2d)`` is a
-    ``Conv2d``, so ``op_types: ['Conv2d']`` and ``'default'`` select it too)."""
+    ``Conv2d``, so ``op_types: ['Conv2d']`` and ``'default'`` select it too).
+
+    Example::
+
+        LayerRef('features.0', 'MyConv', kinds=('Conv2d',)).is_a(['Conv2d'])   # True
+    """
 
     name: str
     type_name: str
     kinds: tuple[str, ...] = ()
 
     def is_a(self, types: set[str] | Sequence[str]) -> bool:
+        """Whether the layer's class, or a framework class it derives from, is in ``types``."""
         return self.type_name in types or any(k in types for k in self.kinds)
 
 
 @dataclass(frozen=True)
 class Selection:
-    """A layer chosen for pruning and the entry that chose it."""
+    """A layer chosen for pruning and the entry that chose it.
+
+    Example::
+
+        chosen = select_layers(entries, layers, supported_types=['Conv2d'], default_types=['Conv2d'])
+        [(s.layer.name, s.entry.get('sparsity')) for s in chosen]
+    """
 
     layer: LayerRef
     entry: ConfigEntry
@@ -150,6 +162,19 @@ def select_layers(entries: Sequence[ConfigEntry], layers: Sequence[LayerRef], *,
     Raises:
         ValueError: a selector matches nothing, names a layer the pruner cannot prune, or the
             whole list leaves nothing to prune.
+
+    Args:
+        entries: the validated config entries.
+        layers: the model's layers, in model order.
+        supported_types: the layer types the pruner can prune.
+        default_types: what ``op_types: ['default']`` means for the pruner.
+        pruner: the pruner's name, for messages.
+
+    Example::
+
+        layers = [LayerRef('conv', 'Conv2d', ('Conv2d',)), LayerRef('fc', 'Linear', ('Linear',))]
+        entries = validate_config_list([{'sparsity': 0.5, 'op_types': ['Conv2d']}])
+        select_layers(entries, layers, supported_types=['Conv2d', 'Linear'], default_types=['Conv2d'])
     """
     owner: dict[str, ConfigEntry] = {}
     for entry in entries:

@@ -2,8 +2,10 @@
 
 ``speedup(model, example_inputs, masks)`` returns a smaller copy of ``model`` whose outputs
 equal the masked model's; ``ModelSpeedup(model, dummy_input, masks).speedup_model()`` does
-the same in place (NNI-compatible). ``channel_groups(model, dummy_input)`` lists the layers
-whose output channels are tied and must be pruned with the same indices.
+the same in place (NNI-compatible). ``save(small, path)`` writes the smaller model so that
+``load(path, OriginalNet())`` rebuilds it (the file opens with ``weights_only=True``).
+``channel_groups(model, dummy_input)`` lists the layers whose output channels are tied and
+must be pruned with the same indices.
 
 The Keras speedup's face is :mod:`prunus.speedup.tf` (its code lives in
 :mod:`prunus.tf_speedup`); on an install without torch only that face is usable, so the
@@ -22,8 +24,9 @@ if find_spec('torch') is not None:
     from prunus.speedup.dependency import (ChannelGroup, EvenSplit, channel_groups, dependency_groups,
                                            dependency_structure)
     from prunus.speedup.ops import OP_RULES
+    from prunus.speedup.persist import load, save
     from prunus.speedup.summary import LayerSummary, SpeedupSummary
 
 __all__ = ['ModelSpeedup', 'speedup', 'SpeedupError', 'SpeedupSummary', 'LayerSummary',
            'Handler', 'HANDLERS', 'SUPPORTED_LAYERS', 'OP_RULES', 'channel_groups',
-           'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit']
+           'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit', 'save', 'load']

@@ -333,6 +333,10 @@ class ModelSpeedup:
     parameters swapped into ``model``, so a failure leaves ``model`` as it was. The
     :class:`SpeedupSummary` is in ``self.summary`` afterwards. ``check=False`` skips
     running the result (see :func:`speedup`).
+
+    Example::
+
+        ModelSpeedup(model, torch.randn(1, 3, 224, 224), 'mask.pth').speedup_model()
     """
 
     def __init__(self, model: nn.Module, dummy_input: Any, masks_file_or_dict: Any = None, *,

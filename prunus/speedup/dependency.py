@@ -46,6 +46,11 @@ class ChannelGroup:
         consumers: name of a layer reading group channels (its input channels; not tied)
             -> (its input indices that are group channels, their group channels). A
             Linear after a flatten reads each channel at several indices.
+
+    Example::
+
+        for group in dependency_groups(model, x):
+            print(group.names, group.size)
     """
 
     names: list[str]
@@ -67,6 +72,11 @@ class EvenSplit:
             belongs to (-1: none, e.g. a channel of the model input).
         position: per channel, its group channel in that group.
         pieces: the number of chunks.
+
+    Example::
+
+        groups, splits = dependency_structure(torchvision.models.shufflenet_v2_x1_0(), x)
+        [(split.where, split.pieces) for split in splits]
     """
 
     where: str
@@ -78,14 +88,34 @@ class EvenSplit:
 def dependency_groups(model: nn.Module, dummy_input: Any,
                       custom_handlers: dict[type, Handler] | None = None
                       ) -> list[ChannelGroup]:
-    """Trace ``model`` on ``dummy_input`` and return its :class:`ChannelGroup` list."""
+    """Trace ``model`` on ``dummy_input`` and return its :class:`ChannelGroup` list.
+
+    Args:
+        model: the model.
+        dummy_input: an input to trace it on.
+        custom_handlers: ``{LayerType: Handler()}`` for layers the table does not know.
+
+    Example::
+
+        dependency_groups(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
+    """
     return dependency_structure(model, dummy_input, custom_handlers)[0]
 
 
 def dependency_structure(model: nn.Module, dummy_input: Any,
                          custom_handlers: dict[type, Handler] | None = None
                          ) -> tuple[list[ChannelGroup], list[EvenSplit]]:
-    """The :class:`ChannelGroup` list and the :class:`EvenSplit` constraints across them."""
+    """The :class:`ChannelGroup` list and the :class:`EvenSplit` constraints across them.
+
+    Args:
+        model: the model.
+        dummy_input: an input to trace it on.
+        custom_handlers: ``{LayerType: Handler()}`` for layers the table does not know.
+
+    Example::
+
+        dependency_structure(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
+    """
     with blame_inputs(model, dummy_input, 'dummy_input'):
         trace = trace_structure(model, dummy_input, check_custom_handlers(custom_handlers))
     remember(model, dummy_input, custom_handlers, trace)  # the speedup may reuse it
@@ -177,5 +207,14 @@ def channel_groups(model: nn.Module, dummy_input: Any,
     Every Conv/ConvTranspose/Linear/Embedding that runs on ``dummy_input``, and every
     BatchNorm/depthwise conv fed by one, appears in exactly one group (singletons included). See :func:`dependency_groups` for the index
     mapping and grouped-convolution constraints.
+
+    Args:
+        model: the model.
+        dummy_input: an input to trace it on.
+        custom_handlers: ``{LayerType: Handler()}`` for layers the table does not know.
+
+    Example::
+
+        channel_groups(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
     """
     return [g.names for g in dependency_groups(model, dummy_input, custom_handlers)]

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class LayerSummary:
-    """Channels of one handled layer before and after (``in`` is None without inputs)."""
+    """Channels of one handled layer before and after (``in`` is None without inputs).
+
+    Example::
+
+        small, summary = speedup(model, x, masks, return_summary=True)
+        [(layer.name, layer.out_before, layer.out_after) for layer in summary.layers]
+    """
 
     name: str
     type: str

@@ -121,6 +121,11 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
     Raises:
         SpeedupError: a layer could not be analysed or rebuilt (the error names it); the
             given model is unchanged in every case.
+
+    Example::
+
+        small = speedup(model, pruner.get_masks())
+        small.save('small.keras')
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise ValueError(f'speedup: tolerance must be a number >= 0; got {tolerance!r}.')

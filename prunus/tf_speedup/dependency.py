@@ -39,6 +39,11 @@ class ChannelGroup:
         blocks: block label per group channel. A grouped convolution reads or writes the
             group: prune the same number of channels from every block so its groups stay
             equal (all zeros when unconstrained).
+
+    Example::
+
+        for group in channel_groups(model):
+            print(group.names, group.size)
     """
 
     names: list[str]
@@ -53,6 +58,17 @@ def channel_groups(model: keras.Model,
 
     Raises:
         SpeedupError: the model is subclassed, or a layer cannot be run on its input shape.
+
+    Args:
+        model: a Functional or Sequential model.
+        custom_handlers: extra handlers by Keras class name.
+
+    Returns:
+        The groups.
+
+    Example::
+
+        [g.names for g in channel_groups(model) if len(g.names) > 1]
     """
     analysis = Analysis({**HANDLERS, **(custom_handlers or {})})
     analysis.run(model)

@@ -1,80 +1,12 @@
 """Tiny models, one per channel-dependency pattern, and helpers shared by speedup tests."""
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-             nn.ConvTranspose3d, nn.Linear, nn.Embedding)
-
-
-def l1_masks(model: nn.Module, sparsity: float = 0.5) -> dict:
-    """Filter masks by L1 norm for every producer except the last one (the classifier)."""
-    masks = {}
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRODUCERS)][:-1]
-    for name, m in layers:
-        w = m.weight.detach()
-        out_dim = 1 if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d,
-                                      nn.ConvTranspose3d, nn.Embedding)) else 0
-        scores = w.abs().movedim(out_dim, 0).flatten(1).sum(1)
-        drop = scores.argsort()[:int(round(sparsity * len(scores)))]
-        mask = torch.ones_like(w)
-        mask.index_fill_(out_dim, drop, 0.0)
-        masks[name] = {'weight': mask}
-        if getattr(m, 'bias', None) is not None and out_dim == 0:
-            bias = torch.ones_like(m.bias)
-            bias[drop] = 0.0
-            masks[name]['bias'] = bias
-    return masks
-
-
-def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every normalization layer non-trivial statistics and affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        for name, lo, hi in (('running_mean', -0.5, 0.5), ('running_var', 0.5, 2.0),
-                             ('weight', 0.5, 1.5), ('bias', -0.5, 0.5)):
-            t = getattr(m, name, None)
-            if isinstance(t, torch.Tensor) and isinstance(m, (nn.modules.batchnorm._NormBase,
-                                                              nn.GroupNorm, nn.LayerNorm)):
-                t.data.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
-    return model
-
-
-def masked_copy(model: nn.Module, masks: dict) -> nn.Module:
-    """The reference: a copy with masks multiplied into the weights, in eval mode."""
-    ref = copy.deepcopy(model).eval()
-    modules = dict(ref.named_modules())
-    with torch.no_grad():
-        for name, entry in masks.items():
-            for pname, mask in entry.items():
-                getattr(modules[name], pname).mul_(mask)
-    return ref
-
-
-def run(model: nn.Module, inputs):
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, tuple):
-        return model(*inputs)
-    return model(inputs)
-
-
-def max_rel_error(ref, out) -> float:
-    """Largest |ref - out| over all output tensors, relative to ref's magnitude."""
-    refs, outs = tree_flatten(ref)[0], tree_flatten(out)[0]
-    assert len(refs) == len(outs)
-    worst = 0.0
-    for r, o in zip(refs, outs):
-        r, o = r.detach(), o.detach()
-        assert r.shape == o.shape, (r.shape, o.shape)
-        scale = float(r.abs().max()) or 1.0
-        worst = max(worst, float((r - o).abs().max()) / scale)
-    return worst
+from prunus.testing.speedup import (PRODUCERS, l1_masks, masked_copy, max_rel_error,  # noqa: F401
+                                    randomize_norms, run)
 
 
 def conv_bn(cin, cout, k=3, **kw):

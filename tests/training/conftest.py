@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ._digits import Digits, accuracy, make_model, train_epoch
+from prunus.testing.digits import Digits, accuracy, make_model, train_epoch
 
 
 @pytest.fixture(scope='session')

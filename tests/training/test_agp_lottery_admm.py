@@ -10,8 +10,8 @@ from torch import nn
 from prunus.compression import allocation, get_pruner
 from prunus.compression.torch import ADMMPruner, AGPPruner
 
-from . import _recipes
-from ._digits import accuracy, make_model, train_epoch
+from prunus.testing import recipes as _recipes
+from prunus.testing.digits import accuracy, make_model, train_epoch
 
 
 def weight_sparsity(masks) -> float:

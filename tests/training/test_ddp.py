@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from prunus.compression.torch import AGPPruner, Pruning, WeightPruningConfig, average_scores, get_masks
 from prunus.compression.torch import agp, pruning_group
 
-from ._digits import Digits, make_model
+from prunus.testing.digits import Digits, make_model
 
 SYNC_FUNCTIONS = [(module, name) for module in (agp, pruning_group)
                   for name in ('average_scores', 'broadcast_masks')]

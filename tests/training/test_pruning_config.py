@@ -8,7 +8,7 @@ import pytest
 from prunus.compression import WeightPruningConfig, load_pruning_yaml
 from prunus.compression.torch import Pruning
 
-from ._digits import make_model
+from prunus.testing.digits import make_model
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 

@@ -10,7 +10,7 @@ from prunus.compression.torch import (Pruning, WeightPruningConfig, apply_masks,
                                       to_semi_structured)
 from prunus.compression.torch.criteria import matrix_view
 
-from ._digits import make_model, train_epoch
+from prunus.testing.digits import make_model, train_epoch
 
 
 def assert_masked_weights_zero(model):

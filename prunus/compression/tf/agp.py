@@ -99,7 +99,14 @@ class AGPPruner(Pruner):
 
 
 class AGPCallback(keras.callbacks.Callback):
-    """Calls ``pruner.update_epoch(epoch)`` at the start of every ``fit`` epoch."""
+    """Calls ``pruner.update_epoch(epoch)`` at the start of every ``fit`` epoch.
+
+    Example::
+
+        pruner = AGPPruner(model, [{'final_sparsity': 0.8, 'end_epoch': 5, 'op_types': ['Dense']}])
+        model = pruner.compress()
+        model.fit(x, y, epochs=6, callbacks=[AGPCallback(pruner)])
+    """
 
     def __init__(self, pruner: AGPPruner):
         super().__init__()

@@ -217,6 +217,10 @@ class MaskCallback(keras.callbacks.Callback):
     The mask constraints already zero masked weights after every optimizer step; this
     also covers weights changed outside the optimizer (``set_weights``, a restored
     checkpoint) between ``fit`` calls.
+
+    Example::
+
+        model.fit(x, y, epochs=3, callbacks=[MaskCallback(pruner)])   # or pruner.callbacks()
     """
 
     def __init__(self, pruner: Pruner):

@@ -30,7 +30,14 @@ def _split(batch: Any) -> tuple[Any, Any]:
 
 
 class DataDrivenPruner(Pruner):
-    """Base of the pruners that need batches of data; see the module docstring."""
+    """Base of the pruners that need batches of data; see the module docstring.
+
+    Example::
+
+        pruner = ActivationAPoZRankFilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}],
+                                                data=tf_dataset)
+        model = pruner.compress()
+    """
 
     def __init__(self, model: keras.Model, config_list: list[dict[str, Any]], *,
                  data: Iterable[Any] | None = None, statistics_batch_num: int | None = None,
@@ -44,6 +51,7 @@ class DataDrivenPruner(Pruner):
         self.statistics_batch_num = statistics_batch_num
 
     def batches(self) -> list[tuple[Any, Any]]:
+        """The ``(x, y)`` batches to score on (at most ``statistics_batch_num``)."""
         if self.data is None:
             raise ValueError(f'{type(self).__name__} scores filters from data: pass data=<an '
                              'iterable of batches or (x, y) pairs, or a tf.data.Dataset>.')
@@ -132,7 +140,14 @@ class ActivationAPoZRankFilterPruner(ActivationPruner):
 
 @register_pruner('mean_activation', framework='tf')
 class ActivationMeanRankFilterPruner(ActivationPruner):
-    """Prunes the channels with the lowest mean ``activation(output)`` (Molchanov et al., 2017)."""
+    """Prunes the channels with the lowest mean ``activation(output)`` (Molchanov et al., 2017).
+
+    Example::
+
+        pruner = ActivationMeanRankFilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}],
+                                                data=[(x[:64], y[:64])])
+        model = pruner.compress()
+    """
 
     def channel_score(self, zeros, sums, count):
         return sums / count
@@ -144,6 +159,12 @@ class TaylorFOWeightFilterPruner(DataDrivenPruner):
     al., 2019): the sum over a filter's weights of ``(w * dL/dw)^2``, summed over batches.
 
     ``criterion(y_true, y_pred)`` is the loss; it defaults to the compiled model's loss.
+
+    Example::
+
+        pruner = TaylorFOWeightFilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}],
+                                            data=[(x[:64], y[:64])])
+        model = pruner.compress()
     """
 
     def __init__(self, model, config_list, *, data=None, statistics_batch_num: int | None = None,

@@ -59,7 +59,13 @@ class L1FilterPruner(Pruner):
 
 @register_pruner('l2', framework='tf')
 class L2FilterPruner(L1FilterPruner):
-    """Prunes the output filters with the smallest L2 norm ``sqrt(sum w^2)``."""
+    """Prunes the output filters with the smallest L2 norm ``sqrt(sum w^2)``.
+
+    Example::
+
+        pruner = L2FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}])
+        model = pruner.compress()
+    """
 
     p = 2
 
@@ -67,7 +73,13 @@ class L2FilterPruner(L1FilterPruner):
 @register_pruner('fpgm', framework='tf')
 class FPGMPruner(Pruner):
     """Prunes the filters closest to the geometric median (He et al., 2019): smallest
-    summed Euclidean distance to the layer's other filters."""
+    summed Euclidean distance to the layer's other filters.
+
+    Example::
+
+        pruner = FPGMPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2D']}])
+        model = pruner.compress()
+    """
 
     def layer_scores(self, name, layer):
         return criteria.geometric_median_distance(filters_of(_weight(layer), spec_of(layer)))
@@ -79,6 +91,11 @@ class SlimPruner(Pruner):
     smallest ``|gamma|``, ranked globally over the layers each config entry selects.
 
     Train with an L1 penalty on gamma first (:func:`slim_regularizer`) so scales separate.
+
+    Example::
+
+        pruner = SlimPruner(model, [{'sparsity': 0.5, 'op_types': ['BatchNormalization']}])
+        model = pruner.compress()
     """
 
     supported_types = ('BatchNormalization',)
@@ -92,5 +109,16 @@ class SlimPruner(Pruner):
 
 
 def slim_regularizer(scale: float = 1e-4) -> keras.regularizers.Regularizer:
-    """The L1 sparsity regularizer Slim trains with: ``gamma_regularizer=slim_regularizer()``."""
+    """The L1 sparsity regularizer Slim trains with: ``gamma_regularizer=slim_regularizer()``.
+
+    Args:
+        scale: the penalty weight.
+
+    Returns:
+        A Keras regularizer.
+
+    Example::
+
+        keras.layers.BatchNormalization(gamma_regularizer=slim_regularizer(1e-4))
+    """
     return keras.regularizers.L1(scale)

@@ -106,6 +106,7 @@ class Pruner(NNIPrunerMethods):
         return entry.get('total_sparsity', entry.get('sparsity', 0.0))
 
     def is_global(self, entry: ConfigEntry) -> bool:
+        """Whether ``entry`` ranks all its layers together (``total_sparsity``)."""
         return 'total_sparsity' in entry or self.global_by_default
 
     def generate_masks(self, scores: Scores) -> Masks:
@@ -191,6 +192,7 @@ class Pruner(NNIPrunerMethods):
         return pruned
 
     def _unwrap_model(self) -> nn.Module:
+        """Bake the masks into the weights and remove every prunus buffer and hook; returns the model."""
         return _strip_masks(self.bound_model)
 
     strip = _unwrap_model

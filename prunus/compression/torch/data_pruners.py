@@ -157,7 +157,14 @@ class ActivationAPoZRankFilterPruner(ActivationFilterPruner):
 
 @register_pruner('mean_activation', framework='torch')
 class ActivationMeanRankFilterPruner(ActivationFilterPruner):
-    """Prunes the channels with the smallest mean activation (Molchanov et al. 2017)."""
+    """Prunes the channels with the smallest mean activation (Molchanov et al. 2017).
+
+    Example::
+
+        pruner = ActivationMeanRankFilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']}],
+                                                data=calibration_batches)
+        model = pruner.compress()
+    """
 
     def compute_scores(self, collected: ActivationCollector) -> Scores:
         return {n: criteria.mean_activation_score(collected.sums[n], collected.counts[n])
@@ -190,6 +197,7 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
         return self.global_sort or super().is_global(entry)
 
     def make_collector(self, limit: int | None) -> Collector:
+        """The collector of ``(w * dL/dw)^2`` per filter over at most ``limit`` batches."""
         return TaylorCollector(self.targets, limit, self.bound_model)
 
     def compute_scores(self, collected: TaylorCollector) -> Scores:

@@ -19,7 +19,18 @@ def _active() -> bool:
 
 @torch.no_grad()
 def average_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mean of each score tensor over all ranks (in model order on every rank)."""
+    """Mean of each score tensor over all ranks (in model order on every rank).
+
+    Args:
+        scores: per layer name, its score tensor.
+
+    Returns:
+        The averaged scores (unchanged when not distributed).
+
+    Example::
+
+        scores = average_scores({'conv1': conv1_scores})
+    """
     if not _active():
         return scores
     out = {}
@@ -32,7 +43,19 @@ def average_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def broadcast_masks(masks: Masks, src: int = 0) -> Masks:
-    """Every rank's masks replaced by rank ``src``'s (same names and shapes on all ranks)."""
+    """Every rank's masks replaced by rank ``src``'s (same names and shapes on all ranks).
+
+    Args:
+        masks: this rank's masks.
+        src: the rank whose masks win.
+
+    Returns:
+        The masks of rank ``src`` (unchanged when not distributed).
+
+    Example::
+
+        masks = broadcast_masks(pruner.get_masks())
+    """
     if not _active():
         return masks
     for name in sorted(masks):

@@ -21,7 +21,19 @@ from ..mask_rules import check_structure, not_masks
 
 
 def load_masks(masks: str | os.PathLike | Mapping, device: Any = None) -> Masks:
-    """A mask dict from a dict or from a file written by ``export_model``."""
+    """A mask dict from a dict or from a file written by ``export_model``.
+
+    Args:
+        masks: a mask dict or the path of a file written by ``export_model``.
+        device: where to load the tensors.
+
+    Returns:
+        ``{module_name: {'weight': mask, 'bias': mask}}``.
+
+    Example::
+
+        masks = load_masks('mask.pth')
+    """
     if isinstance(masks, (str, os.PathLike)):
         loaded = read_mask_file(masks, device)
     elif isinstance(masks, Mapping):
@@ -95,6 +107,21 @@ def apply_compression_results(model: nn.Module, mask_path: str | Mapping, device
     """Multiplies ``model``'s weights by the masks in ``mask_path`` (a file or a dict).
 
     Every mask is checked against the model first, so a mismatch changes nothing.
+
+    Args:
+        model: a fresh model of the architecture the masks were computed on.
+        mask_path: a mask file from ``export_model`` or a mask dict.
+        device: where to load the masks (default: each weight's device).
+
+    Returns:
+        ``model``, its masked weights zeroed.
+
+    Raises:
+        ValueError: a mask names a missing module or has the wrong shape.
+
+    Example::
+
+        model = apply_compression_results(MyNet(), 'mask.pth')
     """
     masks = load_masks(mask_path, device)
     check_masks(model, masks, _source(mask_path))

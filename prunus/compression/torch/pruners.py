@@ -111,14 +111,28 @@ class WeightFilterPruner(FilterPruner):
 
 @register_pruner('l1', framework='torch')
 class L1FilterPruner(WeightFilterPruner):
-    """Prunes the filters with the smallest sum of absolute weights (Li et al., 2017)."""
+    """Prunes the filters with the smallest sum of absolute weights (Li et al., 2017).
+
+    Example::
+
+        pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']},
+                                 {'exclude': True, 'op_names': ['fc']}])
+        model = pruner.compress()
+    """
 
     filter_criterion = staticmethod(criteria.l1_filter)
 
 
 @register_pruner('l2', framework='torch')
 class L2FilterPruner(WeightFilterPruner):
-    """Prunes the filters with the smallest L2 norm."""
+    """Prunes the filters with the smallest L2 norm.
+
+    Example::
+
+        pruner = L2FilterPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']},
+                                 {'exclude': True, 'op_names': ['fc']}])
+        model = pruner.compress()
+    """
 
     filter_criterion = staticmethod(criteria.l2_filter)
     group_p = 2
@@ -126,7 +140,14 @@ class L2FilterPruner(WeightFilterPruner):
 
 @register_pruner('fpgm', framework='torch')
 class FPGMPruner(WeightFilterPruner):
-    """Prunes the filters nearest the geometric median of their layer (He et al., 2019)."""
+    """Prunes the filters nearest the geometric median of their layer (He et al., 2019).
+
+    Example::
+
+        pruner = FPGMPruner(model, [{'sparsity': 0.5, 'op_types': ['Conv2d']},
+                                 {'exclude': True, 'op_names': ['fc']}])
+        model = pruner.compress()
+    """
 
     filter_criterion = staticmethod(criteria.fpgm)
     group_p = 2

@@ -17,6 +17,10 @@ def bn_l1_penalty(model: nn.Module, scale: float = 1e-4,
         model: the model whose BatchNorm layers to regularize.
         scale: the penalty weight (the paper's lambda, 1e-4 by default).
         modules: restrict to these BatchNorm modules (default: all of ``model``'s).
+
+    Example::
+
+        loss = criterion(model(x), y) + bn_l1_penalty(model, 1e-4)
     """
     chosen = list(modules) if modules is not None else [
         m for m in model.modules() if isinstance(m, specs.BATCH_NORM) and m.weight is not None]

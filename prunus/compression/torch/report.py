@@ -28,7 +28,14 @@ class LayerReport:
 
 
 class SparsityReport:
-    """Rows of :class:`LayerReport`; ``str()`` renders a table, ``to_dict()`` plain data."""
+    """Rows of :class:`LayerReport`; ``str()`` renders a table, ``to_dict()`` plain data.
+
+    Example::
+
+        report = pruner.sparsity_report(torch.randn(1, 3, 224, 224))
+        print(report)                     # a table, one row per pruned layer
+        report['layer1.0.conv1'].sparsity
+    """
 
     def __init__(self, rows: list[LayerReport]):
         self.rows = rows
@@ -47,17 +54,21 @@ class SparsityReport:
 
     @property
     def total_params(self) -> int:
+        """Weights of all reported layers."""
         return sum(r.params for r in self.rows)
 
     @property
     def total_params_kept(self) -> int:
+        """Non-masked weights of all reported layers."""
         return sum(r.params_kept for r in self.rows)
 
     @property
     def sparsity(self) -> float:
+        """The fraction of all reported weights that is masked."""
         return 1.0 - self.total_params_kept / max(self.total_params, 1)
 
     def to_dict(self) -> list[dict[str, Any]]:
+        """The rows as plain dicts (for JSON or pandas)."""
         return [asdict(row) for row in self.rows]
 
     def __str__(self) -> str:

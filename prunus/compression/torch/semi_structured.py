@@ -66,7 +66,19 @@ def unavailable_reason(device: torch.device | str | None = None) -> str | None:
 
 
 def semi_structured_available(device: torch.device | str | None = None) -> bool:
-    """Whether this PyTorch and the CUDA device can run semi-structured sparse matmuls."""
+    """Whether this PyTorch and the CUDA device can run semi-structured sparse matmuls.
+
+    Args:
+        device: the CUDA device to check (default: the current one).
+
+    Returns:
+        True when :func:`to_semi_structured` can run there.
+
+    Example::
+
+        if semi_structured_available():
+            model = to_semi_structured(model)
+    """
     return unavailable_reason(device) is None
 
 
@@ -84,7 +96,18 @@ def weight_problem(weight: torch.Tensor, which: str | None = None) -> str | None
 
 
 def is_two_four(mask: torch.Tensor) -> bool:
-    """Whether a ``(out, in)`` mask keeps exactly 2 of every 4 consecutive inputs."""
+    """Whether a ``(out, in)`` mask keeps exactly 2 of every 4 consecutive inputs.
+
+    Args:
+        mask: a Linear layer's weight mask.
+
+    Returns:
+        Whether it is an exact 2:4 pattern.
+
+    Example::
+
+        is_two_four(model.fc.weight_mask)
+    """
     if mask.dim() != 2 or mask.shape[1] % 4:
         return False
     return bool((mask.reshape(mask.shape[0], -1, 4).sum(dim=2) == 2).all())
@@ -106,6 +129,16 @@ def to_semi_structured(model: nn.Module) -> nn.Module:
         ValueError: no Linear layer carries an exact 2:4 mask.
         RuntimeError: the GPU, backend, device, dtype or shape of a layer does not fit
             (the message names the layer and the rule); the model is left unchanged.
+
+    Args:
+        model: a model whose Linear layers carry 2:4 masks (on a supported GPU).
+
+    Returns:
+        ``model`` with those weights as semi-structured sparse tensors.
+
+    Example::
+
+        model = to_semi_structured(model.half().cuda())
     """
     layers = _convertible(model)
     if not layers:

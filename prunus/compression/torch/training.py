@@ -76,6 +76,19 @@ class Pruning:
     Attributes:
         groups: the bound local pruners, one per config entry that selects a layer.
         step: the current step index.
+
+    Example::
+
+        pruning = Pruning(WeightPruningConfig(target_sparsity=0.8, start_step=0, end_step=100), model)
+        pruning.on_train_begin()
+        for step, (x, y) in enumerate(loader):
+            pruning.on_step_begin(step)
+            loss_fn(model(x), y).backward()
+            pruning.on_before_optimizer_step()
+            optimizer.step()
+            pruning.on_after_optimizer_step()
+            pruning.on_step_end()
+        pruning.on_train_end()
     """
 
     def __init__(self, config: Any, model: nn.Module | None = None, steps_per_epoch: int | None = None):
@@ -98,6 +111,7 @@ class Pruning:
 
     @property
     def model(self) -> nn.Module | None:
+        """The bound model; setting it binds the config's entries to its layers."""
         return self._model
 
     @model.setter
@@ -219,6 +233,7 @@ class Pruning:
         self._close_step()
 
     def on_epoch_end(self) -> None:
+        """Close an epoch; checks that a model is bound."""
         self._bound()
         if self._open:
             self._close_step()
@@ -292,6 +307,25 @@ def prepare_pruning(model: nn.Module, config: Any, optimizer: Optimizer | None =
     away from ``dataloader`` (on ``device``) and returns a
     :class:`~prunus.compression.torch.post_training_api.PostTrainingPruning`, as INC did;
     ``loss_func`` is accepted for INC's signature and not needed.
+
+    Args:
+        model: the model to prune.
+        config: a :class:`WeightPruningConfig`, a YAML path or a mapping.
+        optimizer: the training optimizer, to run the hooks from its ``step()``.
+        steps_per_epoch: needed only for schedules given in epochs.
+        dataloader: calibration batches, for post-training types.
+        loss_func: accepted for INC's signature; not used.
+        device: where post-training pruning runs.
+
+    Returns:
+        The started :class:`Pruning`, or for post-training types the finished
+        :class:`~prunus.compression.torch.post_training_api.PostTrainingPruning`.
+
+    Example::
+
+        pruning = prepare_pruning(model, config, optimizer)
+        train(model, optimizer)          # your loop, unchanged
+        pruning.on_train_end()
     """
     config = _as_config(config)
     if is_post_training(config):

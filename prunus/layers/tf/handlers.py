@@ -36,7 +36,12 @@ def layer_weights(layer) -> dict[str, np.ndarray]:
 
 
 class LayerHandler:
-    """Removal knowledge of one layer type; subclasses override what applies."""
+    """Removal knowledge of one layer type; subclasses override what applies.
+
+    Example::
+
+        small = speedup(model, masks, custom_handlers={'MyLayer': MyLayerHandler()})
+    """
 
     role = 'tied'
 

@@ -103,14 +103,34 @@ def attach_masks(model: keras.Model, masks: Masks, source: str = 'masks') -> Non
 
 
 def apply_masks(model: keras.Model) -> None:
-    """Re-zeroes every masked weight; for training code that bypasses the optimizer."""
+    """Re-zeroes every masked weight; for training code that bypasses the optimizer.
+
+    Args:
+        model: a model with prunus masks.
+
+    Example::
+
+        model.set_weights(weights)
+        apply_masks(model)
+    """
     for variable in model.weights:
         if isinstance(variable.constraint, MaskConstraint):
             variable.assign(variable * tf.cast(variable.constraint.mask, variable.dtype))
 
 
 def strip(model: keras.Model) -> keras.Model:
-    """Bakes the masks into the weights and removes them, leaving a plain Keras model."""
+    """Bakes the masks into the weights and removes them, leaving a plain Keras model.
+
+    Args:
+        model: a masked model.
+
+    Returns:
+        The plain model.
+
+    Example::
+
+        strip(model).save('pruned.keras')
+    """
     apply_masks(model)
     for variable in model.weights:
         if isinstance(variable.constraint, MaskConstraint):
@@ -121,7 +141,16 @@ def strip(model: keras.Model) -> keras.Model:
 
 def save_masks(masks: Masks, path: str) -> None:
     """Writes masks to a ``.npz`` file (keys ``'<layer name>::weight'``, ``'...::bias'``)
-    through a temporary file, so a failed write leaves no half file."""
+    through a temporary file, so a failed write leaves no half file.
+
+    Args:
+        masks: ``{layer_name: {'weight': array, 'bias': array}}``.
+        path: the ``.npz`` file to write.
+
+    Example::
+
+        save_masks(pruner.get_masks(), 'masks.npz')
+    """
     rules.check_structure(masks)
     write_mask_npz(path, {f'{name}::{key}': np.asarray(mask) for name, entry in masks.items()
                           for key, mask in entry.items()})
@@ -129,7 +158,18 @@ def save_masks(masks: Masks, path: str) -> None:
 
 def load_masks(path: str) -> Masks:
     """Reads a mask file written by :func:`save_masks`; a file that is not one is named
-    in the error together with the format it should have."""
+    in the error together with the format it should have.
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        The masks.
+
+    Example::
+
+        small = speedup(model, load_masks('masks.npz'))
+    """
     masks: Masks = {}
     for flat, array in read_mask_npz(path).items():
         name, sep, key = flat.rpartition('::')

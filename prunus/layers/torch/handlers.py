@@ -65,6 +65,20 @@ class Handler:
     Attributes:
         in_dim: channel dim of the layer's input tensor (None: no prunable input).
         out_dim: channel dim of the layer's output tensor.
+
+    Example::
+
+        class ScaleHandler(Handler):          # a layer with one weight per channel
+            def tied(self, module):
+                return True
+
+            def count_in(self, module):
+                return module.weight.numel()
+
+            def prune_in(self, module, keep):
+                module.weight = nn.Parameter(module.weight.data[keep])
+
+        small = speedup(model, x, masks, custom_handlers={Scale: ScaleHandler()})
     """
 
     in_dim: int | None = 1
@@ -79,15 +93,19 @@ class Handler:
         return False
 
     def count_in(self, module: nn.Module) -> int:
+        """The layer's number of input channels."""
         raise NotImplementedError
 
     def count_out(self, module: nn.Module) -> int:
+        """The layer's number of output channels (by default its input channels)."""
         return self.count_in(module)
 
     def prune_in(self, module: nn.Module, keep: torch.Tensor) -> None:
+        """Keep only input channels ``keep`` (a LongTensor of indices)."""
         raise NotImplementedError
 
     def prune_out(self, module: nn.Module, keep: torch.Tensor) -> None:
+        """Keep only output channels ``keep`` (by default as :meth:`prune_in`)."""
         self.prune_in(module, keep)
 
     def dead_out(self, module: nn.Module) -> torch.Tensor:

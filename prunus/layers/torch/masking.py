@@ -173,7 +173,20 @@ def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_na
 def apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]],
                 owned: bool = False) -> nn.Module:
     """Attaches every module's masks; validates all of them first so a bad mask changes nothing.
-    ``owned``: the masks are fresh tensors the model may keep (see :func:`attach_masks`)."""
+    ``owned``: the masks are fresh tensors the model may keep (see :func:`attach_masks`).
+
+    Args:
+        model: the model.
+        masks: ``{module_name: {'weight': mask, 'bias': mask}}``.
+        owned: the masks may be kept as they are (no copies).
+
+    Returns:
+        ``model``.
+
+    Example::
+
+        apply_masks(model, torch.load('mask.pth'))
+    """
     check_masks(model, masks)
     modules = dict(model.named_modules())
     for name, per_param in masks.items():
@@ -189,7 +202,18 @@ def reapply_masks(module: nn.Module) -> None:
 
 
 def get_masks(model: nn.Module) -> Masks:
-    """The masks attached to ``model``: ``{module_name: {'weight': mask, 'bias': mask}}``."""
+    """The masks attached to ``model``: ``{module_name: {'weight': mask, 'bias': mask}}``.
+
+    Args:
+        model: the model.
+
+    Returns:
+        The mask buffers (not copies).
+
+    Example::
+
+        masks = get_masks(model)
+    """
     masks: Masks = {}
     for name, module in model.named_modules():
         for pname in getattr(module, _MASKED_ATTR, ()):
@@ -220,7 +244,18 @@ def detach_masks(module: nn.Module) -> None:
 
 
 def strip(model: nn.Module) -> nn.Module:
-    """Bakes all masks into the weights and leaves a plain model with no extra buffers."""
+    """Bakes all masks into the weights and leaves a plain model with no extra buffers.
+
+    Args:
+        model: the masked model.
+
+    Returns:
+        ``model``, now plain.
+
+    Example::
+
+        plain = strip(model)
+    """
     for module in model.modules():
         if is_masked(module):
             detach_masks(module)

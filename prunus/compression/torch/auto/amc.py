@@ -244,6 +244,7 @@ class AMCPruner(AutoPruner):
         return out
 
     def reward(self, score: float, allocation: dict[str, float]) -> float:
+        """The agent's reward for an allocation that scored ``score``."""
         if self.reward_kind == 'acc_flops_reward':
             return -(1.0 - score) * math.log(max(self.cost.flops(allocation), 1.0))
         return score
@@ -267,6 +268,7 @@ class AMCPruner(AutoPruner):
         return decided, steps
 
     def search(self) -> tuple[dict[str, float], float]:
+        """Train the agent; returns the best allocation found and its score."""
         history = SearchHistory(self.experiment_data_dir, 'amc', self.settings())
         names = self.searchable()
         floor = self.cost.flops({n: 1 - self.lbound for n in names}) / self.cost.total_flops

@@ -31,7 +31,9 @@ class SimulatedAnnealingPruner(AutoPruner):
         evaluator: ``evaluator(model) -> float``, the score of a pruned model.
         optimize_mode: 'maximize' or 'minimize' the score.
         base_algo: the registered one-shot criterion that picks channels within a layer.
-        start_temperature, stop_temperature, cool_down_rate: the cooling schedule.
+        start_temperature: the temperature the search starts at.
+        stop_temperature: the search stops once the temperature falls below it.
+        cool_down_rate: the factor the temperature is multiplied by after each step.
         perturbation_magnitude: noise amplitude at the start temperature.
         experiment_data_dir: where the history, best config and best masks are written.
         seed: seeds the search (the evaluator's own randomness is the caller's).
@@ -40,8 +42,9 @@ class SimulatedAnnealingPruner(AutoPruner):
             faces the acceptance test.
         acceptance_scale: a score drop of this size is accepted with probability 1/e at
             the start temperature.
-        budget, dummy_input, max_sparsity_per_layer, progress, base_kwargs: see
-            :mod:`prunus.compression.torch.auto.base`.
+        **options: ``budget`` ('sparsity' or 'flops'), ``dummy_input`` (for a FLOPs
+            budget), ``max_sparsity_per_layer``, ``progress`` and ``base_kwargs``, shared by
+            every automatic pruner (see :mod:`prunus.compression.torch.auto.base`).
 
     Example::
 

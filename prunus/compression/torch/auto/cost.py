@@ -304,6 +304,19 @@ class CostModel:
 
 def pruned_flops(model: nn.Module, dummy_input: Any, masks: Any = None) -> int:
     """FLOPs of ``model`` after the speedup removes its masked channels (``masks``, or
-    the masks attached to the model); the model itself is not changed."""
+    the masks attached to the model); the model itself is not changed.
+
+    Args:
+        model: the model.
+        dummy_input: the input to count FLOPs on.
+        masks: a mask dict, file or pruner (default: the masks on the model).
+
+    Returns:
+        The FLOPs of the sped-up model.
+
+    Example::
+
+        pruned_flops(model, torch.randn(1, 3, 32, 32), pruner)
+    """
     _, summary = speedup(model, dummy_input, masks, return_summary=True)
     return int(summary.flops_after)

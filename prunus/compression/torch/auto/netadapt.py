@@ -107,6 +107,7 @@ class NetAdaptPruner(AutoPruner):
         return state['iteration'], state['allocation']
 
     def search(self) -> tuple[Allocation, float | None]:
+        """Run the search; returns the best allocation and its score."""
         history = SearchHistory(self.experiment_data_dir, 'netadapt', self.settings())
         working = copy.deepcopy(self.bound_model)
         current: Allocation = {n: 0.0 for n in self.searchable()}

@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 from tqdm.auto import tqdm
 
+from prunus._optional import require
+
 from ...registry import get_pruner
 from prunus.layers.torch.masking import apply_masks
 from ..forksafe import guard_forked_workers
@@ -80,6 +82,13 @@ class SensitivityAnalysis:
         early_stop_value: the threshold of ``early_stop_mode``.
         executor: sweeps layers in parallel (a process pool, a dask client's executor).
         progress: show a tqdm bar.
+
+    Example::
+
+        analysis = SensitivityAnalysis(model, val_func=lambda m: accuracy(m, x_val, y_val),
+                                       sparsities=[0.25, 0.5, 0.75])
+        sensitivities = analysis.analysis()      # {layer: {sparsity: score}}
+        analysis.plot('sensitivity.png')
     """
 
     def __init__(self, model: nn.Module, val_func: Callable, sparsities: Sequence[float] | None = None,
@@ -151,10 +160,10 @@ class SensitivityAnalysis:
 
     def plot(self, path: str | os.PathLike | None = None, ax: Any = None) -> Any:
         """Score vs sparsity, one line per layer; saved to ``path`` if given. Returns the figure."""
-        import matplotlib
+        matplotlib = require('matplotlib', 'plot', 'SensitivityAnalysis.plot()')
         if ax is None and path is not None:
             matplotlib.use('Agg', force=False)
-        import matplotlib.pyplot as plt
+        plt = require('matplotlib.pyplot', 'plot', 'SensitivityAnalysis.plot()')
         figure, ax = (plt.subplots(figsize=(6, 4)) if ax is None else (ax.figure, ax))
         for name, row in self.sensitivities.items():
             points = sorted(row.items())

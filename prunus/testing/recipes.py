@@ -25,7 +25,7 @@ from torch import nn
 from prunus import demo
 from prunus.compression.torch import AGPPruner, LotteryTicketPruner
 
-from ._digits import DigitsCNN as PlainCNN
+from .digits import DigitsCNN as PlainCNN
 
 PRETRAIN, AGP_FINETUNE, AGP_SPAN = 15, 30, 10
 LOTTERY_EPOCHS = 10
@@ -53,12 +53,12 @@ class LotteryOutcome:
         return self.rounds[0]
 
 
-def weighted_modules(model: nn.Module) -> list[nn.Module]:
+def weighted_modules(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def zero_fraction(model: nn.Module) -> float:
-    weights = [m.weight for m in weighted_modules(model)]
+    weights: list[torch.Tensor] = [m.weight for m in weighted_modules(model)]
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
