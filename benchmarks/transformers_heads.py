@@ -10,7 +10,9 @@ against the masked model. Data-driven criteria use 32 other sentences (calibrati
 Then vit_b_16, swin_t (``weights=None``) and a GPT-2 from its config: heads (and MLP)
 removed by prunus, exact against the masked model.
 
-Run: ``HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/transformers_heads.py``
+Run::
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/transformers_heads.py
 """
 from __future__ import annotations
 
@@ -240,6 +242,8 @@ def structure_rows() -> list[str]:
 
 
 def main() -> None:
+    import argparse
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
     start = time.time()
     import torch_pruning

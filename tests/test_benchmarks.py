@@ -1,4 +1,8 @@
-"""Every benchmark starts as its docstring says to run it (checked with --help)."""
+"""Every benchmark starts as its docstring says to run it (checked with --help).
+
+A benchmark is a script under ``benchmarks/`` with an ``if __name__ == '__main__':`` block;
+the modules without one are helpers that benchmarks import, not run on their own.
+"""
 import ast
 import os
 import shlex
@@ -11,7 +15,8 @@ import pytest
 import prunus
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / 'benchmarks').glob('*.py'))
+SCRIPTS = sorted(p for p in (ROOT / 'benchmarks').glob('*.py')
+                 if "if __name__ == '__main__':" in p.read_text())
 
 
 def _commands(script: Path) -> list[list[str]]:

@@ -3,12 +3,12 @@
 Each key's rule is declared once in :data:`prunus.compression.rules.RULES` (a ``schema``
 check plus the sentence that describes it); every error message is rendered from those
 declarations, so a message always names the entry, the key, the value received and the
-rule::
+rule (a :class:`~prunus.compression.errors.ConfigValueError`, also a ``ValueError``)::
 
     >>> validate_config_list([{'sparsity': 1.5, 'op_types': ['Conv2d']}])
     Traceback (most recent call last):
     ...
-    ValueError: config_list[0]['sparsity'] must be a number in [0, 1); got 1.5.
+    prunus.compression.errors.ConfigValueError: config_list[0]['sparsity'] must be a number in [0, 1); got 1.5.
 
 Precedence: entries are read in order and, for a layer selected by several entries,
 the *last* entry that selects it wins; an ``exclude`` entry that selects a layer

@@ -27,7 +27,15 @@ class PrunusError(Exception):
 
 class ConfigValueError(PrunusError, SchemaError, ValueError):
     """A config value breaks its rule (or a key is unknown); catchable as ``ValueError``
-    and as ``schema.SchemaError``, with the same one-line message."""
+    and as ``schema.SchemaError``, with the same one-line message.
+
+    Example::
+
+        try:
+            LevelPruner(model, [{'sparsity': 1.5, 'op_types': ['Linear']}])
+        except ConfigValueError as error:   # also a ValueError and a SchemaError
+            print(error)   # config_list[0]['sparsity'] must be a number in [0, 1); got 1.5.
+    """
 
     def __init__(self, message: str):
         SchemaError.__init__(self, message)
@@ -35,7 +43,15 @@ class ConfigValueError(PrunusError, SchemaError, ValueError):
 
 class ConfigTypeError(PrunusError, SchemaError, TypeError):
     """A config value has the wrong type; catchable as ``TypeError`` and as
-    ``schema.SchemaError``, with the same one-line message."""
+    ``schema.SchemaError``, with the same one-line message.
+
+    Example::
+
+        try:
+            LevelPruner(model, [{'sparsity': '0.5', 'op_types': ['Linear']}])
+        except ConfigTypeError as error:    # also a TypeError and a SchemaError
+            print(error)
+    """
 
     def __init__(self, message: str):
         SchemaError.__init__(self, message)

@@ -179,6 +179,7 @@ class StepSchedule:
 
     @property
     def one_shot(self) -> bool:
+        """True when the schedule makes a single update (straight to ``final``)."""
         return self.updates == 0
 
     @property

@@ -64,7 +64,9 @@ class TransformerHeadPruner(Pruner):
             keeps one head at least) instead of each group on its own.
         num_iterations: prune in this many steps of growing sparsity.
         epochs_per_iteration: training epochs (``trainer``) between the steps.
-        optimizer, trainer, criterion: ``trainer(model, optimizer, criterion, epoch)``.
+        optimizer: the optimizer given to ``trainer``.
+        trainer: ``trainer(model, optimizer, criterion, epoch)`` trains one epoch.
+        criterion: the loss given to ``trainer``.
         forward_runner: ``forward_runner(model)`` runs the data the activation and
             Taylor criteria are computed on.
         prune_head_dims: (prunus) prune ``sparsity`` of every head's dimensions instead of

@@ -51,6 +51,13 @@ class Pruning(HookPruning):
     """The training-API ``Pruning`` with the INC / LPOT launcher attributes (see module doc).
 
     ``pruning(conf)`` is the same class under INC 1.x's lower-case name.
+
+    Example::
+
+        prune = Pruning(config)            # a WeightPruningConfig or an INC YAML path
+        prune.model = model
+        prune.train_func = train           # train(model) runs the training loop
+        pruned = prune.fit()
     """
 
     def __init__(self, config: Any, model: Any = None, steps_per_epoch: int | None = None):
@@ -73,6 +80,7 @@ class Pruning(HookPruning):
 
     @property
     def model(self) -> nn.Module | None:
+        """The ``nn.Module`` being pruned (a ``common.Model`` given is unwrapped)."""
         return self._model
 
     @model.setter

@@ -75,6 +75,10 @@ def count_flops_params(model: nn.Module, x: Any, custom_ops: dict[type, Callable
     Returns:
         Total FLOPs (multiply-accumulates), total parameters of the counted layers, and per
         layer ``{'name', 'module_type', 'weight_shape', 'flops', 'params'}``.
+
+    Example::
+
+        flops, params, results = count_flops_params(model, (1, 3, 224, 224), verbose=False)
     """
     if mode not in _MODES:
         raise ValueError(f"count_flops_params: mode must be one of {_MODES}; got {mode!r}.")
@@ -121,9 +125,20 @@ class ChannelDependency:
     """The Conv/Linear layers whose output channels are tied (a residual add, a depthwise
     conv after them) and must lose the same channels for the speedup to remove them.
 
+    Args:
+        model: the model to trace.
+        dummy_input: an input it runs on.
+        traced_model: ignored (NNI's argument, kept for compatibility).
+        prune_type: ``'Filter'`` (Conv/Linear layers) or ``'Batchnorm'`` (norm layers).
+
     Attributes:
         dependency_sets: one set of layer names per tie (singletons included).
         dependency: layer name -> its set.
+
+    Example::
+
+        deps = ChannelDependency(model, torch.randn(1, 3, 32, 32))
+        deps.dependency['layer1.0.conv2']   # {'conv1', 'layer1.0.conv2', ...}
     """
 
     def __init__(self, model: nn.Module, dummy_input: Any, traced_model: Any = None,
@@ -149,7 +164,18 @@ class ChannelDependency:
 
 class GroupDependency:
     """Layer name -> the number of equal blocks its output channels must be pruned in
-    (grouped convolutions constrain every layer tied to them)."""
+    (grouped convolutions constrain every layer tied to them).
+
+    Args:
+        model: the model to trace.
+        dummy_input: an input it runs on.
+        traced_model: ignored (NNI's argument, kept for compatibility).
+
+    Example::
+
+        groups = GroupDependency(model, torch.randn(1, 3, 32, 32)).dependency
+        groups['conv1']   # 1 unless a grouped conv ties it
+    """
 
     def __init__(self, model: nn.Module, dummy_input: Any, traced_model: Any = None):
         groups = dependency_groups(model, dummy_input)
@@ -158,7 +184,20 @@ class GroupDependency:
 
 def not_safe_to_prune(model: nn.Module, dummy_input: Any) -> list[str]:
     """Conv/Linear layers some of whose output channels the speedup could not remove (used
-    by an operation that needs all of them, or part of the model's output)."""
+    by an operation that needs all of them, or part of the model's output).
+
+    Args:
+        model: the model to trace.
+        dummy_input: an input it runs on.
+
+    Returns:
+        The names of those layers.
+
+    Example::
+
+        skip = not_safe_to_prune(model, torch.randn(1, 3, 32, 32))
+        config_list = [{'sparsity': 0.5, 'op_types': ['Conv2d']}, {'exclude': True, 'op_names': skip}]
+    """
     unsafe = []
     for group in dependency_groups(model, dummy_input):
         if group.blocked is not None and bool(group.blocked.any()):
@@ -167,7 +206,21 @@ def not_safe_to_prune(model: nn.Module, dummy_input: Any) -> list[str]:
 
 
 def get_module_by_name(model: nn.Module, module_name: str) -> tuple[nn.Module | None, nn.Module | None]:
-    """``(parent, module)`` for a dotted name, ``(None, None)`` when there is none (NNI's)."""
+    """``(parent, module)`` for a dotted name, ``(None, None)`` when there is none (NNI's).
+
+    Args:
+        model: the model to look in.
+        module_name: a dotted name from ``model.named_modules()``, such as ``'layer1.0.conv1'``.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU()))
+        >>> parent, module = get_module_by_name(model, '1.0')
+        >>> module
+        ReLU()
+        >>> get_module_by_name(model, 'missing')
+        (None, None)
+    """
     names = module_name.split('.')
     owner = model
     for name in names[:-1]:

@@ -139,6 +139,7 @@ class PostTrainingPruner(Pruner):
         raise NotImplementedError
 
     def needs_hessian(self) -> bool:
+        """Whether the layer statistics must include the input Hessian ``X^T X``."""
         return self.update_weights
 
     def _prune_layer(self, name: str, stats: InputStats) -> dict[str, torch.Tensor]:
@@ -292,6 +293,7 @@ class SparseGPTPruner(PostTrainingPruner):
     default_update = True
 
     def needs_hessian(self) -> bool:
+        """Always True: SparseGPT's updates need the input Hessian."""
         return True
 
     def prune_matrix(self, weight, stats, group_index, sparsity, pattern, group):

@@ -87,7 +87,19 @@ def _masks_for(model: nn.Module, group, gone: np.ndarray) -> Masks:
 def prune_hidden_width(model: nn.Module, dummy_input: Any, sparsity: float) -> dict[str, int]:
     """Masks ``sparsity`` of the residual stream's channels (lowest L1 of what writes them)
     after converting its LayerNorms (see the module doc). Returns, per stream (named by its
-    first LayerNorm), the number of channels masked."""
+    first LayerNorm), the number of channels masked.
+
+    Args:
+        model: the model; its ``nn.LayerNorm`` over the last dim become
+            :class:`KeptChannelLayerNorm`.
+        dummy_input: an input it runs on (to trace the residual streams).
+        sparsity: the fraction of each stream's channels to mask, in ``[0, 1)``.
+
+    Example::
+
+        masked = prune_hidden_width(model, example_inputs, sparsity=0.25)  # {'ln_1': 48, ...}
+        small = speedup(model, example_inputs)   # removes the masked channels
+    """
     if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ValueError(f'prune_hidden_width: sparsity must be a number in [0, 1); got {sparsity!r}.')
     norms = set(use_kept_channel_norms(model))

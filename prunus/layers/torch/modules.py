@@ -246,7 +246,15 @@ def per_head_params(module: nn.Module) -> list[tuple[nn.Module, str, int]]:
 
 class KeptChannelLayerNorm(nn.LayerNorm):
     """nn.LayerNorm over the last dim whose statistics use only the channels where the
-    buffer ``keep`` is True; the other channels output zero."""
+    buffer ``keep`` is True; the other channels output zero.
+
+    Example::
+
+        norm = KeptChannelLayerNorm(8)
+        norm.register_buffer('keep', torch.ones(8, dtype=torch.bool))
+        norm.keep[6:] = False            # channels 6 and 7 output 0, the rest are normalized alone
+        y = norm(torch.randn(2, 8))
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = self.keep
