@@ -41,6 +41,7 @@ class PruningDriver:
                             f'prunus.compression.torch.Pruning (on_step_end); got {type(target).__name__}.')
         self.target = target
         self.started = False
+        self._begun: int | None = None  # the step index last passed to on_step_begin
 
     def train_begin(self, model: Any) -> None:
         """Bind to ``model`` (``Pruning`` without a model) or check it is the pruner's,
@@ -71,9 +72,18 @@ class PruningDriver:
             self.target.on_epoch_begin(int(epoch))
 
     def step_begin(self, step: int) -> None:
-        """Before a training step's forward pass."""
+        """Before a training step's forward pass; ``step`` is the index of the optimizer
+        step it leads to (the trainer's ``global_step``).
+
+        ``Pruning`` follows the caller's step index and ends the open step at the next
+        ``on_step_begin``, so a repeated index (the micro-batches of one accumulated optimizer
+        step) is begun once only: the step ends after its optimizer step, not before.
+        """
         if self.kind == 'hooks':
-            self.target.on_step_begin(int(step))
+            step = int(step)
+            if step != self._begun:
+                self._begun = step
+                self.target.on_step_begin(local_step=step)
 
     def before_optimizer_step(self) -> None:
         """Gradients are ready; the optimizer has not stepped yet."""
@@ -81,10 +91,11 @@ class PruningDriver:
             self.target.on_before_optimizer_step()
 
     def after_optimizer_step(self) -> None:
-        """The optimizer stepped; the masks are updated where the schedule says so."""
+        """The optimizer stepped; the step ends and the masks are updated where the schedule
+        says so. ``on_after_optimizer_step`` alone ends the step: calling ``on_step_end`` too
+        would count a second step, because a step end without a begun step counts one."""
         if self.kind == 'hooks':
             self.target.on_after_optimizer_step()
-            self.target.on_step_end()
 
     def epoch_end(self) -> None:
         """The epoch is over."""

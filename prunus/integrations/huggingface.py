@@ -12,7 +12,10 @@ Example::
     trainer.train()
 
 A ``prunus.compression.torch.Pruning`` (the step-scheduled training API) works the same way;
-its ``on_before_optimizer_step`` and ``on_step_end`` run around every optimizer step.
+its ``on_step_begin(local_step=global_step)``, ``on_before_optimizer_step`` and
+``on_after_optimizer_step`` run around every optimizer step. (Not to be confused with
+``prunus.compression.torch.hf.PruningCallback``, the INC/ITREX-style callback for a ``Pruning``
+only; this one also drives an ``AGPPruner``.)
 """
 from __future__ import annotations
 
@@ -33,8 +36,10 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc, valid-type]
 
     ``AGPPruner``: compressed when training begins, ``update_epoch(epoch)`` at the start of
     every epoch. ``Pruning``: bound to the Trainer's model if it has none, then each hook at
-    the matching event (``on_step_end`` after every optimizer step, so a schedule counts
-    optimizer steps, as with gradient accumulation it should). Masked weights stay zero
+    the matching event: ``on_step_begin`` with the Trainer's ``global_step`` (the index of
+    the optimizer step to come, so a schedule counts optimizer steps, as with gradient
+    accumulation it should) and ``on_after_optimizer_step``, which ends the step, after
+    every optimizer step. Masked weights stay zero
     through the Trainer's optimizer (prunus re-zeroes them after every ``torch.optim`` step).
 
     Args:

@@ -36,8 +36,10 @@ class PruningCallback(_callback_base()):  # type: ignore[misc]
 
     ``AGPPruner``: compressed when fitting starts, ``update_epoch(trainer.current_epoch)``
     at the start of every training epoch. ``Pruning``: bound to the LightningModule if it
-    has none; ``on_before_optimizer_step`` before and ``on_step_end`` after every
-    optimizer step.
+    has none; ``on_step_begin`` with ``trainer.global_step`` (the index of the optimizer
+    step to come; begun once per optimizer step under gradient accumulation),
+    ``on_before_optimizer_step`` before and ``on_after_optimizer_step`` (which ends the
+    step) after every optimizer step.
 
     Args:
         pruner: an ``AGPPruner`` that has not been compressed, or a ``Pruning``, built on the

@@ -60,7 +60,9 @@ def _train(model, callbacks, tmp_path, epochs=3):
 def test_agp_prunes_gradually_during_trainer_train(tmp_path):
     model = _model()
     targets = ['bert.encoder.layer.0.intermediate.dense', 'bert.encoder.layer.0.output.dense']
-    pruner = AGPPruner(model, [{'final_sparsity': 0.75, 'start_epoch': 0, 'end_epoch': 2,
+    # NNI 1.x's span: the final sparsity is reached at the last update epoch before end_epoch,
+    # so end_epoch=3 updates at epochs 0, 1, 2 and reaches 0.75 at epoch 2.
+    pruner = AGPPruner(model, [{'final_sparsity': 0.75, 'start_epoch': 0, 'end_epoch': 3,
                                 'frequency': 1, 'op_names': targets}], pruning_algorithm='level')
     spy = _Spy(model, targets)
     _train(model, [PruningCallback(pruner), spy], tmp_path)
@@ -80,8 +82,11 @@ def test_training_api_steps_with_the_optimizer(tmp_path):
     names = [n for n, m in model.named_modules()
              if isinstance(m, torch.nn.Linear) and n != 'classifier']
     spy = _Spy(model, names)
-    _train(model, [PruningCallback(pruning), spy], tmp_path, epochs=3)
-    assert pruning.model is model and pruning.step == spy.steps == 18
+    trainer = _train(model, [PruningCallback(pruning), spy], tmp_path, epochs=3)
+    # Pruning.step is the caller's step index (global_step at on_step_begin), 0..17 for the
+    # 18 optimizer steps: one step per optimizer step, none counted twice.
+    assert spy.steps == trainer.state.global_step == 18
+    assert pruning.model is model and pruning.step == 17
     assert spy.seen[0] < spy.seen[-1] == pytest.approx(0.5, abs=0.01)
 
 

@@ -55,7 +55,9 @@ def _fit(module, callbacks, epochs, **kw):
 def test_agp_filter_pruning_grows_each_epoch():
     module = Net()
     conv = module.body[0]
-    pruner = AGPPruner(module, [{'final_sparsity': 0.75, 'start_epoch': 0, 'end_epoch': 2,
+    # NNI 1.x's span: the final sparsity is reached at the last update epoch before end_epoch,
+    # so end_epoch=3 updates at epochs 0, 1, 2 and reaches 75% at epoch 2.
+    pruner = AGPPruner(module, [{'final_sparsity': 0.75, 'start_epoch': 0, 'end_epoch': 3,
                                  'frequency': 1, 'op_names': ['body.0']}], pruning_algorithm='l1')
     spy = Spy(conv)
     _fit(module, [PruningCallback(pruner), spy], epochs=3)
@@ -68,7 +70,9 @@ def test_training_api_counts_optimizer_steps_with_accumulation():
                                  start_step=0, end_step=3, pruning_frequency=1,
                                  pruning_op_types=['Conv2d'], pruning_scope='local')
     pruning = Pruning(config, module.body)  # bound to a submodule of the LightningModule
-    _fit(module, [PruningCallback(pruning)], epochs=2, accumulate_grad_batches=2)
-    assert pruning.step == 4  # 2 epochs x 4 batches / 2 accumulated
+    trainer = _fit(module, [PruningCallback(pruning)], epochs=2, accumulate_grad_batches=2)
+    # 2 epochs x 4 batches / 2 accumulated = 4 optimizer steps; Pruning.step is the caller's
+    # step index (trainer.global_step at the batch start), so the last one is 3.
+    assert trainer.global_step == 4 and pruning.step == 3
     for conv in (module.body[0], module.body[2]):
         assert float((conv.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.02)
