@@ -23,10 +23,28 @@ class PrunerSpec:
         (``data``, ``criterion``, ``evaluator``, ``dummy_input``) unless given in kwargs."""
         if not self.is_class:
             return self.build(model, config_list, **self.kwargs)
-        accepted = inspect.signature(self.build.__init__).parameters
+        accepted = _accepted(self.build)
         extra = {k: v for k, v in context.items()
                  if k in accepted and k not in self.kwargs and v is not None}
         return self.build(model, config_list, **extra, **self.kwargs)
+
+
+def _accepted(cls: Any) -> set[str]:
+    """The keyword names ``cls(...)`` takes: its ``__init__``'s, and, while an ``__init__``
+    passes ``**kwargs`` on (the NNI-order subclasses, ``**options``), its bases'."""
+    names: set[str] = set()
+    for klass in getattr(cls, '__mro__', (cls,)):
+        init = vars(klass).get('__init__') if isinstance(klass, type) else None
+        if init is None or klass is object:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def _one(label: str, spec: Any, framework: str) -> PrunerSpec:

@@ -6,7 +6,11 @@ sometimes a bias the original lacked, where a removed channel's constant was fol
 per module, its class name, its plain attributes (``in_channels``, ``num_features``, ...)
 and the shape of each parameter and buffer. :func:`load` takes a fresh instance of the
 original architecture, gives every layer the saved shapes and attributes, then loads the
-weights, so the file opens with ``torch.load(path, weights_only=True)``.
+weights, so the file opens with ``torch.load(path, weights_only=True)``. Layers the
+speedup gave another class (a layer carrying removed channels' constants, e.g.
+``Conv2dWithConstants`` with its ``carried_constants`` / ``eval_offset`` buffers, a
+``PrunedMultiheadAttention`` in place of ``nn.MultiheadAttention``, head-pruned Swin
+attention) get that class back on load, by its saved name, from prunus' own classes only.
 """
 from __future__ import annotations
 
@@ -16,7 +20,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunus.layers.torch import modules as _modules
+from prunus.layers.torch.constants import WITH_CONSTANTS
 from prunus.layers.torch.masking import is_masked
+
+
+def _stand_ins() -> dict[str, type]:
+    """Classes the speedup may give a layer in place of the original's: the layer with
+    frozen constant paths (a subclass), head-pruned Swin attention (a subclass) and
+    PrunedMultiheadAttention (in place of nn.MultiheadAttention)."""
+    table = {cls.__qualname__: cls for cls in WITH_CONSTANTS.values()}
+    table['PrunedMultiheadAttention'] = _modules.PrunedMultiheadAttention
+    for name in ('HeadPrunedShiftedWindowAttention', 'HeadPrunedShiftedWindowAttentionV2'):
+        cls = getattr(_modules, name, None)
+        if cls is not None:
+            table[name] = cls
+    return table
 
 
 FORMAT = 'prunus.speedup.save/1'
@@ -116,6 +135,38 @@ def _read(path: str | os.PathLike, map_location: Any) -> dict:
     return blob
 
 
+def _stand_in(saved_type: str, module: nn.Module) -> type | None:
+    """The class the speedup gave ``module`` when it was saved as ``saved_type``, or None."""
+    cls = _stand_ins().get(saved_type)
+    if cls is None:
+        return None
+    if cls is _modules.PrunedMultiheadAttention:
+        return cls if isinstance(module, nn.MultiheadAttention) else None
+    base = next((b for b in cls.__mro__[1:] if b.__module__.startswith('torch')), None)
+    return cls if base is not None and type(module) is base else None
+
+
+def _swap(saved: dict[str, dict], model: nn.Module) -> None:
+    """Give each module the stand-in class it had when saved (parents before children)."""
+    for name in sorted(saved, key=lambda n: (n.count('.') if n else -1, n)):
+        modules = dict(model.named_modules())
+        module = modules.get(name)
+        if module is None or type(module).__qualname__ == saved[name]['type']:
+            continue
+        cls = _stand_in(saved[name]['type'], module)
+        if cls is None:
+            continue
+        if cls is _modules.PrunedMultiheadAttention:
+            new = _modules.PrunedMultiheadAttention.from_mha(module)
+            if name:
+                owner, _, key = name.rpartition('.')
+                setattr(model.get_submodule(owner), key, new)
+            else:
+                raise ValueError('the model itself cannot be a PrunedMultiheadAttention')
+        else:
+            module.__class__ = cls
+
+
 def _check_architecture(saved: dict[str, dict], model: nn.Module, path: Any) -> None:
     modules = dict(model.named_modules())
     missing = [n for n in saved if n not in modules]
@@ -125,9 +176,13 @@ def _check_architecture(saved: dict[str, dict], model: nn.Module, path: Any) -> 
         raise ValueError(f"'{os.fspath(path)}' was saved from another architecture: the model "
                          f'{what}, the saved one does not agree; pass a fresh instance of the '
                          'original architecture.')
+    rebuilt = [n + '.' for n, e in saved.items() if n and e['type'] == 'PrunedMultiheadAttention'
+               and isinstance(modules[n], nn.MultiheadAttention)]  # its children come new
     for name, entry in saved.items():
         got = type(modules[name]).__qualname__
-        if got != entry['type']:
+        if any(name.startswith(r) for r in rebuilt):
+            continue
+        if got != entry['type'] and _stand_in(entry['type'], modules[name]) is None:
             raise ValueError(f"'{os.fspath(path)}' was saved from another architecture: module "
                              f"'{name}' is a {got} here and was a {entry['type']}.")
 
@@ -184,6 +239,8 @@ def load(path: str | os.PathLike, model: nn.Module, *, map_location: Any = 'cpu'
     if not isinstance(model, nn.Module):
         raise TypeError(f'load() needs a torch.nn.Module to rebuild; got {type(model).__name__}.')
     blob = _read(path, map_location)
+    _check_architecture(blob['modules'], model, path)
+    _swap(blob['modules'], model)
     _check_architecture(blob['modules'], model, path)
     modules = dict(model.named_modules())
     for name, entry in blob['modules'].items():
