@@ -25,7 +25,7 @@ from ..config import ConfigEntry, ConfigSpec, validate_config_list
 from ..owner_errors import name_errors, wrap_subclass_init
 from ..selection import Selection, select_layers
 from prunus.layers.tf import masking
-from prunus.layers.tf.files import atomic_path, check_writable
+from prunus.compression.paths import atomic_path, check_writable
 from .dependency import dependency_keeps, tied_groups
 from prunus.layers.tf.specs import (CONV_TYPES, FILTER_TYPES, channel_mask, iter_layers, layer_refs, spec_of,
                                     variables_of)

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from prunus.layers.torch.files import atomic_path, check_writable, normalize_mask_keys, read_mask_file, save_atomic
+from prunus.compression.paths import atomic_path, check_writable
+from prunus.layers.torch.files import normalize_mask_keys, read_mask_file, save_atomic
 from prunus.layers.torch.masking import Masks, check_masks, strip
 from ..mask_rules import check_structure, not_masks
 

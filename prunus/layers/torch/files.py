@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 
 logger = logging.getLogger('prunus.search')
 
 from prunus.compression import mask_rules
+from prunus.compression.paths import atomic_path
 
 MASK_FORMAT = ("a mask file written by export_model (torch.save of "
                "{module_name: {'weight': mask, 'bias': mask}})")
@@ -48,33 +46,6 @@ def read_mask_file(path: str | os.PathLike, device: Any = None) -> dict:
     loaded = load_tensors(path, 'mask file', MASK_FORMAT, device)
     mask_rules.check_structure(loaded, f"mask file '{os.fspath(path)}'")
     return loaded
-
-
-def check_writable(path: str | os.PathLike, what: str) -> Path:
-    """Fails before anything is written if ``path`` cannot be created."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path('.')
-    if not parent.is_dir():
-        raise FileNotFoundError(f"cannot write {what} '{path}': directory '{parent}' does not exist.")
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {what} '{path}': it is a directory.")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write {what} '{path}': directory '{parent}' is not writable.")
-    return path
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """A temporary path beside ``path``; renamed onto it only if the block succeeds."""
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent or '.')
-    os.close(handle)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

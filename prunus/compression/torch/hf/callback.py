@@ -37,10 +37,8 @@ class PruningCallback(TrainerCallback):
         self.pruning.on_before_optimizer_step()
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # ends the step; the Trainer's on_step_end would end it a second time
         self.pruning.on_after_optimizer_step()
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.pruning.on_step_end()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.pruning.on_epoch_end()
