@@ -6,9 +6,9 @@
   (``pip install 'prunus[lightning]'``).
 
 Both drive an ``AGPPruner`` (by epoch) or the ``Pruning`` training API (by step) through
-:class:`~prunus.integrations.driver.PruningDriver`. Import the submodule you need; this
+:class:`~prunus.compression.training_events.PruningDriver`. Import the submodule you need; this
 package imports neither library.
 """
-from .driver import PruningDriver
+from prunus.compression.training_events import PruningDriver
 
 __all__ = ['PruningDriver']

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .driver import PruningDriver
+from prunus.compression.training_events import PruningDriver
 
 __all__ = ['PruningCallback']
 

@@ -96,3 +96,8 @@ def test_rejects_other_objects_and_other_models(tmp_path):
     pruner = AGPPruner(_model(), [{'final_sparsity': 0.5, 'op_types': ['Linear']}])
     with pytest.raises(ValueError, match='trains another model than the one the pruner is bound to'):
         _train(_model(), [PruningCallback(pruner)], tmp_path, epochs=1)
+
+
+def test_one_trainer_callback_under_both_import_paths():
+    from prunus.compression.torch.hf import PruningCallback as itrex_path
+    assert itrex_path is PruningCallback

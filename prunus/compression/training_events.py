@@ -4,12 +4,11 @@ Two kinds of prunus objects prune during training: a gradual pruner driven by ep
 (``AGPPruner``: ``compress()`` once, then ``update_epoch(epoch)``), and the training API
 (``Pruning``: ``on_train_begin``, ``on_step_begin``, ``on_before_optimizer_step``, ...).
 :class:`PruningDriver` gives both the same seven events, which the Hugging Face and
-Lightning callbacks forward.
+Lightning callbacks forward. It knows no framework: it only calls the objects' methods.
 """
 from __future__ import annotations
 
 from typing import Any
-
 
 
 class PruningDriver:
