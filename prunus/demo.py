@@ -115,7 +115,11 @@ class DemoRow:
 
 class DemoResult(tuple):
     """``(dense_acc, dense_params, dense_flops, rows)``, plus ``dense_tuned`` (the dense
-    model after the same fine-tune, a :class:`DemoRow`) and ``latency_noise``."""
+    model after the same fine-tune, a :class:`DemoRow`) and ``latency_noise``; unpacks as
+    the 4-tuple older callers expect."""
+
+    dense_tuned: DemoRow | None
+    latency_noise: float
 
     def __new__(cls, dense_acc, dense_params, dense_flops, rows, dense_tuned=None,
                 latency_noise=0.0):
@@ -173,7 +177,7 @@ def prune_one(name: str, dense: nn.Module, sparsity: float, calib: list, train_d
 
 
 def run_demo(sparsity: float = 0.5, epochs: int = 15, finetune_epochs: int = 3, seed: int = 0,
-             pruners: Sequence[str] = ONE_SHOT, progress: bool = True) -> tuple[float, int, int, list[DemoRow]]:
+             pruners: Sequence[str] = ONE_SHOT, progress: bool = True) -> DemoResult:
     """Trains the dense CNN, prunes it with each pruner, fine-tunes; returns the results."""
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = load_digits_data(seed)
@@ -250,5 +254,6 @@ def main(sparsity: float = 0.5, epochs: int = 15, finetune_epochs: int = 3) -> N
     print('Training a CNN on scikit-learn digits (1,797 real 8x8 images), then pruning it '
           f'to {sparsity:.0%} with each one-shot pruner and fine-tuning {finetune_epochs} epochs.')
     result = run_demo(sparsity, epochs, finetune_epochs)
-    print(format_table(*result, dense_tuned=result.dense_tuned,
+    dense_acc, dense_params, dense_flops, rows = result
+    print(format_table(dense_acc, dense_params, dense_flops, rows, dense_tuned=result.dense_tuned,
                        latency_noise=result.latency_noise))
