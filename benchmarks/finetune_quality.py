@@ -7,8 +7,8 @@ fine-tune (``finetune_models.train``: Adam, batch 32, same epochs and learning r
 * ``masked``: prunus ``L1FilterPruner(dependency_aware=True)`` on every Conv2d, masks held
   through the fine-tune (the masked model computes at dense cost);
 * ``speedup``: the same masks, ``prunus.speedup``, then the fine-tune;
-* ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (default reduction
-  ``'mean'``, normalization ``'max'``), speedup, fine-tune;
+* ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (defaults: reduction
+  ``'mean'`` over raw L1 magnitudes, no normalization), speedup, fine-tune;
 * ``tp``: Torch-Pruning ``MetaPruner`` with ``MagnitudeImportance(p=1)``, the same
   pruning ratio per layer and the same ignored layer (the classifier), then the fine-tune.
 

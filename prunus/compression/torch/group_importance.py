@@ -89,7 +89,7 @@ def _member_scores(module: nn.Module, channels: torch.Tensor, size: int, p: int
 
 
 def group_importance(group: Any, modules: dict[str, nn.Module], p: int = 1,
-                     reduction: str = 'mean', normalization: str | None = 'max'
+                     reduction: str = 'mean', normalization: str | None = None
                      ) -> torch.Tensor:
     """Score per channel of ``group`` (a :class:`prunus.speedup.ChannelGroup`), float64."""
     parts = []

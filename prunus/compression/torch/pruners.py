@@ -96,7 +96,7 @@ class WeightFilterPruner(FilterPruner):
 
     def __init__(self, model: nn.Module, config_list: list[dict], *, dependency_aware: bool = False,
                  dummy_input: Any = None, optimizer: Any = None, importance: str = 'filter',
-                 group_reduction: str = 'mean', group_normalization: str | None = 'max',
+                 group_reduction: str = 'mean', group_normalization: str | None = None,
                  round_to: int | None = None):
         check_group_options(type(self).__name__, importance, group_reduction,
                             group_normalization, dependency_aware)
