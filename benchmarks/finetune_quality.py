@@ -186,9 +186,13 @@ def verdict(results: dict, seeds: list[int]) -> list[str]:
             vs_tp = mean(flow, 'final') - mean('tp', 'final')
             vs_masked = mean(flow, 'final') - mean('masked', 'final')
             fewer = mean(flow, 'macs') <= mean('tp', 'macs')
+            missed = [what for what, bad in (('below Torch-Pruning', vs_tp < 0 or not fewer),
+                                             ('> 0.5 pt below masked', vs_masked < -0.5))
+                      if bad]
             lines.append(f'- {arch} {ratio:.0%} {flow}: {vs_tp:+.2f} pt vs Torch-Pruning '
                          f'({"equal or fewer" if fewer else "more"} MACs), {vs_masked:+.2f} pt '
-                         f'vs prunus masked{" (best prunus scoring)" if flow == best else ""}')
+                         f'vs prunus masked{" (best prunus scoring)" if flow == best else ""}: '
+                         + ('targets met' if not missed else 'missed: ' + ', '.join(missed)))
     return lines
 
 
