@@ -83,8 +83,10 @@ def _frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.T
     return entry[3]
 
 
-def add_frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """``output`` plus the frozen paths of ``module`` (``x``: its input)."""
+def add_frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor,
+               inplace: bool = False) -> torch.Tensor:
+    """``output`` plus the frozen paths of ``module`` (``x``: its input); ``inplace`` only
+    for an output that the layer itself just made."""
     offset = module._buffers.get(OFFSET)
     if offset is not None and module.training:
         with torch.no_grad():
@@ -92,8 +94,8 @@ def add_frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torc
     extra = _frozen(module, x, output)
     if extra is None:
         return output
-    # in place: the layer's backward needs its input and weight, never this output
-    return output.add_(extra)
+    # in place is safe for the built-in layers: their backward needs input and weight only
+    return output.add_(extra) if inplace else output + extra
 
 
 def _hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -105,7 +107,7 @@ class _WithConstants:
     hooks takes PyTorch's slow call path, which costs more than the layer at small sizes."""
 
     def forward(self, input, *args, **kwargs):  # noqa: A002 - the layers' own name
-        return add_frozen(self, input, super().forward(input, *args, **kwargs))
+        return add_frozen(self, input, super().forward(input, *args, **kwargs), inplace=True)
 
 
 class Conv1dWithConstants(_WithConstants, nn.Conv1d):
