@@ -7,8 +7,8 @@ fine-tune (``finetune_models.train``: Adam, batch 32, same epochs and learning r
 * ``masked``: prunus ``L1FilterPruner(dependency_aware=True)`` on every Conv2d, masks held
   through the fine-tune (the masked model computes at dense cost);
 * ``speedup``: the same masks, ``prunus.speedup``, then the fine-tune;
-* ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (default reduction
-  ``'mean'``, normalization ``'max'``), speedup, fine-tune;
+* ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (defaults: reduction
+  ``'mean'`` over raw L1 magnitudes, no normalization), speedup, fine-tune;
 * ``tp``: Torch-Pruning ``MetaPruner`` with ``MagnitudeImportance(p=1)``, the same
   pruning ratio per layer and the same ignored layer (the classifier), then the fine-tune.
 
@@ -186,9 +186,13 @@ def verdict(results: dict, seeds: list[int]) -> list[str]:
             vs_tp = mean(flow, 'final') - mean('tp', 'final')
             vs_masked = mean(flow, 'final') - mean('masked', 'final')
             fewer = mean(flow, 'macs') <= mean('tp', 'macs')
+            missed = [what for what, bad in (('below Torch-Pruning', vs_tp < 0 or not fewer),
+                                             ('> 0.5 pt below masked', vs_masked < -0.5))
+                      if bad]
             lines.append(f'- {arch} {ratio:.0%} {flow}: {vs_tp:+.2f} pt vs Torch-Pruning '
                          f'({"equal or fewer" if fewer else "more"} MACs), {vs_masked:+.2f} pt '
-                         f'vs prunus masked{" (best prunus scoring)" if flow == best else ""}')
+                         f'vs prunus masked{" (best prunus scoring)" if flow == best else ""}: '
+                         + ('targets met' if not missed else 'missed: ' + ', '.join(missed)))
     return lines
 
 

@@ -60,11 +60,21 @@ def max_weights(model):
     return {n: float(p.detach().abs().max()) for n, p in model.named_parameters() if p.dim() > 1}
 
 
-# At 75% the accuracy comparison depends on run order/threads: it passes in the full suite
-# and fails alone (79.8 vs 83.9). Kept visible, not strict, until issue 11 is closed.
-@pytest.mark.parametrize('sparsity', [0.5, pytest.param(0.75, marks=pytest.mark.xfail(
-    strict=False, reason='75%: sped-up fine-tune accuracy varies with run order (issue 11)'))])
-def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity):
+@pytest.fixture
+def one_thread():
+    """The suite's thread count depends on which conftest ran first (tests/pt sets 1), and
+    a different summation order sends a short fine-tune down another path: pin it here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+FINE_TUNE_SEEDS = (1, 2, 3)
+
+
+@pytest.mark.parametrize('sparsity', [0.5, 0.75])
+def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity, one_thread):
     train_set, test_set = digits
     torch.manual_seed(0)
     dense = train(Residual(), train_set, 6, seed=0)
@@ -89,13 +99,20 @@ def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity):
         assert torch.allclose(small.train()(batch), masked.train()(batch), atol=1e-4)
     removal = accuracy(small, test_set)
 
-    train(masked, train_set, 4, seed=1)
-    train(small, train_set, 4, seed=1)
+    # one fine-tune of a 75%-pruned net swings by several points with the data order, so
+    # the two are compared on the mean of a few fine-tunes, each from the same start
+    tuned = {'masked': [], 'small': []}
+    for seed in FINE_TUNE_SEEDS:
+        for key, start in (('masked', masked), ('small', small)):
+            model = train(copy.deepcopy(start), train_set, 4, seed=seed)
+            tuned[key].append((model, accuracy(model, test_set)))
+    small = tuned['small'][0][0]
     for name, before in frozen.items():  # inert: no gradient, decay or Adam state moves it
         assert torch.equal(dict(small.named_buffers())[name], before)
     for name, before in offsets.items():  # stale eval statistics are forgotten
         after = dict(small.named_buffers())[name]
         assert float(after.abs().max()) <= 0.01 * float(before.abs().max())
-    acc_small, acc_masked = accuracy(small, test_set), accuracy(masked, test_set)
-    assert acc_small >= acc_masked - 2.0, (acc_small, acc_masked)
+    acc_small = sum(a for _, a in tuned['small']) / len(FINE_TUNE_SEEDS)
+    acc_masked = sum(a for _, a in tuned['masked']) / len(FINE_TUNE_SEEDS)
+    assert acc_small >= acc_masked - 1.0, {k: [a for _, a in v] for k, v in tuned.items()}
     assert acc_small > removal + 20.0

@@ -8,15 +8,21 @@ filter pruners scores ``c`` over all of them:
 1. each coupled parameter gives one score per group channel it covers: ``sum |w|^p`` over
    its slice (the filter row, the input slice of a consumer, ``|gamma|``, ``|beta|``);
    ``p`` is the pruner's norm (1 for L1, 2 for L2 and FPGM);
-2. ``normalization`` rescales each parameter's scores so that large layers do not drown
-   small ones: ``'max'`` (the pruners' default) divides by their maximum, ``'mean'`` by
-   their mean, ``'sum'`` by their sum, ``None`` leaves raw magnitudes;
+2. ``normalization`` optionally rescales each parameter's scores so that large layers do
+   not drown small ones: ``None`` (the pruners' default) leaves raw magnitudes, ``'max'``
+   divides by their maximum, ``'mean'`` by their mean, ``'sum'`` by their sum;
 3. ``reduction`` combines the parameters per channel: ``'mean'`` (default), ``'sum'``,
    ``'max'``, or ``'first'`` (the first producing layer's filter score alone, in execution
    order; with no normalization this is NNI's filter criterion on the group).
 
 A parameter that does not cover a channel (a consumer reading only part of the group)
 is left out of that channel's reduction.
+
+Why raw magnitudes by default: measured after fine-tuning (benchmarks/finetune_quality.py,
+10 seeds), the mean of raw scores, dominated by the filters and the consumers' input
+slices (the parameters with most weights per channel), chose channels that fine-tune
+better than max-normalized scores, which give ``|gamma|`` and ``|beta|`` as much say as
+a whole filter; it is also the choice Torch-Pruning's magnitude importance makes.
 """
 from __future__ import annotations
 
@@ -89,7 +95,7 @@ def _member_scores(module: nn.Module, channels: torch.Tensor, size: int, p: int
 
 
 def group_importance(group: Any, modules: dict[str, nn.Module], p: int = 1,
-                     reduction: str = 'mean', normalization: str | None = 'max'
+                     reduction: str = 'mean', normalization: str | None = None
                      ) -> torch.Tensor:
     """Score per channel of ``group`` (a :class:`prunus.speedup.ChannelGroup`), float64."""
     parts = []

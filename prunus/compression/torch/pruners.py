@@ -87,8 +87,8 @@ class WeightFilterPruner(FilterPruner):
     the default) or ``'group'`` (with ``dependency_aware=True``: a channel's score over every
     parameter coupled to it, the producing filters, BatchNorm scale and shift and the
     consumers' input slices, combined by ``group_reduction`` in ``'mean'`` (default),
-    ``'sum'``, ``'max'``, ``'first'`` after ``group_normalization`` in ``'max'`` (default),
-    ``'mean'``, ``'sum'``, None; see :mod:`prunus.compression.torch.group_importance`); ``round_to``.
+    ``'sum'``, ``'max'``, ``'first'`` after ``group_normalization`` in None (default: raw
+    magnitudes), ``'max'``, ``'mean'``, ``'sum'``; see :mod:`prunus.compression.torch.group_importance`); ``round_to``.
     """
 
     filter_criterion: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
@@ -96,7 +96,7 @@ class WeightFilterPruner(FilterPruner):
 
     def __init__(self, model: nn.Module, config_list: list[dict], *, dependency_aware: bool = False,
                  dummy_input: Any = None, optimizer: Any = None, importance: str = 'filter',
-                 group_reduction: str = 'mean', group_normalization: str | None = 'max',
+                 group_reduction: str = 'mean', group_normalization: str | None = None,
                  round_to: int | None = None):
         check_group_options(type(self).__name__, importance, group_reduction,
                             group_normalization, dependency_aware)

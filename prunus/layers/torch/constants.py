@@ -59,34 +59,43 @@ def _map(module: nn.Module, kernel: torch.Tensor, x: torch.Tensor,
                          module.groups, module.dilation)
 
 
-def _cached(module: nn.Module, name: str, x: torch.Tensor, output: torch.Tensor
-            ) -> torch.Tensor:
-    """The frozen map for this input size: computed once per size (again when the buffer
-    changes or moves), so a call costs one add."""
-    kernel = module._buffers[name]
-    key = (id(kernel), kernel._version, kernel.device, output.dtype, tuple(x.shape[1:]),
-           tuple(output.shape[1:]))
-    caches = module.__dict__.setdefault('_constants_cache', {})
-    cache = caches.get(name)
-    if cache is None or cache[0] != key:
-        with torch.no_grad():
+def _frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor | None:
+    """What the frozen paths add in the current mode (the constants, plus the offset in
+    eval mode), as one map: computed once per mode and input size, again when a buffer is
+    replaced (``.to()``) or changed in place, so a call costs a few checks and one add."""
+    training = module.training
+    const = module._buffers.get(BUFFER)
+    offset = None if training else module._buffers.get(OFFSET)
+    if const is None and offset is None:
+        return None
+    stamp = (x.shape[1:], output.dtype, None if const is None else const._version,
+             None if offset is None else offset._version)
+    caches = module.__dict__.get('_constants_cache')
+    if caches is None:
+        caches = module.__dict__['_constants_cache'] = {}
+    entry = caches.get(training)  # holds the buffers themselves: identity, not a reused id
+    if entry is None or entry[0] is not const or entry[1] is not offset or entry[2] != stamp:
+        with torch.no_grad():  # the map is linear in the kernel: one call for the sum
+            kernel = const if offset is None else offset if const is None else const + offset
             extra = _map(module, kernel.to(output.dtype), x, output)
-        cache = caches[name] = (key, extra if extra.dim() == 1 else _batched(extra, output))
-    return cache[1]
+        entry = caches[training] = (const, offset, stamp,
+                                    extra if extra.dim() == 1 else _batched(extra, output))
+    return entry[3]
 
 
-def add_frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """``output`` plus the frozen paths of ``module`` (``x``: its input)."""
-    if module._buffers.get(BUFFER) is not None:
-        output = output + _cached(module, BUFFER, x, output)
+def add_frozen(module: nn.Module, x: torch.Tensor, output: torch.Tensor,
+               inplace: bool = False) -> torch.Tensor:
+    """``output`` plus the frozen paths of ``module`` (``x``: its input); ``inplace`` only
+    for an output that the layer itself just made."""
     offset = module._buffers.get(OFFSET)
-    if offset is not None:
-        if module.training:
-            with torch.no_grad():
-                offset.mul_(1.0 - DECAY)  # in place: a new version invalidates the cache
-        else:
-            output = output + _cached(module, OFFSET, x, output)
-    return output
+    if offset is not None and module.training:
+        with torch.no_grad():
+            offset.mul_(1.0 - DECAY)  # in place: a new version invalidates the eval map
+    extra = _frozen(module, x, output)
+    if extra is None:
+        return output
+    # in place is safe for the built-in layers: their backward needs input and weight only
+    return output.add_(extra) if inplace else output + extra
 
 
 def _hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -98,7 +107,7 @@ class _WithConstants:
     hooks takes PyTorch's slow call path, which costs more than the layer at small sizes."""
 
     def forward(self, input, *args, **kwargs):  # noqa: A002 - the layers' own name
-        return add_frozen(self, input, super().forward(input, *args, **kwargs))
+        return add_frozen(self, input, super().forward(input, *args, **kwargs), inplace=True)
 
 
 class Conv1dWithConstants(_WithConstants, nn.Conv1d):
