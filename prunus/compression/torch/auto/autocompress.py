@@ -65,6 +65,8 @@ class AutoCompressPruner(AutoPruner):
 
     supported_types = specs.FILTERED
     default_types = specs.CONV
+    # ADMM, which prunes each round, trains towards channel masks only.
+    searches_heads = False
 
     def __init__(self, model: nn.Module, config_list: list[dict], trainer: Callable, evaluator: Callable,
                  dummy_input: Any, num_iterations: int = 3, optimize_mode: str = 'maximize', base_algo: str = 'l1',

@@ -127,7 +127,8 @@ class SensitivityPruner(AutoPruner):
             bar.update(min(round_index, total))
             while self.measure(current) < self.target_sparsity and not reached:
                 analysis = SensitivityAnalysis(model, self.evaluator, self.grid, self.base_algo,
-                                               executor=self.executor, progress=False, base_kwargs=self.base_kwargs)
+                                               executor=self.executor, progress=False, base_kwargs=self.base_kwargs,
+                                               heads=list(self.head_units))
                 if resume_sensitivity is not None and round_index == 0:
                     analysis.sensitivities = SensitivityAnalysis.load_csv(resume_sensitivity)
                     args, kwargs = substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)
