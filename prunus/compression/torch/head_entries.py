@@ -113,10 +113,28 @@ def _unfound(model: nn.Module, groups: list[HeadGroup], owner: Mapping[str, Conf
                       'several layers), so its heads are not pruned.', stacklevel=4)
 
 
+def _excluded(entries: Sequence[ConfigEntry], refs: list[LayerRef], supported: Sequence[str],
+              default: Sequence[str], label: str) -> set[str]:
+    """The modules the exclude entries select (wherever they stand)."""
+    names: set[str] = set()
+    for entry in entries:
+        if not entry.exclude:
+            continue
+        selecting = ConfigEntry(entry.index, {**entry.values, 'exclude': False})
+        try:
+            chosen = select_layers([selecting], refs, supported_types=supported, default_types=default,
+                                   pruner=label)
+        except ConfigValueError:
+            continue  # it excludes nothing a head entry could select
+        names |= {s.layer.name for s in chosen}
+    return names
+
+
 def select_heads(model: nn.Module, entries: Sequence[ConfigEntry], dummy_input: Any,
                  pruner: str) -> list[HeadTarget]:
-    """The attention groups the head entries of ``entries`` select (exclude entries
-    apply; the last entry selecting a module wins), in model order.
+    """The attention groups the head entries of ``entries`` select, in model order. The
+    last entry selecting a module wins; an exclude entry that takes back the attention or
+    one of its projections keeps all of that attention's heads.
 
     Args:
         model: the model.
@@ -139,14 +157,19 @@ def select_heads(model: nn.Module, entries: Sequence[ConfigEntry], dummy_input: 
         return []
     modules = dict(model.named_modules())
     kinds = sorted({type(m).__name__ for m in modules.values() if attention_layout(m) is not None})
-    supported = specs.names(specs.FILTERED) + ('Conv1D',) + tuple(kinds)
-    chosen = select_layers(heads, _refs(model), supported_types=supported,
-                           default_types=tuple(kinds) or supported, pruner=f"{pruner} ('{KEY}': 'head')")
+    # torch's own attention may be named on any model, as Conv2d may on one without convs
+    supported = specs.names(specs.FILTERED) + ('Conv1D',) + tuple(sorted({*kinds, 'MultiheadAttention'}))
+    refs, label = _refs(model), f"{pruner} ('{KEY}': 'head')"
+    chosen = select_layers(heads, refs, supported_types=supported, default_types=tuple(kinds) or supported,
+                           pruner=label)
     owner = {s.layer.name: s.entry for s in chosen}
+    excluded = _excluded(heads, refs, supported, tuple(kinds) or supported, label) - set(owner)
     groups = find_groups(model, dummy_input)
     _unfound(model, groups, owner, dummy_input, pruner)
     targets = []
     for group in groups:
+        if excluded & {group.name, *group.members}:
+            continue  # excluding the attention or one of its projections keeps all its heads
         picks = {owner[n].index: owner[n] for n in [group.name, *group.members] if n in owner}
         if len(picks) > 1:
             raise ConfigValueError(f"attention '{group.name}' is selected by config_list entries "
