@@ -244,10 +244,10 @@ class AutoPruner(Pruner):
         return list(self.tied[name].members) if name in self.tied else [name]
 
     def weights_of(self, name: str) -> int:
-        """Weights of the layers an allocation's value for ``name`` prunes (for an
-        attention: the weights its heads' masks zero)."""
+        """Weights of the layers an allocation's value for ``name`` prunes, on the
+        producing side as for a channel layer (for an attention: its Q/K/V weights)."""
         if name in self.head_units:
-            return masked_weights(self.bound_model, self.head_units[name])
+            return masked_weights(self.bound_model, self.head_units[name], consumer=False)
         return sum(self.targets[n].weight.numel() for n in self.members(name))
 
     def pruned(self, name: str, sparsity: float) -> int:
@@ -341,7 +341,8 @@ class AutoPruner(Pruner):
         """Fraction of the selected layers' weights the masks of ``allocation`` remove."""
         total = removed = 0.0
         for name in [*self.targets, *self.head_units]:
-            weights = self.targets[name].weight.numel() if name in self.targets else self.weights_of(name)
+            weights = (self.targets[name].weight.numel() if name in self.targets
+                       else masked_weights(self.bound_model, self.head_units[name]))
             total += weights
             removed += self.pruned(name, allocation.get(name, 0.0)) * weights / self.units(name)
         return removed / total

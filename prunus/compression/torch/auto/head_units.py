@@ -59,21 +59,22 @@ def search_heads(pruner: Any, supported: bool) -> list[HeadTarget]:
     return targets
 
 
-def masked_weights(model: nn.Module, target: HeadTarget) -> int:
+def masked_weights(model: nn.Module, target: HeadTarget, consumer: bool = True) -> int:
     """How many parameters the masks of all of an attention's heads zero (Q/K/V rows
-    and biases, output-projection columns).
+    and biases, and with ``consumer`` the output-projection columns).
 
     Args:
         model: the model.
         target: the attention's head target.
+        consumer: count the output projection's columns too.
 
     Example::
 
-        masked_weights(bert, pruner.head_targets[0])   # 4 * 64 * 768 * ... for BERT-base
+        masked_weights(bert, pruner.head_targets[0])   # 4 * 768 * 768 + 3 * 768 for BERT-base
     """
     lay = target.group.layout
     total = 0
-    for s in (lay.q, lay.k, lay.v, lay.out):
+    for s in (lay.q, lay.k, lay.v, lay.out) if consumer else (lay.q, lay.k, lay.v):
         module = model.get_submodule(s.module)
         weight = getattr(module, s.weight)
         total += weight.numel() * (s.stop - s.start) // weight.shape[s.axis]
