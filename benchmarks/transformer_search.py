@@ -12,8 +12,8 @@ of 12 heads, FFN 1536) is pruned without fine-tuning, four ways:
 * uniform, Torch-Pruning (the PyPI peer): 50% heads and 50% FFN, group L2 importance;
 * searched, prunus: ``SimulatedAnnealingPruner`` and ``NetAdaptPruner`` (no fine-tuner)
   with every layer's heads (``'granularity': 'head'``) and every FFN width as variables
-  (12 in all), L1 as the base criterion, on a FLOPs budget equal to the FLOPs the uniform
-  prunus pruning removes. Their evaluator is the mean embedding cosine to the dense model
+  (12 in all), L1 as the base criterion, on a FLOPs budget and on a parameter budget
+  equal to what the uniform prunus pruning removes. Their evaluator is the mean embedding cosine to the dense model
   on calibration sentences disjoint from the evaluation ones.
 
 Reported: the embedding (mean pooling, normalized) cosine to the dense model on the
@@ -99,6 +99,10 @@ def cosine_to(reference: torch.Tensor, batch):
     return evaluate
 
 
+def params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def ffn_names(model) -> list[str]:
     return [f'encoder.layer.{i}.intermediate.dense' for i in range(len(model.encoder.layer))]
 
@@ -132,12 +136,12 @@ def uniform_torch_pruning(dense, example):
     return model
 
 
-def searched(kind: str, dense, example, calibrate, target: float, seed: int):
+def searched(kind: str, dense, example, calibrate, target: float, seed: int, budget: str):
     model = copy.deepcopy(dense)
     config = [{'sparsity': target, 'op_types': ['Linear'], 'granularity': 'head'},
               {'sparsity': target, 'op_names': ffn_names(model)}]
     evaluate = cosine_to(embed(dense, calibrate), calibrate)
-    common = dict(budget='flops', dummy_input=dict(example), progress=False, seed=seed,
+    common = dict(budget=budget, dummy_input=dict(example), progress=False, seed=seed,
                   experiment_data_dir=tempfile.mkdtemp(prefix=f'prunus_{kind}_'))
     if kind == 'annealing':
         pruner = SimulatedAnnealingPruner(model, config, evaluate, candidates_per_temperature=2, **common)
@@ -198,7 +202,8 @@ def main() -> None:
              'latency ratio | max err vs masked |', '|---|---|---|---|---|---|---|---|---|']
     masked = uniform_prunus(dense, example)
     small = speedup(masked, dict(example))
-    target = round(1 - module_flops(small, dict(example))[''] / dense_flops, 4)
+    targets = {'flops': round(1 - module_flops(small, dict(example))[''] / dense_flops, 4),
+               'params': round(1 - params(small) / params(dense), 4)}
     lines.append(row('prunus uniform: 50% heads (l1_weight) + 50% FFN (L1)', dense, masked, small, batch,
                      reference, example, timing, dense_flops))
     print(lines[-1], flush=True)
@@ -206,16 +211,20 @@ def main() -> None:
     lines.append(row('Torch-Pruning uniform: 50% heads + 50% FFN (group L2)', dense, None, tp_model, batch,
                      reference, example, timing, dense_flops))
     print(lines[-1], flush=True)
-    for kind, label in (('annealing', 'SimulatedAnnealingPruner'), ('netadapt', 'NetAdaptPruner')):
-        masked, pruner = searched(kind, dense, example, calib, target, args.seed)
-        small = speedup(masked, dict(example))
-        lines.append(row(f'prunus {label}, heads + FFN units, FLOPs budget {target:.3f} '
-                         f'(estimated {pruner.measure(pruner.best_allocation):.3f})', dense, masked, small, batch,
-                         reference, example, timing, dense_flops))
-        print(lines[-1], flush=True)
-    lines += ['', f'The searches\' budget is the FLOPs fraction the uniform prunus pruning removes ({target:.4f}); '
-              'its estimate (the cost model) and the measured value after the speedup are both shown. '
-              f'Total time {time.time() - started:.0f} s on a shared 2-core machine.']
+    for budget in ('flops', 'params'):
+        for kind, label in (('annealing', 'SimulatedAnnealingPruner'), ('netadapt', 'NetAdaptPruner')):
+            target = targets[budget]
+            masked, pruner = searched(kind, dense, example, calib, target, args.seed, budget)
+            small = speedup(masked, dict(example))
+            estimate = pruner.measure(pruner.best_allocation)
+            lines.append(row(f'prunus {label}, heads + FFN units, {budget} budget {target:.4f} (estimated '
+                             f'{estimate:.4f}; params removed {1 - params(small) / params(dense):.4f})', dense,
+                             masked, small, batch, reference, example, timing, dense_flops))
+            print(lines[-1], flush=True)
+    lines += ['', "The searches' budgets are what the uniform prunus pruning removes: its FLOPs fraction "
+              f"({targets['flops']:.4f}) or its fraction of the whole model's parameters ({targets['params']:.4f}, "
+              'embeddings included). The cost model\'s estimate is shown next to the value measured after the '
+              f'speedup. Total time {time.time() - started:.0f} s on a shared 2-core machine.']
     Path(args.out).write_text('\n'.join(lines) + '\n')
     print(f'wrote {args.out}')
 

@@ -133,3 +133,36 @@ def test_searches_that_cannot_take_heads_say_so(tmp_path):
     with pytest.raises(ValueError, match="needs dummy_input"):
         SimulatedAnnealingPruner(model, _config('bert'), lambda m: 0.0, experiment_data_dir=tmp_path)
     assert not get_masks(model)
+
+
+@pytest.mark.parametrize('name', ['bert', 'encoder_stack'])
+def test_a_parameter_budget_counts_what_the_speedup_removes(name, tmp_path):
+    model, x = build(name)
+    before = sum(p.numel() for p in model.parameters())
+    pruner = SimulatedAnnealingPruner(model, _config(name, 0.2), _evaluator(model, x), experiment_data_dir=tmp_path,
+                                      budget='params', dummy_input=x, start_temperature=100, stop_temperature=70,
+                                      progress=False)
+    pruner.compress()
+    estimated = pruner.measure(pruner.best_allocation)
+    small = speedup(model, x)
+    assert abs(estimated - 0.2) < 0.02
+    assert abs((1 - sum(p.numel() for p in small.parameters()) / before) - estimated) < 1e-9
+
+
+def test_gpt2_heads_alone_under_a_flops_budget(tmp_path):
+    model, x = build('gpt2')
+    total = module_flops(model, x)['']
+    pruner = NetAdaptPruner(model, [{'sparsity': 0.2, 'op_types': ['Conv1D'], 'granularity': 'head'}],
+                            lambda m: None, _evaluator(model, x), experiment_data_dir=tmp_path, budget='flops',
+                            dummy_input=x, sparsity_per_iteration=0.05, progress=False)
+    pruner.compress()
+    small, summary = speedup(model, x, return_summary=True)
+    assert abs((1 - summary.flops_after / total) - pruner.measure(pruner.best_allocation)) < 1e-9
+    assert sum(_heads_of(small)) < 2 * HEADS
+
+
+def test_autocompress_takes_no_params_budget(tmp_path):
+    model, x = build('bert')
+    with pytest.raises(ValueError, match="budget='sparsity'"):
+        AutoCompressPruner(model, [{'sparsity': 0.5, 'op_names_re': [FFN['bert']]}], lambda *a, **k: None,
+                           lambda m: 0.0, x, experiment_data_dir=tmp_path, budget='params')

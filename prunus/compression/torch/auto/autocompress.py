@@ -93,6 +93,9 @@ class AutoCompressPruner(AutoPruner):
                               stop_temperature=stop_temperature, cool_down_rate=cool_down_rate,
                               perturbation_magnitude=perturbation_magnitude)
         options.setdefault('budget', 'sparsity')
+        if options['budget'] == 'params':
+            raise ValueError(f"{owner}: its 'sparsity' budget already counts the selected layers' parameters "
+                             "after the speedup; use budget='sparsity' (or 'flops').")
         self._setup(evaluator, base_algo, experiment_data_dir, optimize_mode, seed=seed, dummy_input=dummy_input,
                     **options)
         check_base_algo(owner, base_algo)

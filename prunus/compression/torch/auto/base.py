@@ -6,8 +6,11 @@ output channels, or weights for ``base_algo='level'``, to prune) that meets one 
 * ``budget='sparsity'`` (the legacy-NNI meaning of ``config_list``'s ``'sparsity'``):
   the fraction of the selected layers' weights that the masks remove;
 * ``budget='flops'`` (needs ``dummy_input``): the fraction of the whole model's FLOPs
-  removed once a speedup drops the pruned channels (see :class:`CostModel`). Layers
-  whose channels are tied (a residual stream) are searched as one variable, a
+  removed once a speedup drops the pruned channels (see :class:`CostModel`);
+* ``budget='params'`` (needs ``dummy_input``): likewise, the fraction of the whole model's
+  parameters (embeddings included) the speedup removes.
+
+Under these two, layers whose channels are tied (a residual stream) are searched as one variable, a
   :class:`~prunus.compression.torch.auto.units.SearchUnit` keyed by its first member:
   its value prunes the same channels from every member.
 
@@ -54,7 +57,9 @@ from .units import SearchUnit
 logger = logging.getLogger('prunus.search')
 guard_forked_workers()  # candidates may run in a default (forked) process pool
 
-BUDGETS = ('sparsity', 'flops')
+BUDGETS = ('sparsity', 'flops', 'params')
+#: Budgets counted on the model the speedup leaves (through the cost model).
+SPEEDUP_BUDGETS = ('flops', 'params')
 
 
 def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tuner: Callable | None = None,
@@ -155,8 +160,8 @@ class AutoPruner(Pruner):
             raise TypeError(f'{owner}: evaluator must be callable; got {type(evaluator).__name__}.')
         if budget not in BUDGETS:
             raise ValueError(f"{owner}: budget must be one of {BUDGETS}; got {budget!r}.")
-        if budget == 'flops' and dummy_input is None:
-            raise ValueError(f"{owner}: budget='flops' needs dummy_input to count FLOPs.")
+        if budget in SPEEDUP_BUDGETS and dummy_input is None:
+            raise ValueError(f"{owner}: budget='{budget}' needs dummy_input to count what the speedup removes.")
         if not 0 < max_sparsity_per_layer < 1:
             raise ValueError(f'{owner}: max_sparsity_per_layer must be in (0, 1); got {max_sparsity_per_layer}.')
         if executor is not None and not hasattr(executor, 'submit'):
@@ -168,8 +173,8 @@ class AutoPruner(Pruner):
         self.seed, self.executor, self.progress = seed, executor, progress
         self.budget, self.dummy_input, self.max_sparsity = budget, dummy_input, max_sparsity_per_layer
         self.structured = bool(getattr(self.base_cls, 'structured', True))
-        if budget == 'flops' and not self.structured:
-            raise ValueError(f"{owner}: budget='flops' needs a channel criterion as base_algo; "
+        if budget in SPEEDUP_BUDGETS and not self.structured:
+            raise ValueError(f"{owner}: budget='{budget}' needs a channel criterion as base_algo; "
                              f"'{base_algo}' prunes single weights, which a speedup cannot remove.")
         self._select_heads()
         self.target_sparsity = self._single_target()
@@ -233,7 +238,7 @@ class AutoPruner(Pruner):
     def tied(self) -> dict[str, SearchUnit]:
         """Tied layer groups searched as one variable (only under ``budget='flops'``,
         where an allocation holds one value per group, keyed by its first member)."""
-        if self.budget != 'flops' or not self.search_tied_groups:
+        if self.budget not in SPEEDUP_BUDGETS or not self.search_tied_groups:
             return {}
         return self.cost.tied
 
@@ -308,7 +313,7 @@ class AutoPruner(Pruner):
         """Layers the search may prune; under a FLOPs budget, only those whose channels a
         speedup can really remove (the rest would cost accuracy and save nothing)."""
         heads = list(self.head_units)
-        if self.budget != 'flops':
+        if self.budget not in SPEEDUP_BUDGETS:
             return in_model_order(self.bound_model, [*self.targets, *heads])
         tied = self.tied
         useful = [n for n in self.targets if n in self.cost.followers or n in tied]
@@ -351,6 +356,8 @@ class AutoPruner(Pruner):
         """The budgeted fraction ``allocation`` removes (weights or FLOPs)."""
         if self.budget == 'flops':
             return self.cost.flops_reduction(allocation)
+        if self.budget == 'params':
+            return 1.0 - self.cost.params(allocation) / self.cost.total_params
         return self.weight_sparsity(allocation)
 
     # -- evaluation ---------------------------------------------------------------------

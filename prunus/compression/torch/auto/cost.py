@@ -217,6 +217,9 @@ class CostModel:
         self.total_params = sum(p.numel() for p in model.parameters())
         self.base_flops = {n: int(flops.get(n, 0)) for n in self.leaves}
         self.base_params = {n: sum(p.numel() for p in m.parameters(recurse=False)) for n, m in self.leaves.items()}
+        #: a Linear's or conv's bias loses only the output channels, not the input ones
+        self.base_bias = {n: m.bias.numel() for n, m in self.leaves.items()
+                          if isinstance(getattr(m, 'bias', None), torch.Tensor)}
         self.channelwise = {n: _channelwise(m) for n, m in self.leaves.items()}
         groups, shared = _layer_groups(model, dummy_input, prunable)
         #: prunable layers whose channels a speedup can remove on their own: the only
@@ -324,7 +327,13 @@ class CostModel:
         """Estimated parameter count after pruning ``allocation``."""
         frac = self.fractions(allocation)
         own = sum(b * frac.get(k, 0.0) for k, b in self.head_own_params.items())
-        return self.total_params - own - sum(b * (1.0 - self._keep(n, frac)) for n, b in self.base_params.items())
+        return self.total_params - own - sum(self._lost_params(n, frac) for n in self.base_params)
+
+    def _lost_params(self, leaf: str, fractions: Mapping[str, float]) -> float:
+        bias = 0 if self.channelwise[leaf] else self.base_bias.get(leaf, 0)
+        weights = self.base_params[leaf] - bias
+        dead_out = min(1.0, sum(c * fractions.get(p, 0.0) for p, c in self.coef_out.get(leaf, {}).items()))
+        return weights * (1.0 - self._keep(leaf, fractions)) + bias * dead_out
 
     def unit_flops(self, name: str, members: list[str]) -> float:
         """FLOPs a variable's layers run: its ``members``' own, or for an attention searched
