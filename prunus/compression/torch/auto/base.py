@@ -23,9 +23,7 @@ seed whatever the executor.
 """
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import os
 import zlib
 from concurrent.futures import Executor
@@ -49,6 +47,7 @@ from ..pruners import FilterPruner
 from prunus.layers.torch.files import save_atomic
 from prunus.layers.torch.masking import Masks, apply_masks
 from ..forksafe import guard_forked_workers
+from .candidates import score_candidate
 from .cost import CostModel
 from .fingerprint import model_digest
 from .head_units import add_head_scores, capped, head_masks, in_model_order, masked_weights, search_heads
@@ -60,36 +59,6 @@ guard_forked_workers()  # candidates may run in a default (forked) process pool
 BUDGETS = ('sparsity', 'flops', 'params')
 #: Budgets counted on the model the speedup leaves (through the cost model).
 SPEEDUP_BUDGETS = ('flops', 'params')
-
-
-def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tuner: Callable | None = None,
-                    seed: int = 0, evaluator_args: Sequence[Any] = (), owner: str = 'search'
-                    ) -> tuple[float, dict | None]:
-    """Masks a copy of ``model``, optionally fine-tunes it, and evaluates it.
-
-    Module-level so process pools and dask can pickle it. Returns the score and, when a
-    fine-tuner ran, the copy's state dict (the caller keeps the winner's weights).
-    """
-    torch.manual_seed(seed)
-    candidate = apply_masks(copy.deepcopy(model), masks)
-    if fine_tuner is not None:
-        fine_tuner(candidate)
-    score = as_score(evaluator(*evaluator_args, candidate), owner)
-    state = {k: v.detach().clone() for k, v in candidate.state_dict().items()} if fine_tuner else None
-    return score, state
-
-
-def as_score(value: Any, owner: str) -> float:
-    """The evaluator's result as a float; a non-number or NaN would make every later
-    comparison of the search meaningless, so it stops the search with a clear error."""
-    try:
-        score = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f'{owner}: the evaluator must return a number (the score); '
-                        f'got {type(value).__name__} {str(value)[:40]!r}.') from None
-    if math.isnan(score):
-        raise ValueError(f'{owner}: the evaluator returned NaN for a candidate; return a number.')
-    return score
 
 
 def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:

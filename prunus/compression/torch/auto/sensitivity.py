@@ -14,7 +14,8 @@ from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, scale_to_budget
 from prunus.layers.torch import specs
 from prunus.layers.torch.masking import apply_masks
-from .base import AutoPruner, as_score
+from .base import AutoPruner
+from .candidates import as_score
 from .sensitivity_analysis import SensitivityAnalysis, substitute
 
 logger = logging.getLogger('prunus.search')

@@ -24,7 +24,8 @@ from prunus._optional import require
 from ...registry import get_pruner
 from prunus.layers.torch.masking import apply_masks
 from ..forksafe import guard_forked_workers
-from .base import as_score, check_base_algo
+from .base import check_base_algo
+from .candidates import as_score
 
 guard_forked_workers()  # sweeps may run in a default (forked) process pool
 
