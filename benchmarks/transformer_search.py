@@ -146,7 +146,8 @@ def searched(kind: str, dense, example, calibrate, target: float, seed: int, bud
     if kind == 'annealing':
         pruner = SimulatedAnnealingPruner(model, config, evaluate, candidates_per_temperature=2, **common)
     else:
-        pruner = NetAdaptPruner(model, config, lambda m: None, evaluate, sparsity_per_iteration=0.05, **common)
+        pruner = NetAdaptPruner(model, config, lambda m: None, evaluate, sparsity_per_iteration=target / 10,
+                                **common)  # ten iterations on either budget
     pruner.compress()
     return model, pruner
 
