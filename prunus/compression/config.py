@@ -95,8 +95,9 @@ def _check_entry_shape(index: int, values: dict[str, Any], spec: ConfigSpec, pru
                          f"{', '.join(repr(k) for k in SELECTOR_KEYS)}.")
     given = [key for key in spec.targets if key in values]
     if values.get('exclude', False):
-        if given:
-            raise ConfigValueError(f"{where} is an exclude entry and cannot also set '{given[0]}'.")
+        if given or 'granularity' in values:
+            key = given[0] if given else 'granularity'
+            raise ConfigValueError(f"{where} is an exclude entry and cannot also set '{key}'.")
         return
     if spec.targets and not given:
         raise ConfigValueError(f"{where} needs one of {', '.join(repr(k) for k in spec.targets)} "

@@ -78,6 +78,9 @@ POST_TRAINING_TYPES = ('sparse_gpt', 'wanda')
 PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso',
                  'basic_magnitude') + POST_TRAINING_TYPES
 
+#: What a filter pruner's entry removes: output channels (the default) or attention heads.
+GRANULARITIES = ('channel', 'head')
+
 FRACTION = KeyRule(is_number, 'a number', lambda v: 0 <= v < 1, 'a number in [0, 1)')
 CAP = KeyRule(is_number, 'a number', lambda v: 0 < v <= 1, 'a number in (0, 1]')
 NAMES = KeyRule(is_str_list, 'a list of strings', lambda v: len(v) > 0, 'a non-empty list of strings')
@@ -128,13 +131,15 @@ RULES: dict[str, KeyRule] = {
     # config_list of the post-training pruners (Wanda, SparseGPT)
     'comparison_group': KeyRule(lambda v: isinstance(v, str), 'a string', lambda v: v in ('row', 'layer'),
                                 "'row' or 'layer'"),
+    # config_list of the filter pruners and the searches: what one pruned unit is
+    'granularity': one_of(GRANULARITIES),
 }
 
 #: The keys a ``config_list`` entry may hold (each pruner accepts a subset).
 CONFIG_LIST_KEYS = ('sparsity', 'sparsity_per_layer', 'total_sparsity', 'max_sparsity_per_layer',
                     'op_types', 'op_names', 'op_names_re', 'op_partial_names', 'exclude',
                     'initial_sparsity', 'final_sparsity', 'start_epoch', 'end_epoch', 'frequency',
-                    'prune_iterations', 'pattern', 'comparison_group')
+                    'prune_iterations', 'pattern', 'comparison_group', 'granularity')
 #: The canonical keys of the training API's settings.
 TRAINING_KEYS = ('target_sparsity', 'initial_sparsity', 'pruning_type', 'pattern', 'op_names', 'names',
                  'excluded_op_names', 'pruning_op_types', 'start_step', 'end_step', 'pruning_frequency',

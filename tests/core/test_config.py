@@ -64,7 +64,8 @@ WRONG_VALUE = {'a number in [0, 1)': 1.0, 'a number in (0, 1]': 0, 'a non-empty 
                'an integer >= 0': -1, 'an integer >= 1': 0,
                'a non-empty list of valid regular expressions': ['('], "'row' or 'layer'": 'column',
                "a pattern such as 'unstructured' or '2:4'": '3x',
-               "a pattern such as 'unstructured', '4x1', '1xchannel' or '2:4'": '3x'}
+               "a pattern such as 'unstructured', '4x1', '1xchannel' or '2:4'": '3x',
+               "one of 'channel', 'head'": 'heads'}
 
 
 @pytest.mark.parametrize('key', sorted(KEY_RULES))

@@ -41,6 +41,11 @@ class AGPPruner(Pruner):
     entry's layers together, ranked globally, so small layers such as the first conv and
     the classifier keep the weights that matter instead of losing the same fraction as the
     big ones. That is the form to use for high sparsity over ``op_types: ['default']``.
+    With a filter algorithm (``'l1'``, ``'l2'``, ``'fpgm'``, ``'apoz'``,
+    ``'mean_activation'``, ``'taylorfo'``), an entry with ``'granularity': 'head'`` raises
+    the fraction of attention heads removed along the curve (see
+    :mod:`prunus.compression.torch.head_entries`); ``dummy_input`` finds the output
+    projections that lie outside their attention modules.
     * NNI >= 2.3: pass ``trainer`` and ``criterion``; ``compress()`` runs
       ``num_iterations`` rounds, each pruning to the next point of the curve and then
       training ``epochs_per_iteration`` epochs with
@@ -59,13 +64,13 @@ class AGPPruner(Pruner):
 
     config_spec = ConfigSpec(targets=('final_sparsity', 'sparsity', 'total_sparsity'),
                              extra=('initial_sparsity', 'start_epoch', 'end_epoch', 'frequency',
-                                    'max_sparsity_per_layer'))
+                                    'max_sparsity_per_layer', 'granularity'))
     schedules_itself = True
 
     def __init__(self, model: nn.Module, config_list: list[dict], *, optimizer: Any = None,
                  trainer: Callable | None = None, criterion: Callable | None = None,
                  num_iterations: int = 10, epochs_per_iteration: int = 1,
-                 pruning_algorithm: str = 'level'):
+                 pruning_algorithm: str = 'level', dummy_input: Any = None):
         owner = type(self).__name__
         for key, value in (('num_iterations', num_iterations), ('epochs_per_iteration', epochs_per_iteration)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -79,7 +84,7 @@ class AGPPruner(Pruner):
         for entry in self.entries:
             self._check_schedule(entry)
         self.algorithm = build_algorithm(pruning_algorithm, owner, model, config_list, optimizer,
-                                         trainer, criterion)
+                                         trainer, criterion, dummy_input=dummy_input)
         self.bound_model, self.config_list, self.optimizer = model, config_list, optimizer
         self.targets, self.entry_of = self.algorithm.targets, self.algorithm.entry_of
         # The masks are the algorithm's, so is their granularity.

@@ -77,11 +77,15 @@ class Pruner(NNIPrunerMethods):
         self.config_list = config_list
         self.optimizer = optimizer
         self.entries = validate_config_list(config_list, self.config_spec, type(self).__name__)
+        self.select_targets(model, self.entries)
+
+    def select_targets(self, model: nn.Module, entries: list[ConfigEntry]) -> None:
+        """Sets ``selections``, ``targets`` and ``entry_of`` from ``entries``."""
         modules = dict(model.named_modules())
         refs = [LayerRef(name, type(module).__name__, self._kinds(module))
                 for name, module in modules.items()]
         self.selections = select_layers(
-            self.entries, refs, supported_types=specs.names(self.supported_types),
+            entries, refs, supported_types=specs.names(self.supported_types),
             default_types=specs.names(self.default_types), pruner=type(self).__name__)
         self.targets: dict[str, nn.Module] = {s.layer.name: modules[s.layer.name] for s in self.selections}
         self.entry_of: dict[str, ConfigEntry] = {s.layer.name: s.entry for s in self.selections}
@@ -118,7 +122,7 @@ class Pruner(NNIPrunerMethods):
         """Flat keep vectors (bool per channel or weight) from scores, before expansion."""
         keeps: dict[str, np.ndarray] = {}
         for entry in self.entries:
-            names = [n for n in self.targets if self.entry_of[n] is entry]
+            names = [n for n in self.targets if self.entry_of[n] is entry and n in scores]
             if not names:
                 continue
             sparsity = self.sparsity_of(entry)

@@ -44,9 +44,12 @@ def check_collected(owner: str, collector: Collector) -> None:
 
 
 class DataDrivenFilterPruner(FilterPruner):
-    """Shared calling styles of the data-driven filter pruners (see the module doc)."""
+    """Shared calling styles of the data-driven filter pruners (see the module doc).
+    Head entries (``'granularity': 'head'``) score a head by the statistics of its Q/K/V
+    Linear rows."""
 
     needs_gradients = False
+    needs_data = True
 
     def __init__(self, model: nn.Module, config_list: list[dict], *, optimizer: Any = None,
                  trainer: Callable | None = None, criterion: Callable | None = None,

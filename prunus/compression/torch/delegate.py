@@ -15,6 +15,7 @@ from ..config import ConfigEntry
 from ..registry import get_pruner
 from .base import Pruner
 from .data_pruners import DataDrivenFilterPruner
+from .pruners import FilterPruner
 
 #: Keys of the schedule-driven pruners that the delegated algorithm does not know.
 SCHEDULE_KEYS = ('initial_sparsity', 'final_sparsity', 'start_epoch', 'end_epoch', 'frequency',
@@ -43,11 +44,12 @@ def algorithm_config(config_list: list[dict]) -> list[dict]:
 
 def build_algorithm(name: Any, owner: str, model: nn.Module, config_list: list[dict],
                     optimizer: Any = None, trainer: Callable | None = None,
-                    criterion: Callable | None = None) -> Pruner:
+                    criterion: Callable | None = None, dummy_input: Any = None) -> Pruner:
     """An instance of the pruner registered as ``name`` whose sparsity is scheduled.
 
     ``trainer`` and ``criterion`` are passed only to algorithms that gather data with
     them (APoZ, mean activation, Taylor); others get the optimizer alone.
+    ``dummy_input``, when given, goes to the filter algorithms (head entries need it).
     """
     if not isinstance(name, str):
         raise TypeError(f'{owner}: the pruning algorithm must be a registered name such as '
@@ -64,6 +66,8 @@ def build_algorithm(name: Any, owner: str, model: nn.Module, config_list: list[d
     kwargs: dict[str, Any] = {'optimizer': optimizer}
     if issubclass(cls, DataDrivenFilterPruner) and trainer is not None:
         kwargs.update(trainer=trainer, criterion=criterion)
+    if dummy_input is not None and issubclass(cls, FilterPruner):
+        kwargs['dummy_input'] = dummy_input
     algo = scheduled(model, algorithm_config(config_list), **kwargs)
     algo.scheduled = {}
     return algo

@@ -124,9 +124,12 @@ def _consumer(trace: Any, site_name: str) -> str | None:
 
 def find_groups(model: nn.Module, dummy_input: Any) -> list[HeadGroup]:
     """Every attention module of ``model`` with a known layout, with its output projection;
-    ``dummy_input`` (run once) finds the projections outside the attention modules."""
+    ``dummy_input`` (run once) finds the projections outside the attention modules (with
+    ``dummy_input=None`` the attentions whose output projection lies outside are left out)."""
     found = [(n, attention_layout(m)) for n, m in model.named_modules()]
     found = [(n, lay) for n, lay in found if lay is not None]
+    if dummy_input is None:
+        found = [(n, lay) for n, lay in found if lay.out is not None]
     if any(lay.out is None for _, lay in found):
         was_training = model.training
         model.eval()
@@ -151,3 +154,38 @@ def head_rows(s: Slice, heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Indices along ``s.axis`` of the given heads' rows or columns in slice ``s``."""
     heads = torch.as_tensor(heads, dtype=torch.long).reshape(-1, 1)
     return (s.start + heads * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
+def mask_heads(model: nn.Module, group: HeadGroup, pruned: Any, masks: dict,
+               unit: int | None = None) -> None:
+    """Adds to ``masks`` the masks zeroing the ``pruned`` heads' (or, with ``unit=1``, head
+    dimensions') Q/K/V rows (and biases) and output columns; slices of one packed weight
+    share one mask, and a mask already in ``masks`` gets the zeros too.
+
+    Args:
+        model: the model holding the group's modules.
+        group: the attention group.
+        pruned: the indices of the heads (or dimensions) to zero.
+        masks: ``{module: {param: mask}}``, completed in place.
+        unit: rows per pruned index (default: the head width).
+
+    Example::
+
+        masks = {}
+        mask_heads(model, find_groups(model, (ids,))[0], [0, 3], masks)
+    """
+    lay = group.layout
+    rows = torch.as_tensor(pruned, dtype=torch.long)
+    for s in (lay.q, lay.k, lay.v, lay.out):
+        module = model.get_submodule(s.module)
+        index = head_rows(s, rows, unit or lay.head_dim)
+        for pname, axis in ((s.weight, s.axis), (s.bias, 0)):
+            if pname is None:
+                continue
+            param = getattr(module, pname)
+            entry = masks.setdefault(s.module, {})
+            mask = entry.get(pname)
+            if mask is None:
+                mask = entry[pname] = torch.ones_like(param, dtype=param.dtype)
+            if len(index):
+                mask.index_fill_(axis, index.to(mask.device), 0)

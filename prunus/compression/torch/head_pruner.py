@@ -33,7 +33,7 @@ from ..config import ConfigSpec, validate_config_list
 from ..registry import register_pruner
 from ..selection import LayerRef, select_layers
 from .base import Pruner, Scores
-from .head_groups import HeadGroup, find_groups, groups_from_names, head_rows
+from .head_groups import HeadGroup, find_groups, groups_from_names, mask_heads
 from .head_scores import HeadStatistics, weight_scores
 from prunus.layers.torch.masking import Masks, apply_masks
 
@@ -244,12 +244,12 @@ class TransformerHeadPruner(Pruner):
         if self.prune_head_dims:
             self._choose_dims(scores, self._fraction)
             for i, group in enumerate(self.masking_groups):
-                _group_masks(self.bound_model, group, self.pruned_dims[i].reshape(-1).nonzero().flatten(),
+                mask_heads(self.bound_model, group, self.pruned_dims[i].reshape(-1).nonzero().flatten(),
                              masks, unit=1)
             return masks
         self._choose(scores, self._fraction)
         for i, group in enumerate(self.masking_groups):
-            _group_masks(self.bound_model, group, sorted(self.pruned_heads[i]), masks)
+            mask_heads(self.bound_model, group, sorted(self.pruned_heads[i]), masks)
         return masks
 
     # -- public verbs ----------------------------------------------------------------
@@ -275,26 +275,3 @@ class TransformerHeadPruner(Pruner):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}({len(self.masking_groups)} attention groups)'
-
-
-def _group_masks(model: nn.Module, group: HeadGroup, pruned: Any, masks: Masks,
-                 unit: int | None = None) -> None:
-    """Masks zeroing the ``pruned`` heads' (or, with ``unit=1``, head dimensions') Q/K/V
-    rows (and biases) and output columns; slices of one packed weight share one mask."""
-    lay = group.layout
-    rows = torch.as_tensor(pruned, dtype=torch.long)
-    for s in (lay.q, lay.k, lay.v, lay.out):
-        module = model.get_submodule(s.module)
-        index = head_rows(s, rows, unit or lay.head_dim)
-        for pname, axis in ((s.weight, s.axis), (s.bias, 0)):
-            if pname is None:
-                continue
-            param = getattr(module, pname)
-            entry = masks.setdefault(s.module, {})
-            mask = entry.get(pname)
-            if mask is None:
-                mask = entry[pname] = torch.ones_like(param, dtype=param.dtype)
-            if len(index):
-                mask.index_fill_(axis, index.to(mask.device), 0)
-
-

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import ConfigEntry, ConfigSpec
 from ..registry import register_pruner
 from ..widths import check_round_to, round_keep
 from prunus.layers.torch import specs
@@ -14,6 +15,9 @@ from . import criteria
 from .base import Pruner, Scores
 from .dependency import dependency_keeps
 from .group_importance import check_group_options
+from .head_entries import (check_data_scorable, head_keeps, head_scores, is_head_entry,
+                           masks_of_heads, select_heads)
+from prunus.layers.torch.masking import Masks
 from .regularization import BatchNormL1Subgradient
 
 
@@ -47,22 +51,71 @@ class FilterPruner(Pruner):
 
     ``round_to=N`` (keyword) keeps every layer's and tied group's channel count a multiple
     of N (see :mod:`prunus.compression.widths`).
+
+    A config entry with ``'granularity': 'head'`` prunes whole attention heads of the
+    attentions it selects instead (``sparsity``: the fraction of each attention's heads,
+    ``total_sparsity``: ranked over all of them; the pruner's criterion on the heads'
+    Q/K/V rows; see :mod:`prunus.compression.torch.head_entries`). An output projection
+    outside its attention module (BERT) is found by tracing ``dummy_input``.
+    ``round_to`` and ``dependency_aware`` apply to the channel entries.
     """
 
     supported_types = specs.FILTERED
     default_types = specs.CONV + specs.CONV_TRANSPOSE
     structured = True
     importance = 'filter'
+    config_spec = ConfigSpec(extra=('max_sparsity_per_layer', 'granularity'))
+    #: Whether the criterion reads data (a head held in a packed weight cannot be scored).
+    needs_data = False
 
     def __init__(self, model: nn.Module, config_list: list[dict], optimizer: Any = None,
                  dependency_aware: bool = False, dummy_input: Any = None, *,
                  round_to: int | None = None):
         check_dependency_args(type(self).__name__, dependency_aware, dummy_input)
         check_round_to(type(self).__name__, round_to)
+        self.dummy_input = dummy_input
         super().__init__(model, config_list, optimizer)
         self.dependency_aware = dependency_aware
-        self.dummy_input = dummy_input
         self.round_to = round_to
+
+    def select_targets(self, model: nn.Module, entries: list[ConfigEntry]) -> None:
+        """Channel entries select layers as usual; head entries select attentions, whose
+        Q/K/V Linear layers become targets scored by the criterion (see the class doc)."""
+        owner = type(self).__name__
+        self.head_targets = select_heads(model, entries, getattr(self, 'dummy_input', None), owner)
+        channel = [e for e in entries if not is_head_entry(e)]
+        if any(not e.exclude for e in channel):
+            super().select_targets(model, channel)
+        else:
+            self.selections, self.targets, self.entry_of = [], {}, {}
+        if not self.head_targets:
+            return
+        if self.needs_data:
+            check_data_scorable(self.head_targets, model, owner)
+        projections = {n: t.entry for t in self.head_targets for n in t.projections}
+        self.targets = {n: m for n, m in self.targets.items() if n not in projections}
+        self.entry_of = {n: e for n, e in self.entry_of.items() if n not in projections}
+        for name, entry in projections.items():
+            module = model.get_submodule(name)
+            if isinstance(module, nn.Linear):
+                self.targets[name], self.entry_of[name] = module, entry
+
+    @property
+    def head_projections(self) -> set[str]:
+        """The targets scored for heads, not pruned as channels."""
+        return {n for t in self.head_targets for n in t.projections}
+
+    def generate_masks(self, scores: Scores) -> Masks:
+        """Channel masks of the channel entries, with the head entries' head masks."""
+        heads = self.head_projections
+        masks = super().generate_masks({n: s for n, s in scores.items() if n not in heads})
+        if not self.head_targets:
+            return masks
+        criterion = getattr(type(self), 'filter_criterion', None)
+        per_head = {t.group.name: head_scores(self.bound_model, t.group, scores, criterion)
+                    for t in self.head_targets}
+        keeps = head_keeps(self.head_targets, per_head, self.sparsity_of, self.is_global)
+        return masks_of_heads(self.bound_model, self.head_targets, keeps, masks)
 
     def generate_keeps(self, scores: Scores) -> dict[str, np.ndarray]:
         """Per-layer keeps; with ``dependency_aware`` tied layers share their channels."""

@@ -71,7 +71,9 @@ class AMCPruner(AutoPruner):
     Only layers whose channels the speedup can remove are searched: layers that shrink
     alone, and each group of residual-tied convs as one step (its embedding is that of
     the group's first member, with the FLOPs of all members). The classifier (the model
-    output) is left dense.
+    output) is left dense. An entry with ``'granularity': 'head'`` makes each attention
+    it selects one step whose action is the fraction of heads kept (rounded to whole
+    heads, not to ``channel_round``; see :mod:`.head_units`).
 
     Differences from the paper: channels are selected by ``base_algo`` without the
     least-squares weight reconstruction, so ``n_calibration_batches`` and
@@ -88,7 +90,7 @@ class AMCPruner(AutoPruner):
         model = pruner.compress()
     """
 
-    config_spec = ConfigSpec(targets=(), extra=())
+    config_spec = ConfigSpec(targets=(), extra=('granularity',))
     supported_types = specs.FILTERED
     default_types = specs.CONV + (nn.Linear,)
 
@@ -146,7 +148,8 @@ class AMCPruner(AutoPruner):
         shapes: dict[str, tuple[int, ...]] = {}
         modules = dict(self.bound_model.named_modules())
         def record(module: nn.Module, args: tuple, output: Any, name: str) -> None:
-            shapes.setdefault(name, tuple(args[0].shape))
+            if args and isinstance(args[0], torch.Tensor):  # an attention may be called by keyword
+                shapes.setdefault(name, tuple(args[0].shape))
         handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: record(m, a, o, n)) for n in names]
         was_training = self.bound_model.training
         try:
@@ -161,7 +164,7 @@ class AMCPruner(AutoPruner):
             m, shape = modules[name], shapes.get(name, (1, 1))
             conv = isinstance(m, nn.modules.conv._ConvNd)
             h, w = (shape[-2], shape[-1]) if conv and len(shape) >= 4 else (1, 1)
-            in_ch = m.in_channels if conv else m.in_features
+            in_ch = m.in_channels if conv else getattr(m, 'in_features', shape[-1])  # an attention: its width
             stride = m.stride[0] if conv else 1
             kernel = m.kernel_size[0] if conv else 1
             rows.append([t, in_ch, self.cost.channels[name], h, w, stride, kernel, self._unit_flops(name)])
@@ -169,7 +172,7 @@ class AMCPruner(AutoPruner):
 
     def _unit_flops(self, name: str) -> int:
         """FLOPs of the layers the action for ``name`` prunes (every member of a tied unit)."""
-        return sum(self.cost.base_flops[n] for n in self.members(name))
+        return self.cost.unit_flops(name, self.members(name))
 
     def _state(self, static: np.ndarray, t: int, names: list[str], decided: dict[str, float],
                previous: float) -> np.ndarray:
@@ -197,7 +200,7 @@ class AMCPruner(AutoPruner):
     def _round(self, name: str, ratio: float, cap: float) -> float:
         """Sparsity keeping a multiple of ``channel_round`` channels, never above ``cap``."""
         count = self.cost.channels[name]
-        step = min(self.channel_round, count)
+        step = 1 if name in self.head_units else min(self.channel_round, count)  # heads are whole units
         keep = int(math.ceil(ratio * count / step) * step)
         if keep > cap * count + 1e-9:
             keep = int(math.floor(cap * count / step) * step)

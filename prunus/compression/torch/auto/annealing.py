@@ -42,8 +42,8 @@ class SimulatedAnnealingPruner(AutoPruner):
             faces the acceptance test.
         acceptance_scale: a score drop of this size is accepted with probability 1/e at
             the start temperature.
-        **options: ``budget`` ('sparsity' or 'flops'), ``dummy_input`` (for a FLOPs
-            budget), ``max_sparsity_per_layer``, ``progress`` and ``base_kwargs``, shared by
+        **options: ``budget`` ('sparsity', 'flops' or 'params'), ``dummy_input`` (for a
+            FLOPs or parameter budget), ``max_sparsity_per_layer``, ``progress`` and ``base_kwargs``, shared by
             every automatic pruner (see :mod:`prunus.compression.torch.auto.base`).
 
     Example::

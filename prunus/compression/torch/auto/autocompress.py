@@ -65,6 +65,8 @@ class AutoCompressPruner(AutoPruner):
 
     supported_types = specs.FILTERED
     default_types = specs.CONV
+    # ADMM, which prunes each round, trains towards channel masks only.
+    searches_heads = False
 
     def __init__(self, model: nn.Module, config_list: list[dict], trainer: Callable, evaluator: Callable,
                  dummy_input: Any, num_iterations: int = 3, optimize_mode: str = 'maximize', base_algo: str = 'l1',
@@ -91,6 +93,9 @@ class AutoCompressPruner(AutoPruner):
                               stop_temperature=stop_temperature, cool_down_rate=cool_down_rate,
                               perturbation_magnitude=perturbation_magnitude)
         options.setdefault('budget', 'sparsity')
+        if options['budget'] == 'params':
+            raise ValueError(f"{owner}: its 'sparsity' budget already counts the selected layers' parameters "
+                             "after the speedup; use budget='sparsity' (or 'flops').")
         self._setup(evaluator, base_algo, experiment_data_dir, optimize_mode, seed=seed, dummy_input=dummy_input,
                     **options)
         check_base_algo(owner, base_algo)

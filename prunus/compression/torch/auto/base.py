@@ -6,8 +6,11 @@ output channels, or weights for ``base_algo='level'``, to prune) that meets one 
 * ``budget='sparsity'`` (the legacy-NNI meaning of ``config_list``'s ``'sparsity'``):
   the fraction of the selected layers' weights that the masks remove;
 * ``budget='flops'`` (needs ``dummy_input``): the fraction of the whole model's FLOPs
-  removed once a speedup drops the pruned channels (see :class:`CostModel`). Layers
-  whose channels are tied (a residual stream) are searched as one variable, a
+  removed once a speedup drops the pruned channels (see :class:`CostModel`);
+* ``budget='params'`` (needs ``dummy_input``): likewise, the fraction of the whole model's
+  parameters (embeddings included) the speedup removes.
+
+Under these two, layers whose channels are tied (a residual stream) are searched as one variable, a
   :class:`~prunus.compression.torch.auto.units.SearchUnit` keyed by its first member:
   its value prunes the same channels from every member.
 
@@ -20,9 +23,7 @@ seed whatever the executor.
 """
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import os
 import zlib
 from concurrent.futures import Executor
@@ -41,47 +42,23 @@ from ...registry import get_pruner
 from ...search import Allocation, better, check_optimize_mode, refine_to_budget, scale_to_budget
 from prunus.layers.torch import specs
 from ..base import Pruner, Scores, to_numpy
+from ..head_entries import HeadTarget, is_head_entry
+from ..pruners import FilterPruner
 from prunus.layers.torch.files import save_atomic
 from prunus.layers.torch.masking import Masks, apply_masks
 from ..forksafe import guard_forked_workers
+from .candidates import score_candidate
 from .cost import CostModel
 from .fingerprint import model_digest
+from .head_units import add_head_scores, capped, head_masks, in_model_order, masked_weights, search_heads
 from .units import SearchUnit
 
 logger = logging.getLogger('prunus.search')
 guard_forked_workers()  # candidates may run in a default (forked) process pool
 
-BUDGETS = ('sparsity', 'flops')
-
-
-def score_candidate(model: nn.Module, masks: Masks, evaluator: Callable, fine_tuner: Callable | None = None,
-                    seed: int = 0, evaluator_args: Sequence[Any] = (), owner: str = 'search'
-                    ) -> tuple[float, dict | None]:
-    """Masks a copy of ``model``, optionally fine-tunes it, and evaluates it.
-
-    Module-level so process pools and dask can pickle it. Returns the score and, when a
-    fine-tuner ran, the copy's state dict (the caller keeps the winner's weights).
-    """
-    torch.manual_seed(seed)
-    candidate = apply_masks(copy.deepcopy(model), masks)
-    if fine_tuner is not None:
-        fine_tuner(candidate)
-    score = as_score(evaluator(*evaluator_args, candidate), owner)
-    state = {k: v.detach().clone() for k, v in candidate.state_dict().items()} if fine_tuner else None
-    return score, state
-
-
-def as_score(value: Any, owner: str) -> float:
-    """The evaluator's result as a float; a non-number or NaN would make every later
-    comparison of the search meaningless, so it stops the search with a clear error."""
-    try:
-        score = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f'{owner}: the evaluator must return a number (the score); '
-                        f'got {type(value).__name__} {str(value)[:40]!r}.') from None
-    if math.isnan(score):
-        raise ValueError(f'{owner}: the evaluator returned NaN for a candidate; return a number.')
-    return score
+BUDGETS = ('sparsity', 'flops', 'params')
+#: Budgets counted on the model the speedup leaves (through the cost model).
+SPEEDUP_BUDGETS = ('flops', 'params')
 
 
 def channel_masks(module: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -128,8 +105,20 @@ class AutoPruner(Pruner):
     #: Whether a FLOPs-budgeted search treats tied layer groups as single variables;
     #: False where the search prunes layers one by one outside :meth:`masks_for`.
     search_tied_groups = True
-    config_spec = ConfigSpec(targets=('sparsity',), extra=())
+    #: Whether attention heads can be search variables (``'granularity': 'head'``).
+    searches_heads = True
+    config_spec = ConfigSpec(targets=('sparsity',), extra=('granularity',))
     structured = True
+
+    def select_targets(self, model: nn.Module, entries: list) -> None:
+        """Channel entries select layers here; head entries are resolved in ``_setup``,
+        once ``dummy_input`` is known (see :mod:`.head_units`)."""
+        channel = [e for e in entries if not is_head_entry(e)]
+        self.head_targets: list[HeadTarget] = []
+        if any(not e.exclude for e in channel):
+            super().select_targets(model, channel)
+        else:
+            self.selections, self.targets, self.entry_of = [], {}, {}
 
     def _setup(self, evaluator: Callable | None, base_algo: str, experiment_data_dir: str | os.PathLike,
                optimize_mode: str = 'maximize', *, seed: int = 0, executor: Executor | None = None,
@@ -140,8 +129,8 @@ class AutoPruner(Pruner):
             raise TypeError(f'{owner}: evaluator must be callable; got {type(evaluator).__name__}.')
         if budget not in BUDGETS:
             raise ValueError(f"{owner}: budget must be one of {BUDGETS}; got {budget!r}.")
-        if budget == 'flops' and dummy_input is None:
-            raise ValueError(f"{owner}: budget='flops' needs dummy_input to count FLOPs.")
+        if budget in SPEEDUP_BUDGETS and dummy_input is None:
+            raise ValueError(f"{owner}: budget='{budget}' needs dummy_input to count what the speedup removes.")
         if not 0 < max_sparsity_per_layer < 1:
             raise ValueError(f'{owner}: max_sparsity_per_layer must be in (0, 1); got {max_sparsity_per_layer}.')
         if executor is not None and not hasattr(executor, 'submit'):
@@ -153,14 +142,20 @@ class AutoPruner(Pruner):
         self.seed, self.executor, self.progress = seed, executor, progress
         self.budget, self.dummy_input, self.max_sparsity = budget, dummy_input, max_sparsity_per_layer
         self.structured = bool(getattr(self.base_cls, 'structured', True))
-        if budget == 'flops' and not self.structured:
-            raise ValueError(f"{owner}: budget='flops' needs a channel criterion as base_algo; "
+        if budget in SPEEDUP_BUDGETS and not self.structured:
+            raise ValueError(f"{owner}: budget='{budget}' needs a channel criterion as base_algo; "
                              f"'{base_algo}' prunes single weights, which a speedup cannot remove.")
+        self._select_heads()
         self.target_sparsity = self._single_target()
         self._scores: Scores | None = None
-        # The base criterion bound to the model: scores channels and expands keep vectors.
-        self._base = self.base_cls(self.bound_model, [{'sparsity': 0.0, 'op_names': sorted(self.targets)}],
-                                   **self.base_kwargs)
+        # The base criterion bound to the model: scores channels (and heads) and expands keeps.
+        base_config = [{'sparsity': 0.0, 'op_names': sorted(self.targets)}] if self.targets else []
+        if self.head_targets:
+            base_config.append({'sparsity': 0.0, 'granularity': 'head',
+                                'op_names': [t.group.name for t in self.head_targets]})
+            if dummy_input is not None:
+                self.base_kwargs.setdefault('dummy_input', dummy_input)
+        self._base = self.base_cls(self.bound_model, base_config, **self.base_kwargs)
         self._cost: CostModel | None = None
         self.best_allocation: Allocation | None = None
         self.best_score: float | None = None
@@ -168,13 +163,25 @@ class AutoPruner(Pruner):
         self.fingerprint = {'model': model_digest(self.bound_model), 'config': config_digest(self.config_list),
                             'evaluator': callable_digest(evaluator)}
 
+    def _select_heads(self) -> None:
+        """The attentions the head entries select become search variables."""
+        self.head_targets = search_heads(self, self.searches_heads and issubclass(self.base_cls, FilterPruner))
+        projections = {n for t in self.head_targets for n in t.projections}
+        self.targets = {n: m for n, m in self.targets.items() if n not in projections}
+        self.entry_of = {n: e for n, e in self.entry_of.items() if n not in projections}
+
+    @property
+    def head_units(self) -> dict[str, HeadTarget]:
+        """Attentions searched by heads, by key (the attention module's name)."""
+        return {t.group.name: t for t in self.head_targets}
+
     def _single_target(self) -> float:
         values = {e.index: e.get('sparsity') for e in self.entries if not e.exclude}
         if len(set(values.values())) > 1:
             listed = ', '.join(f'config_list[{i}] asks {v}' for i, v in values.items())
             raise ValueError(f'{type(self).__name__} searches one overall budget, but {listed}; '
                              "give every entry the same 'sparsity'.")
-        if not self.targets:
+        if not self.targets and not self.head_targets:
             raise ValueError(f'{type(self).__name__}: config_list selects no prunable layer.')
         return float(next(iter(values.values()), 0.0))
 
@@ -184,7 +191,7 @@ class AutoPruner(Pruner):
         if model is None and self._scores is not None:
             return self._scores
         base = self._base if model is None else self.base_cls(model, self._base.config_list, **self.base_kwargs)
-        scores = base.compute_scores(base.collect())
+        scores = add_head_scores(base.compute_scores(base.collect()), base, self.head_targets)
         if model is None:
             self._scores = scores
         return scores
@@ -200,20 +207,30 @@ class AutoPruner(Pruner):
     def tied(self) -> dict[str, SearchUnit]:
         """Tied layer groups searched as one variable (only under ``budget='flops'``,
         where an allocation holds one value per group, keyed by its first member)."""
-        if self.budget != 'flops' or not self.search_tied_groups:
+        if self.budget not in SPEEDUP_BUDGETS or not self.search_tied_groups:
             return {}
         return self.cost.tied
 
     def members(self, name: str) -> list[str]:
         """The layers an allocation's value for ``name`` prunes."""
+        if name in self.head_units:
+            return self.head_units[name].group.members
         return list(self.tied[name].members) if name in self.tied else [name]
 
     def weights_of(self, name: str) -> int:
-        """Weights of the layers an allocation's value for ``name`` prunes."""
+        """Weights of the layers an allocation's value for ``name`` prunes, on the
+        producing side as for a channel layer (for an attention: its Q/K/V weights)."""
+        if name in self.head_units:
+            return masked_weights(self.bound_model, self.head_units[name], consumer=False)
         return sum(self.targets[n].weight.numel() for n in self.members(name))
 
+    def pruned(self, name: str, sparsity: float) -> int:
+        """Units of variable ``name`` that ``sparsity`` removes (an attention keeps a head)."""
+        units = self.units(name)
+        return prune_count(units, capped(units, sparsity) if name in self.head_units else sparsity)
+
     def counts(self, allocation: Mapping[str, float]) -> dict[str, int]:
-        return {n: prune_count(self.units(n), allocation.get(n, 0.0)) for n in self.targets}
+        return {n: self.pruned(n, allocation.get(n, 0.0)) for n in [*self.targets, *self.head_units]}
 
     def masks_for(self, allocation: Mapping[str, float], scores: Scores | None = None) -> Masks:
         """Masks realizing ``allocation`` with the base criterion's ``scores`` (default:
@@ -222,7 +239,7 @@ class AutoPruner(Pruner):
         masks: Masks = {}
         modules = dict(self.bound_model.named_modules())
         for name, sparsity in allocation.items():
-            if sparsity <= 0:
+            if sparsity <= 0 or name in self.head_units:
                 continue
             if name in self.tied:
                 masks.update(self._unit_masks(self.tied[name], scores, sparsity, modules))
@@ -232,7 +249,7 @@ class AutoPruner(Pruner):
             if self.structured:
                 for follower, index in self.followers.get(name, {}).items():
                     masks[follower] = channel_masks(modules[follower], follow(keep, index))
-        return masks
+        return head_masks(self.bound_model, self.head_targets, allocation, scores, masks)
 
     def _unit_masks(self, unit: SearchUnit, scores: Scores, sparsity: float,
                     modules: Mapping[str, nn.Module]) -> Masks:
@@ -257,16 +274,20 @@ class AutoPruner(Pruner):
             dummy = self.dummy_input
             if dummy is None:
                 raise ValueError(f'{type(self).__name__}: counting FLOPs needs dummy_input.')
-            self._cost = CostModel(self.bound_model, dummy, list(self.targets))
+            self._cost = CostModel(self.bound_model, dummy, list(self.targets),
+                                   {k: t.group for k, t in self.head_units.items()})
         return self._cost
 
     def searchable(self) -> list[str]:
         """Layers the search may prune; under a FLOPs budget, only those whose channels a
         speedup can really remove (the rest would cost accuracy and save nothing)."""
-        if self.budget != 'flops':
-            return list(self.targets)
+        heads = list(self.head_units)
+        if self.budget not in SPEEDUP_BUDGETS:
+            return in_model_order(self.bound_model, [*self.targets, *heads])
         tied = self.tied
         useful = [n for n in self.targets if n in self.cost.followers or n in tied]
+        if heads:
+            return in_model_order(self.bound_model, [*useful, *heads])
         covered = {m for n in useful for m in self.members(n)}
         skipped = [n for n in self.targets if n not in covered]
         for key in useful:
@@ -286,21 +307,26 @@ class AutoPruner(Pruner):
         """Scales ``raw`` onto the budget, then moves single channels to land nearest it."""
         scaled = scale_to_budget(raw, self.measure, self.target_sparsity, self.max_sparsity)
         units = {n: self.units(n) for n in scaled}
-        return refine_to_budget(scaled, units, self.measure, self.target_sparsity, self.max_sparsity)
+        fitted = refine_to_budget(scaled, units, self.measure, self.target_sparsity, self.max_sparsity)
+        # an attention keeps a head whatever its value says; the value says so too
+        return {n: capped(units[n], v) if n in self.head_units else v for n, v in fitted.items()}
 
     def weight_sparsity(self, allocation: Mapping[str, float]) -> float:
         """Fraction of the selected layers' weights the masks of ``allocation`` remove."""
         total = removed = 0.0
-        for name in self.targets:
-            weights, units = self.targets[name].weight.numel(), self.units(name)
+        for name in [*self.targets, *self.head_units]:
+            weights = (self.targets[name].weight.numel() if name in self.targets
+                       else masked_weights(self.bound_model, self.head_units[name]))
             total += weights
-            removed += prune_count(units, allocation.get(name, 0.0)) * weights / units
+            removed += self.pruned(name, allocation.get(name, 0.0)) * weights / self.units(name)
         return removed / total
 
     def measure(self, allocation: Mapping[str, float]) -> float:
         """The budgeted fraction ``allocation`` removes (weights or FLOPs)."""
         if self.budget == 'flops':
             return self.cost.flops_reduction(allocation)
+        if self.budget == 'params':
+            return 1.0 - self.cost.params(allocation) / self.cost.total_params
         return self.weight_sparsity(allocation)
 
     # -- evaluation ---------------------------------------------------------------------
@@ -347,7 +373,9 @@ class AutoPruner(Pruner):
     def best_config_list(self, allocation: Mapping[str, float]) -> list[dict[str, Any]]:
         """The allocation as a config_list a one-shot ``base_algo`` pruner reproduces (a
         tied unit's entry names all its members: ``dependency_aware=True`` prunes them alike)."""
-        return [{'sparsity': round(float(s), 6), 'op_names': self.members(n)} for n, s in allocation.items() if s > 0]
+        return [{'sparsity': round(float(capped(self.units(n), s)), 6), 'op_names': [n], 'granularity': 'head'}
+                if n in self.head_units else {'sparsity': round(float(s), 6), 'op_names': self.members(n)}
+                for n, s in allocation.items() if s > 0]
 
     def finish(self, history: SearchHistory, allocation: Allocation, score: float | None) -> nn.Module:
         """Attaches the best masks and writes best_config.json and best_masks.pth."""

@@ -35,6 +35,7 @@ from prunus.speedup.dependency import dependency_groups
 from ...allocation import prune_count
 from prunus.layers.torch import specs
 from ..flops import call_model, module_flops
+from ..head_groups import HeadGroup
 from .units import tied_units
 
 _REL_TOL = 1e-9
@@ -201,9 +202,12 @@ class CostModel:
         model: the model (left unchanged).
         dummy_input: an example input; its batch size does not matter.
         prunable: names of layers (Conv/Linear/ConvTranspose) that may lose output channels.
+        heads: attention groups searched by heads, by key (the attention module's name);
+            an allocation's value for a key is the fraction of its heads removed.
     """
 
-    def __init__(self, model: nn.Module, dummy_input: Any, prunable: list[str]):
+    def __init__(self, model: nn.Module, dummy_input: Any, prunable: list[str],
+                 heads: Mapping[str, HeadGroup] | None = None):
         self.leaves = _weighted_leaves(model)
         modules = dict(model.named_modules())
         self.channels = {n: specs.out_channels(modules[n]) for n in prunable}
@@ -213,6 +217,9 @@ class CostModel:
         self.total_params = sum(p.numel() for p in model.parameters())
         self.base_flops = {n: int(flops.get(n, 0)) for n in self.leaves}
         self.base_params = {n: sum(p.numel() for p in m.parameters(recurse=False)) for n, m in self.leaves.items()}
+        #: a Linear's or conv's bias loses only the output channels, not the input ones
+        self.base_bias = {n: m.bias.numel() for n, m in self.leaves.items()
+                          if isinstance(getattr(m, 'bias', None), torch.Tensor)}
         self.channelwise = {n: _channelwise(m) for n, m in self.leaves.items()}
         groups, shared = _layer_groups(model, dummy_input, prunable)
         #: prunable layers whose channels a speedup can remove on their own: the only
@@ -231,6 +238,34 @@ class CostModel:
         self.coef_out: dict[str, dict[str, float]] = {}
         for name in self.useful:
             self._probe(model, name, reference)
+        #: attention groups searched by heads: key -> head count
+        self.heads: dict[str, int] = {}
+        self.head_own_flops: dict[str, int] = {}
+        self.head_own_params: dict[str, int] = {}
+        for key, group in (heads or {}).items():
+            self._add_heads(dict(model.named_modules()), key, group, flops)
+
+    def _add_heads(self, modules: Mapping[str, nn.Module], key: str, group: HeadGroup,
+                   flops: Mapping[str, int]) -> None:
+        """Head costs are known without probing: a head owns a share of the Q/K/V
+        outputs and of the output projection's inputs, and the attention module's own
+        work (the attention kernel; nn.MultiheadAttention's packed projections) and own
+        parameters scale with the number of heads."""
+        lay = group.layout
+        self.heads[key] = self.channels[key] = lay.num_heads
+        for s, table in ((lay.q, self.coef_out), (lay.k, self.coef_out), (lay.v, self.coef_out),
+                         (lay.out, self.coef_in)):
+            if s.module in self.leaves and s.module != key:
+                size = getattr(modules[s.module], s.weight).shape[s.axis]
+                row = table.setdefault(s.module, {})
+                row[key] = row.get(key, 0.0) + (s.stop - s.start) / size
+        attention = modules[key]
+        if key in self.leaves:
+            self.coef_out.setdefault(key, {})[key] = 1.0
+            return
+        children = sum(flops.get(f'{key}.{c}', 0) for c, _ in attention.named_children())
+        self.head_own_flops[key] = max(0, int(flops.get(key, 0)) - children)
+        self.head_own_params[key] = sum(p.numel() for p in attention.parameters(recurse=False))
 
     def _zeroing(self, name: str, channels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Which output channels of which layers to zero so ``name`` loses ``channels``
@@ -272,20 +307,42 @@ class CostModel:
             return 1.0 - max(dead_in, dead_out)
         return (1.0 - dead_in) * (1.0 - dead_out)
 
+    def pruned(self, name: str, sparsity: float) -> int:
+        """Units (channels, heads) of variable ``name`` that ``sparsity`` removes; an
+        attention keeps one head."""
+        count = prune_count(self.channels[name], sparsity)
+        return min(count, self.channels[name] - 1) if name in self.heads else count
+
     def fractions(self, allocation: Mapping[str, float]) -> dict[str, float]:
-        """The fraction of channels each layer really loses (whole channels)."""
-        return {n: prune_count(self.channels[n], s) / self.channels[n]
-                for n, s in allocation.items() if n in self.channels}
+        """The fraction of channels (heads) each variable really loses (whole units)."""
+        return {n: self.pruned(n, s) / self.channels[n] for n, s in allocation.items() if n in self.channels}
 
     def flops(self, allocation: Mapping[str, float]) -> float:
         """Estimated FLOPs after pruning ``allocation`` (layer -> channel sparsity)."""
         frac = self.fractions(allocation)
-        return self.total_flops - sum(b * (1.0 - self._keep(n, frac)) for n, b in self.base_flops.items())
+        own = sum(b * frac.get(k, 0.0) for k, b in self.head_own_flops.items())
+        return self.total_flops - own - sum(b * (1.0 - self._keep(n, frac)) for n, b in self.base_flops.items())
 
     def params(self, allocation: Mapping[str, float]) -> float:
         """Estimated parameter count after pruning ``allocation``."""
         frac = self.fractions(allocation)
-        return self.total_params - sum(b * (1.0 - self._keep(n, frac)) for n, b in self.base_params.items())
+        own = sum(b * frac.get(k, 0.0) for k, b in self.head_own_params.items())
+        return self.total_params - own - sum(self._lost_params(n, frac) for n in self.base_params)
+
+    def _lost_params(self, leaf: str, fractions: Mapping[str, float]) -> float:
+        bias = 0 if self.channelwise[leaf] else self.base_bias.get(leaf, 0)
+        weights = self.base_params[leaf] - bias
+        dead_out = min(1.0, sum(c * fractions.get(p, 0.0) for p, c in self.coef_out.get(leaf, {}).items()))
+        return weights * (1.0 - self._keep(leaf, fractions)) + bias * dead_out
+
+    def unit_flops(self, name: str, members: list[str]) -> float:
+        """FLOPs a variable's layers run: its ``members``' own, or for an attention searched
+        by heads, the share of every layer its heads reach plus the attention's own."""
+        if name not in self.heads:
+            return float(sum(self.base_flops.get(n, 0) for n in members))
+        reach = sum(b * max(self.coef_in.get(n, {}).get(name, 0.0), self.coef_out.get(n, {}).get(name, 0.0))
+                    for n, b in self.base_flops.items())
+        return float(self.head_own_flops.get(name, 0) + reach)
 
     def params_of(self, names: list[str], allocation: Mapping[str, float]) -> float:
         """Estimated parameters of the layers ``names`` after pruning ``allocation``

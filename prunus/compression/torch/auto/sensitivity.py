@@ -14,7 +14,8 @@ from ...registry import register_pruner
 from ...search import Allocation, refine_to_budget, scale_to_budget
 from prunus.layers.torch import specs
 from prunus.layers.torch.masking import apply_masks
-from .base import AutoPruner, as_score
+from .base import AutoPruner
+from .candidates import as_score
 from .sensitivity_analysis import SensitivityAnalysis, substitute
 
 logger = logging.getLogger('prunus.search')
@@ -127,7 +128,8 @@ class SensitivityPruner(AutoPruner):
             bar.update(min(round_index, total))
             while self.measure(current) < self.target_sparsity and not reached:
                 analysis = SensitivityAnalysis(model, self.evaluator, self.grid, self.base_algo,
-                                               executor=self.executor, progress=False, base_kwargs=self.base_kwargs)
+                                               executor=self.executor, progress=False, base_kwargs=self.base_kwargs,
+                                               heads=list(self.head_units))
                 if resume_sensitivity is not None and round_index == 0:
                     analysis.sensitivities = SensitivityAnalysis.load_csv(resume_sensitivity)
                     args, kwargs = substitute(list(eval_args or []), dict(eval_kwargs or {}), model, model)

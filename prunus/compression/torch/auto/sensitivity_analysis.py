@@ -24,7 +24,8 @@ from prunus._optional import require
 from ...registry import get_pruner
 from prunus.layers.torch.masking import apply_masks
 from ..forksafe import guard_forked_workers
-from .base import as_score, check_base_algo
+from .base import check_base_algo
+from .candidates import as_score
 
 guard_forked_workers()  # sweeps may run in a default (forked) process pool
 
@@ -51,14 +52,17 @@ def _stops(mode: str | None, value: float | None, baseline: float, score: float)
 def sweep_layer(model: nn.Module, layer: str, sparsities: Sequence[float], prune_type: str,
                 val_func: Callable, args: Sequence[Any], kwargs: Mapping[str, Any], baseline: float,
                 early_stop: tuple[str | None, float | None] = (None, None),
-                base_kwargs: Mapping[str, Any] | None = None) -> dict[float, float]:
+                base_kwargs: Mapping[str, Any] | None = None, head: bool = False) -> dict[float, float]:
     """Scores of ``model`` with ``layer`` alone pruned at each sparsity (module-level, so
-    executors can pickle it); stops early when ``early_stop`` says so."""
+    executors can pickle it); stops early when ``early_stop`` says so. With ``head``,
+    ``layer`` is an attention and the sparsity the fraction of its heads removed."""
     found: dict[float, float] = {}
     cls = get_pruner(prune_type)
+    extra = {'granularity': 'head'} if head else {}
     for sparsity in sparsities:
         candidate = copy.deepcopy(model)
-        masks = cls(candidate, [{'sparsity': sparsity, 'op_names': [layer]}], **(base_kwargs or {})).calc_masks()
+        masks = cls(candidate, [{'sparsity': sparsity, 'op_names': [layer], **extra}],
+                    **(base_kwargs or {})).calc_masks()
         apply_masks(candidate, masks)
         call_args, call_kwargs = substitute(args, kwargs, model, candidate)
         found[float(sparsity)] = as_score(val_func(*call_args, **call_kwargs), 'SensitivityAnalysis')
@@ -82,6 +86,10 @@ class SensitivityAnalysis:
         early_stop_value: the threshold of ``early_stop_mode``.
         executor: sweeps layers in parallel (a process pool, a dask client's executor).
         progress: show a tqdm bar.
+        base_kwargs: keyword arguments of the criterion's pruner (``dummy_input``, ...).
+        heads: names of attention modules swept by heads (``'granularity': 'head'``: the
+            sparsity is the fraction of heads removed; ``base_kwargs`` then needs the
+            ``dummy_input`` when the output projection lies outside the attention).
 
     Example::
 
@@ -94,7 +102,8 @@ class SensitivityAnalysis:
     def __init__(self, model: nn.Module, val_func: Callable, sparsities: Sequence[float] | None = None,
                  prune_type: str = 'l1', early_stop_mode: str | None = None,
                  early_stop_value: float | None = None, *, executor: Executor | None = None,
-                 progress: bool = True, base_kwargs: Mapping[str, Any] | None = None):
+                 progress: bool = True, base_kwargs: Mapping[str, Any] | None = None,
+                 heads: Sequence[str] = ()):
         owner = type(self).__name__
         if not callable(val_func):
             raise TypeError(f'{owner}: val_func must be callable; got {type(val_func).__name__}.')
@@ -110,6 +119,7 @@ class SensitivityAnalysis:
         self.model, self.val_func, self.sparsities = model, val_func, sorted(sparsities)
         self.prune_type, self.early_stop = prune_type, (early_stop_mode, early_stop_value)
         self.executor, self.progress, self.base_kwargs = executor, progress, dict(base_kwargs or {})
+        self.heads = set(heads)
         self.sensitivities: dict[str, dict[float, float]] = {}
         self.baseline: float | None = None
 
@@ -140,7 +150,7 @@ class SensitivityAnalysis:
         for name in names:
             grid = list((sparsities or {}).get(name, self.sparsities))
             job = (self.model, name, grid, self.prune_type, self.val_func, args, kwargs, self.baseline,
-                   self.early_stop, self.base_kwargs)
+                   self.early_stop, self.base_kwargs, name in self.heads)
             jobs[name] = self.executor.submit(sweep_layer, *job) if self.executor else job
         for name in tqdm(names, desc='sensitivity', disable=not self.progress, leave=False):
             job = jobs[name]
