@@ -10,6 +10,7 @@ found by one traced forward on ``dummy_input``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,34 @@ def find_groups(model: nn.Module, dummy_input: Any) -> list[HeadGroup]:
             lay.out = Slice(out, 'weight', None, 1, 0, lay.inner)
         groups.append(HeadGroup(name, lay))
     return groups
+
+
+def tie_scores(groups: list[HeadGroup], scores: dict) -> dict:
+    """Scores in which the groups that must keep the same heads have the same scores
+    (their sum), so each of them prunes the same heads: attention layers that share a
+    per-head position bias (``shared_bias``: T5), tied by their name with the layer
+    index left out (``decoder.block.*.layer.1.EncDecAttention``).
+
+    Args:
+        groups: the attention groups.
+        scores: per group name, a score per head.
+
+    Example::
+
+        scores = tie_scores(pruner.masking_groups, scores)
+    """
+    ties: dict[str, list[HeadGroup]] = {}
+    for g in groups:
+        if g.layout.extra.get('shared_bias'):
+            ties.setdefault(re.sub(r'\.\d+(?=\.|$)', '.*', g.name), []).append(g)
+    out = dict(scores)
+    for key, members in ties.items():
+        if len({g.num_heads for g in members}) != 1:
+            raise ValueError(f"attention layers '{key}' share a per-head position bias but have "
+                             f'different head counts {sorted({g.num_heads for g in members})}.')
+        total = sum(torch.as_tensor(scores[g.name], dtype=torch.float64) for g in members)
+        out.update({g.name: total.clone() for g in members})
+    return out
 
 
 def head_rows(s: Slice, heads: torch.Tensor, head_dim: int) -> torch.Tensor:

@@ -33,7 +33,8 @@ from ..config import ConfigSpec, validate_config_list
 from ..registry import register_pruner
 from ..selection import LayerRef, select_layers
 from .base import Pruner, Scores
-from .head_groups import HeadGroup, find_groups, groups_from_names, head_rows
+from .head_gqa import choose_gqa_heads, kv_heads_pruned
+from .head_groups import HeadGroup, find_groups, groups_from_names, head_rows, tie_scores
 from .head_scores import HeadStatistics, weight_scores
 from prunus.layers.torch.masking import Masks, apply_masks
 
@@ -166,7 +167,17 @@ class TransformerHeadPruner(Pruner):
                 raise ValueError(f"{type(self).__name__}: attention '{group.name}' has width "
                                  f'{lay.inner}, not a multiple of head_hidden_dim='
                                  f'{self.head_hidden_dim}.')
+            kv_inner = lay.k.stop - lay.k.start
+            if kv_inner % self.head_hidden_dim:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' has key/value "
+                                 f'width {kv_inner}, not a multiple of head_hidden_dim='
+                                 f'{self.head_hidden_dim}.')
             lay.num_heads, lay.head_dim = lay.inner // self.head_hidden_dim, self.head_hidden_dim
+            if lay.kv_heads != lay.num_heads and self.prune_head_dims:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' shares "
+                                 f'{lay.kv_heads} key/value heads among {lay.num_heads} query heads '
+                                 '(grouped-query attention); prune_head_dims=True cannot narrow '
+                                 'shared heads: prune whole heads.')
             bound.append(group)
             self.group_entry.append(self.entry_of[next(m for m in group.members if m in self.entry_of)])
         if not bound:
@@ -208,12 +219,22 @@ class TransformerHeadPruner(Pruner):
             by_entry.setdefault(entry.index, []).append(i)
         for entry_index, members in by_entry.items():
             sparsity = self.group_entry[members[0]].get('sparsity', 0.0) * fraction
+            for i in [i for i in members if self._grouped_kv(i)]:
+                group = self.masking_groups[i]  # GQA: whole K/V groups or even per group
+                self.pruned_heads[i] = choose_gqa_heads(
+                    scores[group.name], group.layout, prune_count(group.num_heads, sparsity),
+                    self.pruned_heads[i])
+            members = [i for i in members if not self._grouped_kv(i)]
             if self.global_sort:
                 total = sum(prune_count(self.masking_groups[i].num_heads, sparsity) for i in members)
                 self._take(members, scores, total)
             else:
                 for i in members:
                     self._take([i], scores, prune_count(self.masking_groups[i].num_heads, sparsity))
+
+    def _grouped_kv(self, i: int) -> bool:
+        lay = self.masking_groups[i].layout
+        return lay.kv_heads != lay.num_heads
 
     def _take(self, members: list[int], scores: Scores, total: int) -> None:
         pruned = sum(len(self.pruned_heads[i]) for i in members)
@@ -241,6 +262,7 @@ class TransformerHeadPruner(Pruner):
 
     def generate_masks(self, scores: Scores) -> Masks:
         masks: Masks = {}
+        scores = tie_scores(self.masking_groups, scores)
         if self.prune_head_dims:
             self._choose_dims(scores, self._fraction)
             for i, group in enumerate(self.masking_groups):
@@ -283,9 +305,13 @@ def _group_masks(model: nn.Module, group: HeadGroup, pruned: Any, masks: Masks,
     rows (and biases) and output columns; slices of one packed weight share one mask."""
     lay = group.layout
     rows = torch.as_tensor(pruned, dtype=torch.long)
+    shared = [] if unit is not None or lay.kv_heads == lay.num_heads else \
+        kv_heads_pruned(lay, rows.tolist())
     for s in (lay.q, lay.k, lay.v, lay.out):
         module = model.get_submodule(s.module)
-        index = head_rows(s, rows, unit or lay.head_dim)
+        mine = torch.as_tensor(shared, dtype=torch.long) if s in (lay.k, lay.v) and \
+            lay.kv_heads != lay.num_heads else rows
+        index = head_rows(s, mine, unit or lay.head_dim)
         for pname, axis in ((s.weight, s.axis), (s.bias, 0)):
             if pname is None:
                 continue

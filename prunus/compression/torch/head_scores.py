@@ -26,8 +26,9 @@ def weight_scores(model: nn.Module, group: HeadGroup, p: int, per_dim: bool = Fa
     total = torch.zeros(units, dtype=torch.float64)
     for s in (lay.q, lay.k, lay.v):
         weight = getattr(model.get_submodule(s.module), s.weight)
-        blocks = _head_blocks(weight, s.axis, s.start, units, lay.inner // units)
-        total += torch.linalg.vector_norm(blocks, p, dim=1).cpu()
+        share = 1 if s is lay.q else lay.num_heads // lay.kv_heads  # GQA: K/V heads shared
+        blocks = _head_blocks(weight, s.axis, s.start, units // share, lay.inner // units)
+        total += torch.linalg.vector_norm(blocks, p, dim=1).cpu().repeat_interleave(share)
     total /= 3
     return total.view(lay.num_heads, lay.head_dim) if per_dim else total
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from prunus.layers.torch.heads import HEAD_DIM_ATTRS, AttentionLayout, Slice, attention_layout
+from prunus.layers.torch.gqa import gqa_keep, group_size, slice_heads, update_kv_attrs
 from prunus.layers.torch.handlers import DETECTORS, Handler
 from prunus.layers.torch.handlers import add_bias as _add_bias, replace_tensor as _set, take as _take
 from prunus.layers.torch.modules import per_head_params, to_head_pruned
@@ -62,6 +63,14 @@ def _projections(module: nn.Module, lay: AttentionLayout) -> list[tuple[nn.Modul
             for key, group in _group([lay.q, lay.k, lay.v]).items()]
 
 
+def _bias_embedding(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
+    """T5's ``relative_attention_bias``: an Embedding with one column per head."""
+    emb = getattr(module, 'relative_attention_bias', None)
+    if isinstance(emb, nn.Embedding) and emb.embedding_dim == lay.num_heads:
+        _set(emb, 'weight', _take(emb.weight.data, 1, keep))
+        emb.embedding_dim = len(keep)
+
+
 def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
     """Keep only heads ``keep`` (sorted indices): Q/K/V rows, output columns, attributes."""
     dim = lay.head_dim
@@ -69,10 +78,13 @@ def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) ->
         _set(owner, pname, _take(getattr(owner, pname).data, axis, keep))
         if owner is not module:
             _refresh(owner)
+    _bias_embedding(module, lay, keep)
     to_head_pruned(module, dim)
+    which = {id(lay.q): 'q', id(lay.k): 'k', id(lay.v): 'v'}
     for owner, slices in _projections(module, lay):
         axis = slices[0].axis
-        index = torch.cat([_rows(s, keep, dim) for s in sorted(slices, key=lambda s: s.start)])
+        index = torch.cat([_rows(s, slice_heads(lay, which[id(s)], keep), dim)
+                           for s in sorted(slices, key=lambda s: s.start)])
         weight = getattr(owner, slices[0].weight)
         _set(owner, slices[0].weight, _take(weight.data, axis, index))
         bias = slices[0].bias
@@ -85,6 +97,8 @@ def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) ->
         _set(out, lay.out.weight, _take(getattr(out, lay.out.weight).data, lay.out.axis,
                                         _rows(lay.out, keep, dim)))
         _refresh(out)
+    if lay.kv_heads != lay.num_heads:
+        update_kv_attrs(module, lay, keep)
     if lay.heads_attr:
         setattr(module, lay.heads_attr, len(keep))
     for attr in lay.width_attrs:
@@ -101,9 +115,10 @@ def dead_heads(module: nn.Module, lay: AttentionLayout) -> torch.Tensor:
     projection columns zero)."""
     h, dim, v = lay.num_heads, lay.head_dim, lay.v
     owner = v.owner(module)
-    dead = _zero_blocks(getattr(owner, v.weight), v.axis, v.start, h, dim)
+    dead = _zero_blocks(getattr(owner, v.weight), v.axis, v.start, lay.kv_heads, dim)
     if v.bias is not None and getattr(owner, v.bias) is not None:
-        dead &= _zero_blocks(getattr(owner, v.bias), 0, v.start, h, dim)
+        dead &= _zero_blocks(getattr(owner, v.bias), 0, v.start, lay.kv_heads, dim)
+    dead = dead.repeat_interleave(group_size(lay))  # a shared V head: all its query heads
     if lay.out is not None:
         out = lay.out.owner(module)
         dead |= _zero_blocks(getattr(out, lay.out.weight), lay.out.axis, 0, h, dim)
@@ -279,6 +294,11 @@ class ClosedAttentionHandler(_AttentionBase):
         """Removes the dead heads inside; returns the module (or a replacement)."""
         lay = self.layout(module)
         dead = dead_heads(module, lay)
+        if lay.kv_heads != lay.num_heads:
+            keep = gqa_keep(dead, lay)
+            if len(keep) < lay.num_heads:
+                remove_heads(module, lay, keep)
+            return module  # head dimensions of shared K/V heads: not removed
         if bool(dead.all()):
             dead[0] = False  # a module needs one head; a dead one adds nothing anyway
         if bool(dead.any()):

@@ -22,6 +22,7 @@ grouped-query attention, ...); GPT-2
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 from torch import nn
@@ -67,6 +68,12 @@ class AttentionLayout:
     @property
     def inner(self) -> int:
         return self.num_heads * self.head_dim
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: fewer than ``num_heads`` in grouped-query attention (GQA/MQA),
+        where query head ``h`` reads key/value head ``h // (num_heads // kv_heads)``."""
+        return (self.k.stop - self.k.start) // self.head_dim
 
     def qualified(self, prefix: str) -> 'AttentionLayout':
         """The same layout with module names qualified by ``prefix`` (the module's name)."""
@@ -116,6 +123,12 @@ def _heads(module: nn.Module, inner: int) -> tuple[str | None, int | None, int |
     return attr, heads, inner // heads
 
 
+def grouped_kv(heads: int, dim: int, kv_inner: int) -> bool:
+    """Whether ``kv_inner`` key/value features are whole heads of ``dim`` that the
+    ``heads`` query heads share evenly (all of them: plain multi-head attention)."""
+    return kv_inner % dim == 0 and kv_inner > 0 and heads % (kv_inner // dim) == 0
+
+
 def _mha(module: nn.MultiheadAttention) -> AttentionLayout | None:
     e, heads = module.embed_dim, module.num_heads
     out = _rows('out_proj', module.out_proj, 0, e, axis=1)
@@ -135,17 +148,17 @@ def _separate(module: nn.Module, names: tuple[str, str, str], out_name: str | No
     if q is None or k is None or v is None:
         return None
     out = _linear(module, out_name) if out_name else None
-    inner = q.out_features
-    if k.out_features != inner or v.out_features != inner or (out_name and out is None):
-        return None  # grouped-query attention (fewer K/V heads) is not a plain layout
-    attr, heads, dim = _heads(module, inner)
-    if heads is None:
+    inner, kv_inner = q.out_features, k.out_features
+    if v.out_features != kv_inner or (out_name and out is None):
         return None
-    slices = [_rows(n, m, 0, inner) for n, m in zip(names, (q, k, v))]
+    attr, heads, dim = _heads(module, inner)
+    if heads is None or not grouped_kv(heads, dim, kv_inner):
+        return None
+    slices = [_rows(n, m, 0, w) for n, m, w in zip(names, (q, k, v), (inner, kv_inner, kv_inner))]
     out_slice = None if out is None else replace(_rows(out_name, out, 0, inner, axis=1), bias=None)
     if out is not None and out.in_features != inner:
         return None
-    width = tuple(a for a in ('all_head_size',) if module.__dict__.get(a) == inner)
+    width = tuple(a for a in ('all_head_size', 'inner_dim') if module.__dict__.get(a) == inner)
     return AttentionLayout(kind, heads, dim, *slices, out_slice, attr, width)
 
 
@@ -180,17 +193,67 @@ def _packed(module: nn.Module) -> AttentionLayout | None:
     return AttentionLayout('packed', heads, dim, *parts, out, attr)
 
 
+def _fused(module: nn.Module) -> AttentionLayout | None:
+    """One Linear holding ``[q; k; v]`` one after the other, K and V possibly with fewer
+    heads (Phi-3 ``qkv_proj``/``o_proj``; GPTBigCode multi-query ``c_attn``/``c_proj``).
+    Layouts that interleave Q, K and V per head (Bloom, Falcon, GPT-NeoX, GPTBigCode
+    without ``multi_query``) are not this one, and are not recognized."""
+    for fused_name, out_name in (('qkv_proj', 'o_proj'), ('c_attn', 'c_proj')):
+        fused, out = _linear(module, fused_name), _linear(module, out_name)
+        if fused is not None and out is not None:
+            break
+    else:
+        return None
+    if module.__dict__.get('multi_query') is False or hasattr(module, 'q_attn'):
+        return None
+    inner = out.in_features
+    kv_inner, odd = divmod(fused.out_features - inner, 2)
+    attr, heads, dim = _heads(module, inner)
+    if odd or heads is None or not grouped_kv(heads, dim, kv_inner):
+        return None
+    parts = [_rows(fused_name, fused, a, b) for a, b in
+             ((0, inner), (inner, inner + kv_inner), (inner + kv_inner, inner + 2 * kv_inner))]
+    out_slice = replace(_rows(out_name, out, 0, inner, axis=1), bias=None)
+    # what the forward splits the fused output by (GPTBigCode: embed_dim, split_size)
+    width = tuple(a for a in ('embed_dim', 'split_size') if module.__dict__.get(a) == inner)
+    extra = {'config_heads': True}  # Phi-3 reads config.num_attention_heads in forward
+    return AttentionLayout('proj', heads, dim, *parts, out_slice, attr, width, extra)
+
+
 _SEPARATE = ((('query', 'key', 'value'), None, 'bert'),
              (('query', 'key', 'value'), 'dense', 'proj'),  # ALBERT: projection inside
              (('q_lin', 'k_lin', 'v_lin'), 'out_lin', 'distilbert'),
              (('q_proj', 'k_proj', 'v_proj'), 'out_proj', 'proj'),
-             (('q_proj', 'k_proj', 'v_proj'), 'o_proj', 'proj'))
-# not (q, k, v, o): MPNet and T5 add a per-head position bias computed once per model and
-# passed to every layer, which cannot lose one layer's heads
+             (('q_proj', 'k_proj', 'v_proj'), 'o_proj', 'proj'),
+             (('q_proj', 'k_proj', 'v_proj'), 'dense', 'proj'),  # Phi
+             (('query_proj', 'key_proj', 'value_proj'), None, 'bert'),  # DeBERTa-v2
+             (('q', 'k', 'v'), 'o', 'proj'))  # T5
+
+
+def takes_position_bias(module: nn.Module) -> bool:
+    """Whether the forward takes a per-head ``position_bias`` from outside: T5 passes the
+    first layer's bias (and its zero bias for cross-attention) on to every later layer,
+    so all layers in one role must keep the same heads."""
+    try:
+        return 'position_bias' in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _relative_heads(module: nn.Module) -> bool:
     return hasattr(module, 'relative_attention_bias') or hasattr(module, 'has_relative_attention_bias')
+
+
+def _shared_bias(module: nn.Module, found: AttentionLayout) -> AttentionLayout | None:
+    """``found``, marked ``shared_bias`` when the forward takes a per-head position bias;
+    None when that bias comes from a module outside the attention (MPNet's encoder holds
+    its ``relative_attention_bias``), whose columns the speedup cannot reach."""
+    if not takes_position_bias(module):
+        return found
+    if not _relative_heads(module):
+        return None
+    found.extra['shared_bias'] = True
+    return found
 
 
 def attention_layout(module: nn.Module) -> AttentionLayout | None:
@@ -202,9 +265,7 @@ def attention_layout(module: nn.Module) -> AttentionLayout | None:
             if out is None and any(isinstance(getattr(module, o, None), nn.Linear)
                                    for o in ('out_proj', 'o_proj', 'dense', 'out_lin')):
                 continue
-            if _relative_heads(module):
-                return None  # per-head position biases shared across layers (T5)
             found = _separate(module, names, out, kind)
             if found is not None:
-                return found
-    return _gpt2(module) or _packed(module)
+                return _shared_bias(module, found)
+    return _gpt2(module) or _packed(module) or _fused(module)
