@@ -19,6 +19,7 @@ from torch import nn
 
 from prunus.layers.torch.heads import AttentionLayout, Slice, attention_layout
 from prunus.speedup.trace import trace_model
+from .head_unsupported import external_biases
 
 
 
@@ -135,6 +136,10 @@ def find_groups(model: nn.Module, dummy_input: Any) -> list[HeadGroup]:
             trace = trace_model(model, dummy_input, constants=False)
         finally:
             model.train(was_training)
+    outside = external_biases(model, {n: lay.num_heads for n, lay in found})
+    if outside:
+        raise ValueError('Cannot prune attention heads: ' + '; '.join(outside) + ', which the '
+                         'speedup cannot shrink with the heads it feeds.')
     groups = []
     modules = dict(model.named_modules())
     for name, lay in found:

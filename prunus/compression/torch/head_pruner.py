@@ -34,6 +34,7 @@ from ..registry import register_pruner
 from ..selection import LayerRef, select_layers
 from .base import Pruner, Scores
 from .head_gqa import choose_gqa_heads, kv_heads_pruned
+from .head_unsupported import unsupported_attention
 from .head_groups import HeadGroup, find_groups, groups_from_names, head_rows, tie_scores
 from .head_scores import HeadStatistics, weight_scores
 from prunus.layers.torch.masking import Masks, apply_masks
@@ -135,8 +136,10 @@ class TransformerHeadPruner(Pruner):
         groups = (groups_from_names(model, attention_name_groups, head_hidden_dim)
                   if attention_name_groups is not None else find_groups(model, dummy_input))
         if not groups:
+            why = unsupported_attention(model, [])[:3]
             raise ValueError(f'{owner} found no attention module with a known head layout in '
-                             f'{type(model).__name__}; pass attention_name_groups=[[q, k, v, output], ...].')
+                             f'{type(model).__name__}' + (': ' + '; '.join(why) if why else '') +
+                             '; pass attention_name_groups=[[q, k, v, output], ...].')
         self.masking_groups = self._bind_groups(groups)
         self.pruned_heads: list[set[int]] = [set() for _ in self.masking_groups]
         #: with ``prune_head_dims``: per group, bool (heads, head_dim) of pruned dimensions

@@ -64,11 +64,17 @@ def _projections(module: nn.Module, lay: AttentionLayout) -> list[tuple[nn.Modul
 
 
 def _bias_embedding(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
-    """T5's ``relative_attention_bias``: an Embedding with one column per head."""
+    """Per-head position biases inside the attention: T5's ``relative_attention_bias``
+    (an Embedding, one column per head), a child's ``relative_position_bias_table``
+    (Hugging Face Swin's ``relative_position_bias``)."""
     emb = getattr(module, 'relative_attention_bias', None)
     if isinstance(emb, nn.Embedding) and emb.embedding_dim == lay.num_heads:
         _set(emb, 'weight', _take(emb.weight.data, 1, keep))
         emb.embedding_dim = len(keep)
+    for child in module.children():
+        table = getattr(child, 'relative_position_bias_table', None)
+        if isinstance(table, torch.Tensor) and table.dim() == 2 and table.shape[1] == lay.num_heads:
+            _set(child, 'relative_position_bias_table', _take(table.data, 1, keep))
 
 
 def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:

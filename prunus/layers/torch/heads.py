@@ -195,17 +195,23 @@ def _packed(module: nn.Module) -> AttentionLayout | None:
 
 def _fused(module: nn.Module) -> AttentionLayout | None:
     """One Linear holding ``[q; k; v]`` one after the other, K and V possibly with fewer
-    heads (Phi-3 ``qkv_proj``/``o_proj``; GPTBigCode multi-query ``c_attn``/``c_proj``).
+    heads (Phi-3 ``qkv_proj``/``o_proj``; multi-query GPTBigCode ``c_attn``/``c_proj`` and
+    Falcon ``query_key_value``/``dense``).
     Layouts that interleave Q, K and V per head (Bloom, Falcon, GPT-NeoX, GPTBigCode
     without ``multi_query``) are not this one, and are not recognized."""
-    for fused_name, out_name in (('qkv_proj', 'o_proj'), ('c_attn', 'c_proj')):
+    for fused_name, out_name in (('qkv_proj', 'o_proj'), ('c_attn', 'c_proj'),
+                                 ('query_key_value', 'dense')):
         fused, out = _linear(module, fused_name), _linear(module, out_name)
         if fused is not None and out is not None:
             break
     else:
         return None
-    if module.__dict__.get('multi_query') is False or hasattr(module, 'q_attn'):
-        return None
+    flags = module.__dict__
+    if fused_name != 'qkv_proj' and (flags.get('multi_query') is not True or
+                                     flags.get('new_decoder_architecture')):
+        return None  # Bloom, GPTBigCode/Falcon without multi_query: interleaved per head
+    if hasattr(module, 'q_attn') or getattr(flags.get('config'), 'alibi', False):
+        return None  # ALiBi slopes are built per head count for the whole model (Falcon)
     inner = out.in_features
     kv_inner, odd = divmod(fused.out_features - inner, 2)
     attr, heads, dim = _heads(module, inner)
