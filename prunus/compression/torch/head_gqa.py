@@ -15,7 +15,10 @@ from prunus.layers.torch.heads import AttentionLayout
 
 def choose_gqa_heads(scores: torch.Tensor, lay: AttentionLayout, count: int,
                      already: set[int]) -> set[int]:
-    """Query heads to prune (``already`` included) so that about ``count`` are pruned.
+    """Query heads to prune (``already`` included), as close to ``count`` as a removable
+    layout allows: whole groups, or the same number from each group, whichever comes
+    closer (whole groups on a tie: their K/V rows go too); an earlier iteration's choice
+    fixes the way.
 
     Args:
         scores: importance per query head (low goes first).
@@ -30,14 +33,21 @@ def choose_gqa_heads(scores: torch.Tensor, lay: AttentionLayout, count: int,
     g, kv = group_size(lay), lay.kv_heads
     scores = scores.double().clone()
     scores[list(already)] = float('-inf')
-    if count % g == 0 and count // g < kv and _groups_fit(already, g, count // g):
-        order = torch.argsort(scores.view(kv, g).sum(1), stable=True)[:count // g]
+    counts = _per_group(already, g)
+    least = 1 if count > 0 else 0  # prune something when something was asked for
+    whole = min(max(round(count / g), len(counts), least), kv - 1)
+    even = min(max(round(count / kv), max(counts, default=0), least), g - 1)
+    options = [(abs(whole * g - count), 0, 'whole'), (abs(even * kv - count), 1, 'even')]
+    if already:  # keep the way the heads were pruned before
+        options = [o for o in options if (o[2] == 'whole') == all(c == g for c in counts)]
+    way = min(options)[2]
+    if way == 'whole':
+        order = torch.argsort(scores.view(kv, g).sum(1), stable=True)[:whole]
         return {j * g + i for j in order.tolist() for i in range(g)}
-    per = min(max(round(count / kv), max((_per_group(already, g) or [0]))), g - 1)
     chosen = set()
     for j in range(kv):
         part = scores[j * g:(j + 1) * g]
-        chosen |= {j * g + int(i) for i in torch.argsort(part, stable=True)[:per]}
+        chosen |= {j * g + int(i) for i in torch.argsort(part, stable=True)[:even]}
     return chosen
 
 
@@ -46,12 +56,6 @@ def _per_group(heads: set[int], g: int) -> list[int]:
     for h in heads:
         counts[h // g] = counts.get(h // g, 0) + 1
     return list(counts.values())
-
-
-def _groups_fit(already: set[int], g: int, groups: int) -> bool:
-    """Earlier pruned heads are whole groups, no more than ``groups`` of them."""
-    counts = _per_group(already, g)
-    return all(c == g for c in counts) and len(counts) <= groups
 
 
 def kv_heads_pruned(lay: AttentionLayout, pruned: list[int]) -> list[int]:

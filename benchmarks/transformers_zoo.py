@@ -1,0 +1,350 @@
+"""Heads and FFN widths across Hugging Face transformers architectures, built from configs.
+
+    OMP_NUM_THREADS=1 python benchmarks/transformers_zoo.py --out benchmarks/results/transformers_zoo.md
+
+For each architecture (random weights, built offline from its config): prunus's
+``TransformerHeadPruner`` masks 50% of every attention's heads, ``speedup`` removes them,
+and the result is compared with the masked model on the example input, on an input of
+another batch size and length, and (causal LMs) in greedy ``generate`` with the KV cache;
+then 50% of each FFN's up-projection channels (L1) are masked and removed the same way.
+An architecture prunus cannot handle reports the error it raises, which names the module
+and attribute. Torch-Pruning 1.6 runs the same head pruning (``MetaPruner`` with
+``num_heads`` from the model's attention modules, ``prune_num_heads``) on each
+architecture in the same run; its column says whether it ran and whether its output
+still has the model's shapes and heads removed (Torch-Pruning has no exactness check).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+import transformers
+from torch import nn
+
+from prunus.compression.torch import L1FilterPruner, TransformerHeadPruner
+from prunus.layers.torch.heads import attention_layout
+from prunus.speedup import speedup
+
+#: FFN up-projections by the name they end with, in the architectures below.
+FFN_UP = ('intermediate.dense', 'fc1', 'c_fc', 'up_proj', 'fc_in', 'dense_h_to_4h', 'wi',
+          'lin1', 'ffn', 'intermediate_dense', 'mlp.0')
+
+
+@dataclass
+class Size:
+    """Width, heads, key/value heads (GQA models) and layers of the built models."""
+
+    width: int = 32
+    heads: int = 4
+    kv_heads: int = 2
+    layers: int = 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+
+def _ids(batch: int = 2, length: int = 9) -> torch.Tensor:
+    return torch.randint(3, 50, (batch, length))
+
+
+def _text(s: Size) -> dict:
+    return dict(vocab_size=50, hidden_size=s.width, num_hidden_layers=s.layers,
+                num_attention_heads=s.heads, intermediate_size=2 * s.width)
+
+
+def _decoder(s: Size) -> dict:
+    return dict(_text(s), num_key_value_heads=s.kv_heads, max_position_embeddings=64,
+                pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def _seq2seq(s: Size) -> dict:
+    return dict(vocab_size=50, d_model=s.width, encoder_layers=s.layers, decoder_layers=s.layers,
+                encoder_attention_heads=s.heads, decoder_attention_heads=s.heads,
+                encoder_ffn_dim=2 * s.width, decoder_ffn_dim=2 * s.width, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                max_position_embeddings=64)
+
+
+def _vision(s: Size) -> dict:
+    return dict(hidden_size=s.width, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                intermediate_size=2 * s.width, image_size=16, patch_size=8)
+
+
+def _gpt(s: Size) -> dict:
+    return dict(vocab_size=50, n_embd=s.width, n_layer=s.layers, n_head=s.heads,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def _text_inputs(batch, length):
+    return {'input_ids': _ids(batch, length)}
+
+
+def _s2s_inputs(batch, length):
+    return {'input_ids': _ids(batch, length), 'decoder_input_ids': _ids(batch, length - 2)}
+
+
+def _image_inputs(batch, length, side=16):
+    return {'pixel_values': torch.randn(batch, 3, side, side)}
+
+
+def _configs(T, s: Size) -> dict:
+    """name -> (model class, config, inputs(batch, length), causal LM)."""
+    W, H = s.width, s.heads
+    text, dec, s2s, vis, gpt = _text(s), _decoder(s), _seq2seq(s), _vision(s), _gpt(s)
+    clip = dict(text_config=dict(_text(s), max_position_embeddings=32),
+                vision_config=_vision(s), projection_dim=16)
+    return {
+        'bert': (T.BertModel, T.BertConfig(**text), _text_inputs, False),
+        'roberta': (T.RobertaModel, T.RobertaConfig(**text), _text_inputs, False),
+        'xlm-roberta': (T.XLMRobertaModel, T.XLMRobertaConfig(**text), _text_inputs, False),
+        'electra': (T.ElectraModel, T.ElectraConfig(embedding_size=W, **text), _text_inputs, False),
+        'albert': (T.AlbertModel, T.AlbertConfig(embedding_size=16, **text), _text_inputs, False),
+        'distilbert': (T.DistilBertModel, T.DistilBertConfig(vocab_size=50, dim=W, n_layers=s.layers,
+                                                             n_heads=H, hidden_dim=2 * W), _text_inputs, False),
+        'deberta-v2': (T.DebertaV2Model, T.DebertaV2Config(**text), _text_inputs, False),
+        'deberta-v2 (relative, shared key)': (T.DebertaV2Model, T.DebertaV2Config(
+            **text, relative_attention=True, pos_att_type=['p2c', 'c2p'], share_att_key=True,
+            position_buckets=8, max_relative_positions=16), _text_inputs, False),
+        'mpnet': (T.MPNetModel, T.MPNetConfig(**text), _text_inputs, False),
+        'gpt2': (T.GPT2LMHeadModel, T.GPT2Config(**gpt), _text_inputs, True),
+        'gpt_neo': (T.GPTNeoForCausalLM, T.GPTNeoConfig(
+            vocab_size=50, hidden_size=W, num_layers=2, num_heads=H, window_size=4,
+            attention_types=[[['global', 'local'], 1]], bos_token_id=1, eos_token_id=2), _text_inputs, True),
+        'gptj': (T.GPTJForCausalLM, T.GPTJConfig(**gpt, rotary_dim=s.head_dim // 2), _text_inputs, True),
+        'gpt_bigcode (MQA)': (T.GPTBigCodeForCausalLM, T.GPTBigCodeConfig(**gpt, multi_query=True),
+                              _text_inputs, True),
+        'gpt_bigcode (MHA)': (T.GPTBigCodeForCausalLM, T.GPTBigCodeConfig(**gpt, multi_query=False),
+                              _text_inputs, True),
+        'bloom': (T.BloomForCausalLM, T.BloomConfig(vocab_size=50, hidden_size=W, n_layer=s.layers,
+                                                    n_head=H), _text_inputs, True),
+        'falcon (MQA)': (T.FalconForCausalLM, T.FalconConfig(
+            vocab_size=50, hidden_size=W, num_hidden_layers=s.layers, num_attention_heads=H,
+            multi_query=True), _text_inputs, True),
+        'falcon (new arch, GQA)': (T.FalconForCausalLM, T.FalconConfig(
+            vocab_size=50, hidden_size=W, num_hidden_layers=s.layers, num_attention_heads=H,
+            num_kv_heads=s.kv_heads, new_decoder_architecture=True), _text_inputs, True),
+        'opt': (T.OPTForCausalLM, T.OPTConfig(vocab_size=50, hidden_size=W, num_hidden_layers=s.layers,
+                                              num_attention_heads=H, ffn_dim=2 * W, word_embed_proj_dim=W,
+                                              pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                _text_inputs, True),
+        'llama (GQA)': (T.LlamaForCausalLM, T.LlamaConfig(**dec), _text_inputs, True),
+        'mistral (GQA)': (T.MistralForCausalLM, T.MistralConfig(**dec), _text_inputs, True),
+        'qwen2 (GQA)': (T.Qwen2ForCausalLM, T.Qwen2Config(**dec), _text_inputs, True),
+        'phi (GQA)': (T.PhiForCausalLM, T.PhiConfig(**dec), _text_inputs, True),
+        'phi3 (GQA, fused qkv)': (T.Phi3ForCausalLM, T.Phi3Config(**dec), _text_inputs, True),
+        'gemma (GQA)': (T.GemmaForCausalLM, T.GemmaConfig(**dec, head_dim=s.head_dim), _text_inputs, True),
+        't5': (T.T5Model, T.T5Config(vocab_size=50, d_model=W, d_kv=s.head_dim, d_ff=2 * W,
+                                     num_layers=s.layers, num_heads=H, decoder_start_token_id=0),
+               _s2s_inputs, False),
+        'bart': (T.BartModel, T.BartConfig(**s2s), _s2s_inputs, False),
+        'mbart': (T.MBartModel, T.MBartConfig(**s2s), _s2s_inputs, False),
+        'marian': (T.MarianModel, T.MarianConfig(**s2s), _s2s_inputs, False),
+        'vit': (T.ViTModel, T.ViTConfig(**vis), _image_inputs, False),
+        'deit': (T.DeiTModel, T.DeiTConfig(**vis), _image_inputs, False),
+        'beit': (T.BeitModel, T.BeitConfig(**vis, use_relative_position_bias=True), _image_inputs, False),
+        'swin': (T.SwinModel, T.SwinConfig(image_size=32, patch_size=4, embed_dim=W // 2,
+                                           depths=[s.layers, s.layers], num_heads=[H // 2, H],
+                                           window_size=4),
+                 lambda b, n: _image_inputs(b, n, 32), False),
+        'clip': (T.CLIPModel, T.CLIPConfig(**clip),
+                 lambda b, n: {**_text_inputs(b, n), **_image_inputs(b, n)}, False),
+        'whisper': (T.WhisperModel, T.WhisperConfig(**_seq2seq(s), num_mel_bins=8, max_source_positions=8,
+                                                    max_target_positions=16),
+                    lambda b, n: {'input_features': torch.randn(b, 8, 16),
+                                  'decoder_input_ids': _ids(b, n - 2)}, False),
+        'wav2vec2': (T.Wav2Vec2Model, T.Wav2Vec2Config(
+            hidden_size=W, num_hidden_layers=s.layers, num_attention_heads=H, intermediate_size=2 * W,
+            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
+            num_conv_pos_embedding_groups=2), lambda b, n: {'input_values': torch.randn(b, 40 * n)}, False),
+    }
+
+
+def architectures(size: Size | None = None) -> dict:
+    """The buildable architectures: name -> (class, config, inputs(batch, length), causal LM).
+
+    Args:
+        size: model sizes (default: tiny).
+
+    Example::
+
+        cls, config, inputs, causal = architectures()['llama (GQA)']
+    """
+    return _configs(transformers, size or Size())
+
+
+@dataclass
+class Result:
+    """One architecture's row."""
+
+    name: str
+    groups: int = 0
+    heads: str = ''
+    params: str = ''
+    exact: str = ''
+    ffn: str = ''
+    error: str = ''
+    peer: str = ''
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _outputs(model, inputs):
+    return _outputs_of(model(**inputs))
+
+
+def _max_diff(a: nn.Module, b: nn.Module, inputs: dict) -> float:
+    with torch.no_grad():
+        ra, rb = _outputs(a, inputs), _outputs(b, inputs)
+    if len(ra) != len(rb) or any(x.shape != y.shape for x, y in zip(ra, rb)):
+        return float('inf')
+    return max(float((x - y).abs().max() / x.abs().max().clamp_min(1e-3)) for x, y in zip(ra, rb))
+
+
+def _generate_same(a: nn.Module, b: nn.Module, inputs: dict) -> bool:
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        return torch.equal(a.generate(inputs['input_ids'], **kw), b.generate(inputs['input_ids'], **kw))
+
+
+def _heads(model: nn.Module) -> list[int]:
+    return [lay.num_heads for lay in map(attention_layout, model.modules()) if lay is not None]
+
+
+def _check(masked, small, make, causal) -> str:
+    """Max relative difference on the example and on other shapes; greedy generate."""
+    torch.manual_seed(1)
+    first = _max_diff(masked, small, make(2, 9))
+    other = _max_diff(masked, small, make(3, 6))
+    text = f'{max(first, other):.1e}'
+    if causal:
+        text += ', generate ' + ('same' if _generate_same(masked, small, make(1, 5)) else 'DIFFERS')
+    return text
+
+
+def _ffn(model, make, causal) -> str:
+    names = [n for n, m in model.named_modules() if n.endswith(FFN_UP) and
+             (isinstance(m, nn.Linear) or type(m).__name__ == 'Conv1D')]
+    if not names:
+        return 'no FFN up-projection found'
+    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': names}])
+    pruner.compress()
+    masks = pruner.get_masks()
+    for name in names:  # a gated FFN (gate_proj * up_proj): the gate loses the same rows
+        gate = name.rpartition('.')[0] + '.gate_proj' if name.endswith('up_proj') else None
+        if gate and isinstance(getattr(model.get_submodule(name.rpartition('.')[0]), 'gate_proj', None), nn.Linear):
+            masks[gate] = {'weight': masks[name]['weight'].clone()}
+    small = speedup(model, make(2, 9), masks)
+    width = {n: model.get_submodule(n).weight.shape[_out_axis(model.get_submodule(n))] for n in names}
+    after = sum(small.get_submodule(n).weight.shape[_out_axis(small.get_submodule(n))] for n in names)
+    before = sum(width.values())
+    return f'{before - after}/{before} removed, {_check(model, small, make, causal)}'
+
+
+def _out_axis(module: nn.Module) -> int:
+    return 1 if type(module).__name__ == 'Conv1D' else 0
+
+
+def _first_sum(out) -> torch.Tensor:
+    return _outputs_of(out)[0].sum()
+
+
+def _outputs_of(out) -> list[torch.Tensor]:
+    return [t for t in (out.values() if hasattr(out, 'values') else out)
+            if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+
+def _peer(cls, config, make, size: Size) -> str:
+    """Torch-Pruning's head pruning (50%) on the same architecture: runs, params,
+    whether the pruned model still runs on another input shape."""
+    import torch_pruning as tp
+    model = cls(config).eval()
+    example = make(2, 9)
+    qkv = {}
+    for name, module in model.named_modules():
+        lay = attention_layout(module)
+        if lay is not None:
+            for s in (lay.q, lay.k, lay.v):
+                qkv[s.owner(module)] = lay.num_heads
+    if not qkv:
+        return 'no attention found'
+    before = _params(model)
+    try:
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.0,
+            pruning_ratio_dict={m: 0.5 for m in qkv}, num_heads=qkv, prune_num_heads=True,
+            prune_head_dims=False, head_pruning_ratio=0.5, output_transform=_first_sum)
+        pruner.step()
+    except Exception as exc:
+        return f'fails: {type(exc).__name__}: {str(exc)[:120]}'
+    try:
+        with torch.no_grad():
+            model(**make(3, 6))
+    except Exception as exc:
+        return f'{before} -> {_params(model)}, then forward fails: {type(exc).__name__}'
+    return f'{before} -> {_params(model)}, runs (attributes not updated: outputs unchecked)'
+
+
+#: Torch-Pruning's graph search does not finish on some models: its time limit per model.
+PEER_SECONDS = 60
+
+
+def _too_long(signum, frame):
+    raise TimeoutError
+
+
+def run(name: str, size: Size, seed: int = 0, peer: bool = False) -> Result:
+    """Head pruning, speedup and FFN pruning of one architecture; errors are reported.
+
+    Args:
+        name: a key of :func:`architectures`.
+        size: model sizes.
+        seed: weights and inputs.
+        peer: also run Torch-Pruning's head pruning.
+
+    Example::
+
+        print(run('llama (GQA)', Size()))
+    """
+    cls, config, make, causal = architectures(size)[name]
+    res = Result(name)
+    torch.manual_seed(seed)
+    try:
+        model = cls(config).eval()
+        example = make(2, 9)
+        pruner = TransformerHeadPruner(model, [{'sparsity': 0.5, 'op_types': ['Linear', 'Conv1D']}],
+                                       size.head_dim, dummy_input=example)
+        res.groups = len(pruner.masking_groups)
+        before = _heads(model)
+        pruner.compress()
+        small = speedup(model, example)
+        res.heads = f'{sum(before)} -> {sum(_heads(small))}'
+        res.params = f'{_params(model)} -> {_params(small)}'
+        res.exact = _check(model, small, make, causal)
+    except Exception as exc:  # the row shows what a user would see
+        res.error = f'{type(exc).__name__}: {exc}'
+    if peer:
+        signal.signal(signal.SIGALRM, _too_long)
+        signal.alarm(PEER_SECONDS)
+        try:
+            torch.manual_seed(seed)
+            res.peer = _peer(cls, config, make, size)
+        except TimeoutError:
+            res.peer = f'did not finish in {PEER_SECONDS} s'
+        except Exception as exc:
+            res.peer = f'fails: {type(exc).__name__}: {str(exc)[:120]}'
+        finally:
+            signal.alarm(0)
+    try:
+        torch.manual_seed(seed)
+        res.ffn = _ffn(cls(config).eval(), make, causal)
+    except Exception as exc:
+        res.ffn = f'{type(exc).__name__}: {str(exc)[:300]}'
+    return res
