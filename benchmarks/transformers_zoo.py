@@ -26,7 +26,7 @@ import torch
 import transformers
 from torch import nn
 
-from prunus.compression.torch import L1FilterPruner, TransformerHeadPruner
+from prunus.compression.torch import L1FilterPruner, TransformerHeadPruner, apply_masks
 from prunus.layers.torch.heads import attention_layout
 from prunus.speedup import speedup
 
@@ -229,23 +229,59 @@ def _check(masked, small, make, causal) -> str:
     return text
 
 
-def _ffn(model, make, causal) -> str:
+def ffn_prune(model: nn.Module, example: dict) -> tuple[int, int, nn.Module]:
+    """Masks 50% of every FFN up-projection's channels (L1; a gated FFN's gate the same
+    rows) and removes them: (channels removed, channels before, the smaller model).
+
+    Args:
+        model: the model (it gets the masks).
+        example: example inputs for the speedup.
+
+    Example::
+
+        removed, total, small = ffn_prune(model, {'input_ids': ids})
+    """
     names = [n for n, m in model.named_modules() if n.endswith(FFN_UP) and
              (isinstance(m, nn.Linear) or type(m).__name__ == 'Conv1D')]
     if not names:
-        return 'no FFN up-projection found'
-    pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': names}])
-    pruner.compress()
-    masks = pruner.get_masks()
+        return 0, 0, model
+    # L1 on output channels by hand where L1FilterPruner does not go: a fused gate_up_proj,
+    # transformers' Conv1D (GPT-2's c_fc, weight (in, out))
+    fused = [n for n in names if n.endswith('gate_up_proj') or _out_axis(model.get_submodule(n))]
+    masks = {}
+    if len(fused) < len(names):
+        pruner = L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': [n for n in names if n not in fused]}])
+        pruner.compress()
+        masks = pruner.get_masks()
     for name in names:  # a gated FFN (gate_proj * up_proj): the gate loses the same rows
-        gate = name.rpartition('.')[0] + '.gate_proj' if name.endswith('up_proj') else None
-        if gate and isinstance(getattr(model.get_submodule(name.rpartition('.')[0]), 'gate_proj', None), nn.Linear):
-            masks[gate] = {'weight': masks[name]['weight'].clone()}
-    small = speedup(model, make(2, 9), masks)
-    width = {n: model.get_submodule(n).weight.shape[_out_axis(model.get_submodule(n))] for n in names}
-    after = sum(small.get_submodule(n).weight.shape[_out_axis(small.get_submodule(n))] for n in names)
-    before = sum(width.values())
-    return f'{before - after}/{before} removed, {_check(model, small, make, causal)}'
+        parent = name.rpartition('.')[0]
+        if name in fused and _out_axis(model.get_submodule(name)):
+            w = model.get_submodule(name).weight.detach()
+            norms = w.abs().sum(0)
+            keep = torch.zeros_like(norms).index_fill_(0, torch.argsort(norms)[len(norms) // 2:], 1)
+            masks[name] = {'weight': keep.unsqueeze(0).expand_as(w).clone()}
+        elif name in fused:  # fused [gate; up] (Phi-3): the same channels in both halves
+            w = model.get_submodule(name).weight.detach()
+            norms = w.abs().sum(1).view(2, -1).sum(0)
+            keep = torch.zeros_like(norms).index_fill_(0, torch.argsort(norms)[len(norms) // 2:], 1)
+            masks[name] = {'weight': keep.repeat(2).unsqueeze(1).expand_as(w).clone()}
+        elif name.endswith('up_proj') and isinstance(getattr(model.get_submodule(parent), 'gate_proj', None), nn.Linear):
+            masks[parent + '.gate_proj'] = {'weight': masks[name]['weight'].clone()}
+    apply_masks(model, masks)
+    small = speedup(model, example, masks)
+
+    def width(m: nn.Module, n: str) -> int:
+        module = m.get_submodule(n)
+        return module.weight.shape[_out_axis(module)]
+    before = sum(width(model, n) for n in names)
+    return before - sum(width(small, n) for n in names), before, small
+
+
+def _ffn(model, make, causal) -> str:
+    removed, total, small = ffn_prune(model, make(2, 9))
+    if not total:
+        return 'no FFN up-projection found'
+    return f'{removed}/{total} removed, {_check(model, small, make, causal)}'
 
 
 def _out_axis(module: nn.Module) -> int:
@@ -297,7 +333,7 @@ PEER_SECONDS = 60
 
 
 def _too_long(signum, frame):
-    raise TimeoutError
+    raise TimeoutError(f'did not finish in {PEER_SECONDS} s')
 
 
 def run(name: str, size: Size, seed: int = 0, peer: bool = False) -> Result:
