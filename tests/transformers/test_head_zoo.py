@@ -173,3 +173,43 @@ def test_phi3_gets_its_own_config_with_its_head_count():
     assert attn.config.num_attention_heads == 2 and attn.num_key_value_heads == 1
     assert small.config.num_attention_heads == SIZE.heads  # the model's own config is as it was
     assert isinstance(attn.qkv_proj, nn.Linear) and attn.qkv_proj.out_features == 4 * SIZE.head_dim
+
+
+def test_gqa_groups_given_by_name_prune_like_found_ones():
+    model, make, _, size = _gqa()
+    example = make(2, 9)
+    attn = 'model.layers.0.self_attn'
+    names = [[f'{attn}.{p}_proj' for p in 'qkvo']]
+    pruner = TransformerHeadPruner(model, CONFIG, size.head_dim, attention_name_groups=names)
+    pruner.compress()
+    assert pruner.get_pruned_heads() == {f'{attn}.q_proj': [0, 1, 2, 3]} or \
+        pruner.get_pruned_heads() == {f'{attn}.q_proj': [4, 5, 6, 7]}  # one whole group
+    small = speedup(model, example).model.layers[0].self_attn
+    assert (small.q_proj.out_features, small.k_proj.out_features) == (4 * size.head_dim, size.head_dim)
+    with pytest.raises(ValueError, match='key/value width 8, not a multiple of head_hidden_dim=16'):
+        TransformerHeadPruner(model, CONFIG, 16, attention_name_groups=names)
+
+
+def test_attention_that_cannot_be_pruned_next_to_one_that_can_is_named(caplog):
+    model, make, _ = _build('bert', Size(layers=2))
+    model.encoder.layer[0].attention.self = _Interleaved()
+    with caplog.at_level('WARNING', logger='prunus.pruning'):
+        TransformerHeadPruner(model, CONFIG, SIZE.head_dim, dummy_input=make(2, 9))
+    assert "'encoder.layer.0.attention.self' (_Interleaved, num_heads=4)" in caplog.text
+
+
+class _Interleaved(nn.Module):
+    """Q, K and V interleaved per head in one fused weight (Bloom-style)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_heads, self.head_dim = SIZE.heads, SIZE.head_dim
+        self.query_key_value = nn.Linear(SIZE.width, 3 * SIZE.width)
+        self.dense = nn.Linear(SIZE.width, SIZE.width)
+
+    def forward(self, x, *args, **kwargs):
+        b, n, _ = x.shape
+        q, k, v = self.query_key_value(x).view(b, n, self.num_heads, 3, self.head_dim).unbind(3)
+        out = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                         v.transpose(1, 2))
+        return self.dense(out.transpose(1, 2).reshape(b, n, -1)), None

@@ -66,15 +66,17 @@ def _proj_slices(modules: dict[str, nn.Module], names: list[str], where: str
             raise ValueError(f"{where}: packed projection '{names[0]}' has {width[0]} outputs, "
                              'not a multiple of 3.')
         inner = width[0] // 3
-    elif len(set(width)) != 1:
-        raise ValueError(f'{where}: Q, K and V have different widths {width}.')
+    elif width[1] != width[2] or width[0] % width[1]:
+        raise ValueError(f'{where}: Q, K and V have widths {width}; K and V must be equal, and '
+                         'Q a multiple of them (grouped-query attention).')
     else:
         inner = width[0]
     slices = []
     for i, (n, m) in enumerate(zip(names[:3], (q, k, v))):
         start = i * inner if packed else 0
         bias = 'bias' if getattr(m, 'bias', None) is not None else None
-        slices.append(Slice(n, 'weight', bias, 1 if _is_conv1d(m) else 0, start, start + inner))
+        w = inner if packed else width[i]  # K and V narrower in grouped-query attention
+        slices.append(Slice(n, 'weight', bias, 1 if _is_conv1d(m) else 0, start, start + w))
     return slices, inner
 
 

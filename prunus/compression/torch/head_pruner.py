@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
@@ -140,6 +141,10 @@ class TransformerHeadPruner(Pruner):
             raise ValueError(f'{owner} found no attention module with a known head layout in '
                              f'{type(model).__name__}' + (': ' + '; '.join(why) if why else '') +
                              '; pass attention_name_groups=[[q, k, v, output], ...].')
+        if attention_name_groups is None:
+            for line in unsupported_attention(model, [g.name for g in groups]):
+                logging.getLogger('prunus.pruning').warning(
+                    '%s: the heads of %s are not pruned.', owner, line)
         self.masking_groups = self._bind_groups(groups)
         self.pruned_heads: list[set[int]] = [set() for _ in self.masking_groups]
         #: with ``prune_head_dims``: per group, bool (heads, head_dim) of pruned dimensions
@@ -176,6 +181,11 @@ class TransformerHeadPruner(Pruner):
                                  f'width {kv_inner}, not a multiple of head_hidden_dim='
                                  f'{self.head_hidden_dim}.')
             lay.num_heads, lay.head_dim = lay.inner // self.head_hidden_dim, self.head_hidden_dim
+            if lay.num_heads % lay.kv_heads:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' has "
+                                 f'{lay.num_heads} query heads and {lay.kv_heads} key/value heads '
+                                 f'of head_hidden_dim={self.head_hidden_dim}; the query heads must '
+                                 'share the key/value heads evenly.')
             if lay.kv_heads != lay.num_heads and self.prune_head_dims:
                 raise ValueError(f"{type(self).__name__}: attention '{group.name}' shares "
                                  f'{lay.kv_heads} key/value heads among {lay.num_heads} query heads '
