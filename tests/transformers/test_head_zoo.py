@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.transformers_zoo import Size, architectures, ffn_prune
+from benchmarks.transformers_zoo_models import Size, architectures, ffn_prune
 from prunus.compression.torch import TransformerHeadPruner
 from prunus.layers.torch.heads import attention_layout
 from prunus.speedup import speedup
@@ -213,3 +213,15 @@ class _Interleaved(nn.Module):
         out = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                                          v.transpose(1, 2))
         return self.dense(out.transpose(1, 2).reshape(b, n, -1)), None
+
+
+@pytest.mark.parametrize('name', ['phi3 (GQA, fused qkv)', 'llama (GQA)', 't5'])
+def test_head_pruned_models_save_and_reload(name, tmp_path):
+    from prunus.speedup.persist import load, save
+    model, make, _ = _build(name, Size(layers=2))
+    example = make(2, 9)
+    TransformerHeadPruner(model, CONFIG, SIZE.head_dim, dummy_input=example).compress()
+    small = speedup(model, example)
+    save(small, tmp_path / 'small.pt')
+    again, _, _ = _build(name, Size(layers=2))
+    _same(small, load(tmp_path / 'small.pt', again), make(3, 6))
