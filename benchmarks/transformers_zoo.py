@@ -29,6 +29,7 @@ from torch import nn
 
 from prunus.compression.torch import TransformerHeadPruner
 from prunus.layers.torch.heads import attention_layout
+from prunus.layers.torch.modules import PrunedMultiheadAttention
 from prunus.speedup import speedup
 from transformers_zoo_models import Size, architectures, ffn_prune  # noqa: E402  (beside this script)
 
@@ -69,7 +70,8 @@ def _generate_same(a: nn.Module, b: nn.Module, inputs: dict) -> bool:
 
 
 def _heads(model: nn.Module) -> list[int]:
-    return [lay.num_heads for lay in map(attention_layout, model.modules()) if lay is not None]
+    return [lay.num_heads for lay in map(attention_layout, model.modules()) if lay is not None] + \
+        [m.num_heads for m in model.modules() if isinstance(m, PrunedMultiheadAttention)]
 
 
 def _check(masked, small, make, causal) -> str:

@@ -14,7 +14,9 @@ from prunus.speedup import speedup
 
 #: FFN up-projections by the name they end with, in the architectures below.
 FFN_UP = ('intermediate.dense', 'fc1', 'c_fc', 'up_proj', 'fc_in', 'dense_h_to_4h', 'wi',
-          'lin1', 'ffn', 'intermediate_dense', 'mlp.0')
+          'lin1', 'ffn', 'intermediate_dense', 'mlp.0', 'wi_1')
+#: gated FFNs: the up-projection's name end -> its gate's (the gate loses the same rows)
+GATES = {'up_proj': 'gate_proj', 'wi_1': 'wi_0'}
 
 
 @dataclass
@@ -144,6 +146,39 @@ def _configs(T, s: Size) -> dict:
             hidden_size=W, num_hidden_layers=s.layers, num_attention_heads=H, intermediate_size=2 * W,
             conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
             num_conv_pos_embedding_groups=2), lambda b, n: {'input_values': torch.randn(b, 40 * n)}, False),
+        **_more(T, s),
+    }
+
+
+def _more(T, s: Size) -> dict:
+    """Architectures beyond the issue's list, as a user might bring them."""
+    W, H = s.width, s.heads
+    text, dec, s2s, vis = _text(s), _decoder(s), _seq2seq(s), _vision(s)
+    t5 = dict(vocab_size=50, d_model=W, d_kv=s.head_dim, d_ff=2 * W, num_layers=s.layers,
+              num_heads=H, decoder_start_token_id=0)
+    return {
+        'qwen3 (GQA, q/k norm)': (T.Qwen3ForCausalLM, T.Qwen3Config(**dec, head_dim=s.head_dim),
+                                  _text_inputs, True),
+        'gemma2 (GQA)': (T.Gemma2ForCausalLM, T.Gemma2Config(**dec, head_dim=s.head_dim), _text_inputs, True),
+        'stablelm (GQA)': (T.StableLmForCausalLM, T.StableLmConfig(**dec), _text_inputs, True),
+        'starcoder2 (GQA)': (T.Starcoder2ForCausalLM, T.Starcoder2Config(**dec), _text_inputs, True),
+        'olmo': (T.OlmoForCausalLM, T.OlmoConfig(**dec), _text_inputs, True),
+        'mixtral (GQA, MoE)': (T.MixtralForCausalLM, T.MixtralConfig(**dec, num_local_experts=2,
+                                                                     num_experts_per_tok=1), _text_inputs, True),
+        'gpt_neox': (T.GPTNeoXForCausalLM, T.GPTNeoXConfig(
+            **{k: v for k, v in dec.items() if k != 'num_key_value_heads'}), _text_inputs, True),
+        'mt5': (T.MT5Model, T.MT5Config(**t5), _s2s_inputs, False),
+        'umt5': (T.UMT5Model, T.UMT5Config(**t5), _s2s_inputs, False),
+        'pegasus': (T.PegasusModel, T.PegasusConfig(**s2s), _s2s_inputs, False),
+        'm2m_100': (T.M2M100Model, T.M2M100Config(**s2s), _s2s_inputs, False),
+        'roformer': (T.RoFormerModel, T.RoFormerConfig(**text), _text_inputs, False),
+        'bigbird (full attention)': (T.BigBirdModel, T.BigBirdConfig(**text, attention_type='original_full'),
+                                     _text_inputs, False),
+        'longformer': (T.LongformerModel, T.LongformerConfig(**text, attention_window=4, pad_token_id=0),
+                       _text_inputs, False),
+        'convbert': (T.ConvBertModel, T.ConvBertConfig(**text, embedding_size=W), _text_inputs, False),
+        'dinov2': (T.Dinov2Model, T.Dinov2Config(**vis), _image_inputs, False),
+        'siglip (vision)': (T.SiglipVisionModel, T.SiglipVisionConfig(**vis), _image_inputs, False),
     }
 
 
@@ -196,8 +231,10 @@ def ffn_prune(model: nn.Module, example: dict) -> tuple[int, int, nn.Module]:
             norms = w.abs().sum(1).view(2, -1).sum(0)
             keep = torch.zeros_like(norms).index_fill_(0, torch.argsort(norms)[len(norms) // 2:], 1)
             masks[name] = {'weight': keep.repeat(2).unsqueeze(1).expand_as(w).clone()}
-        elif name.endswith('up_proj') and isinstance(getattr(model.get_submodule(parent), 'gate_proj', None), nn.Linear):
-            masks[parent + '.gate_proj'] = {'weight': masks[name]['weight'].clone()}
+        elif name.rpartition('.')[2] in GATES:
+            gate = GATES[name.rpartition('.')[2]]
+            if isinstance(getattr(model.get_submodule(parent), gate, None), nn.Linear):
+                masks[f'{parent}.{gate}'] = {'weight': masks[name]['weight'].clone()}
     apply_masks(model, masks)
     small = speedup(model, example, masks)
 

@@ -144,7 +144,7 @@ class TransformerHeadPruner(Pruner):
         if attention_name_groups is None:
             for line in unsupported_attention(model, [g.name for g in groups]):
                 logging.getLogger('prunus.pruning').warning(
-                    '%s: the heads of %s are not pruned.', owner, line)
+                    '%s: not pruning the heads of %s.', owner, line)
         self.masking_groups = self._bind_groups(groups)
         self.pruned_heads: list[set[int]] = [set() for _ in self.masking_groups]
         #: with ``prune_head_dims``: per group, bool (heads, head_dim) of pruned dimensions

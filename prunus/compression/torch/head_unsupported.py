@@ -9,28 +9,42 @@ the heads.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
-from prunus.layers.torch.heads import HEAD_COUNT_ATTRS, takes_position_bias
+from prunus.layers.torch.heads import HEAD_COUNT_ATTRS, HEAD_DIM_ATTRS, takes_position_bias
 
 _FUSED = ('query_key_value', 'c_attn', 'qkv', 'qkv_proj', 'Wqkv', 'in_proj')
 
 
 def _projections(module: nn.Module) -> list[str]:
-    return [n for n, c in module.named_children()
-            if isinstance(c, nn.Linear) or type(c).__name__ == 'Conv1D']
+    """Children that project features (Linear, Conv1d, transformers' Conv1D), and
+    weight matrices held directly (XLNet's ``q``/``k``/``v``/``o``)."""
+    children = [n for n, c in module.named_children()
+                if isinstance(c, (nn.Linear, nn.Conv1d)) or type(c).__name__ == 'Conv1D']
+    return children + [n for n, p in module._parameters.items() if p is not None and p.dim() >= 2]
 
 
 def _reason(module: nn.Module) -> str:
-    fused = [n for n in _FUSED if n in _projections(module)]
+    found = _projections(module)
+    why = []
+    if takes_position_bias(module) or _takes(module, 'alibi'):
+        why.append('its forward adds a per-head position bias (position_bias or ALiBi) computed '
+                   'outside it, for all layers at once')
+    fused = [n for n in _FUSED if n in found]
     if fused:
-        return (f"its fused Q/K/V weight '{fused[0]}' is in a layout prunus does not know "
-                '(Q, K and V interleaved per head)')
-    if takes_position_bias(module):
-        return ('its forward adds a per-head position_bias computed outside it, for all '
-                'layers at once')
-    return 'no known Q/K/V/output projection layout'
+        why.append(f"its fused Q/K/V weight '{fused[0]}' is in a layout prunus does not know "
+                   '(Q, K and V interleaved per head)')
+    return ' and '.join(why) or f'its projections {found} are not a Q/K/V/output layout prunus knows'
+
+
+def _takes(module: nn.Module, arg: str) -> bool:
+    try:
+        return arg in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def unsupported_attention(model: nn.Module, known: list[str]) -> list[str]:
@@ -48,7 +62,8 @@ def unsupported_attention(model: nn.Module, known: list[str]) -> list[str]:
     for name, module in model.named_modules():
         if any(k == name or k.startswith(name + '.') or name.startswith(k + '.') for k in known):
             continue
-        count = next((a for a in HEAD_COUNT_ATTRS if isinstance(module.__dict__.get(a), int)), None)
+        count = next((a for a in HEAD_COUNT_ATTRS + HEAD_DIM_ATTRS
+                      if isinstance(module.__dict__.get(a), int)), None)
         if count is None or len(_projections(module)) < 2:
             continue
         lines.append(f"'{name}' ({type(module).__name__}, {count}={module.__dict__[count]}): "

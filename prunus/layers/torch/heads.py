@@ -262,6 +262,10 @@ def _shared_bias(module: nn.Module, found: AttentionLayout) -> AttentionLayout |
     return found
 
 
+def _other_projections(module: nn.Module, names: tuple[str, ...]) -> list[str]:
+    return [n for n, c in module.named_children() if isinstance(c, nn.Linear) and n not in names]
+
+
 def attention_layout(module: nn.Module) -> AttentionLayout | None:
     """The head layout of ``module`` if it is an attention module prunus knows, else None."""
     if isinstance(module, nn.MultiheadAttention):
@@ -271,6 +275,8 @@ def attention_layout(module: nn.Module) -> AttentionLayout | None:
             if out is None and any(isinstance(getattr(module, o, None), nn.Linear)
                                    for o in ('out_proj', 'o_proj', 'dense', 'out_lin')):
                 continue
+            if _other_projections(module, names + ((out,) if out else ())):
+                continue  # more projections (Longformer's global Q/K/V, ConvBERT's convolution)
             found = _separate(module, names, out, kind)
             if found is not None:
                 return _shared_bias(module, found)
