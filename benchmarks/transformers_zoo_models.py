@@ -110,6 +110,9 @@ def _configs(T, s: Size) -> dict:
         'falcon (MQA)': (T.FalconForCausalLM, T.FalconConfig(
             vocab_size=50, hidden_size=W, num_hidden_layers=s.layers, num_attention_heads=H,
             multi_query=True), _text_inputs, True),
+        'falcon (MHA)': (T.FalconForCausalLM, T.FalconConfig(
+            vocab_size=50, hidden_size=W, num_hidden_layers=s.layers, num_attention_heads=H,
+            multi_query=False), _text_inputs, True),
         'falcon (new arch, GQA)': (T.FalconForCausalLM, T.FalconConfig(
             vocab_size=50, hidden_size=W, num_hidden_layers=s.layers, num_attention_heads=H,
             num_kv_heads=s.kv_heads, new_decoder_architecture=True), _text_inputs, True),

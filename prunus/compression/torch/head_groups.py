@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.layers.torch.heads import AttentionLayout, Slice, attention_layout
+from prunus.layers.torch.heads import AttentionLayout, Slice, attention_layout, head_index
 from prunus.speedup.trace import trace_model
 from .head_unsupported import external_biases
 
@@ -185,5 +185,4 @@ def tie_scores(groups: list[HeadGroup], scores: dict) -> dict:
 
 def head_rows(s: Slice, heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Indices along ``s.axis`` of the given heads' rows or columns in slice ``s``."""
-    heads = torch.as_tensor(heads, dtype=torch.long).reshape(-1, 1)
-    return (s.start + heads * head_dim + torch.arange(head_dim)).reshape(-1)
+    return head_index(s, heads, head_dim)

@@ -186,6 +186,10 @@ class TransformerHeadPruner(Pruner):
                                  f'{lay.num_heads} query heads and {lay.kv_heads} key/value heads '
                                  f'of head_hidden_dim={self.head_hidden_dim}; the query heads must '
                                  'share the key/value heads evenly.')
+            if lay.q.stride and self.prune_head_dims:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' interleaves Q, K "
+                                 'and V per head in one weight; prune_head_dims=True is for heads '
+                                 'stored one after the other: prune whole heads.')
             if lay.kv_heads != lay.num_heads and self.prune_head_dims:
                 raise ValueError(f"{type(self).__name__}: attention '{group.name}' shares "
                                  f'{lay.kv_heads} key/value heads among {lay.num_heads} query heads '

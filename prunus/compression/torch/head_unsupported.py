@@ -30,13 +30,15 @@ def _projections(module: nn.Module) -> list[str]:
 def _reason(module: nn.Module) -> str:
     found = _projections(module)
     why = []
-    if takes_position_bias(module) or _takes(module, 'alibi'):
+    config = module.__dict__.get('config')
+    alibi = bool(config.alibi) if hasattr(config, 'alibi') else _takes(module, 'alibi')
+    if takes_position_bias(module) or alibi:
         why.append('its forward adds a per-head position bias (position_bias or ALiBi) computed '
                    'outside it, for all layers at once')
     fused = [n for n in _FUSED if n in found]
     if fused:
         why.append(f"its fused Q/K/V weight '{fused[0]}' is in a layout prunus does not know "
-                   '(Q, K and V interleaved per head)')
+                   '(Q, K and V interleaved per key/value group, or with an ALiBi bias)')
     return ' and '.join(why) or f'its projections {found} are not a Q/K/V/output layout prunus knows'
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field, replace
 
+import torch
 from torch import nn
 
 
@@ -44,9 +45,19 @@ class Slice:
     axis: int
     start: int
     stop: int
+    #: rows from one head to the next, when Q, K and V interleave per head in one weight
+    #: (GPT-NeoX: ``[q_0 k_0 v_0 q_1 ...]``, stride ``3 * head_dim``); 0: heads contiguous.
+    #: ``stop - start`` is the slice's width either way.
+    stride: int = 0
 
     def owner(self, attention: nn.Module) -> nn.Module:
         return attention.get_submodule(self.module) if self.module else attention
+
+
+def head_index(s: Slice, heads, dim: int):
+    """Indices along ``s.axis`` of heads ``heads`` (of width ``dim``) in slice ``s``."""
+    heads = torch.as_tensor(heads, dtype=torch.long).reshape(-1, 1)
+    return (s.start + heads * (s.stride or dim) + torch.arange(dim)).reshape(-1)
 
 
 @dataclass
@@ -207,12 +218,11 @@ def _fused(module: nn.Module) -> AttentionLayout | None:
     else:
         return None
     flags = module.__dict__
-    if fused_name != 'qkv_proj' and (flags.get('multi_query') is not True or
-                                     flags.get('new_decoder_architecture')):
-        return None  # Bloom, GPTBigCode/Falcon without multi_query: interleaved per head
-    if hasattr(module, 'q_attn') or getattr(flags.get('config'), 'alibi', False):
-        return None  # ALiBi slopes are built per head count for the whole model (Falcon)
+    if hasattr(module, 'q_attn') or flags.get('new_decoder_architecture') or _takes_alibi(module):
+        return None  # ALiBi slopes are built per head count for the whole model (Bloom)
     inner = out.in_features
+    if fused_name != 'qkv_proj' and flags.get('multi_query') is not True:
+        return _interleaved(module, fused_name, fused, out_name, out)
     kv_inner, odd = divmod(fused.out_features - inner, 2)
     attr, heads, dim = _heads(module, inner)
     if odd or heads is None or not grouped_kv(heads, dim, kv_inner):
@@ -224,6 +234,35 @@ def _fused(module: nn.Module) -> AttentionLayout | None:
     width = tuple(a for a in ('embed_dim', 'split_size') if module.__dict__.get(a) == inner)
     extra = {'config_heads': True}  # Phi-3 reads config.num_attention_heads in forward
     return AttentionLayout('proj', heads, dim, *parts, out_slice, attr, width, extra)
+
+
+def _takes_alibi(module: nn.Module) -> bool:
+    """Whether the forward adds ALiBi biases: the config says so where it has the switch
+    (Falcon takes an ``alibi`` argument it may not use); else the argument is there (Bloom)."""
+    config = module.__dict__.get('config')
+    if hasattr(config, 'alibi'):
+        return bool(config.alibi)
+    try:
+        return 'alibi' in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _interleaved(module: nn.Module, fused_name: str, fused: nn.Linear, out_name: str,
+                 out: nn.Linear) -> AttentionLayout | None:
+    """Q, K and V interleaved per head in one weight, ``[q_0 k_0 v_0 q_1 k_1 v_1 ...]``
+    (GPT-NeoX ``query_key_value``, GPTBigCode and Falcon without multi-query)."""
+    inner = out.in_features
+    if fused.out_features != 3 * inner:
+        return None
+    attr, heads, dim = _heads(module, inner)
+    if heads is None:
+        return None
+    parts = [replace(_rows(fused_name, fused, i * dim, i * dim + inner), stride=3 * dim)
+             for i in range(3)]
+    out_slice = replace(_rows(out_name, out, 0, inner, axis=1), bias=None)
+    width = tuple(a for a in ('embed_dim', 'split_size') if module.__dict__.get(a) == inner)
+    return AttentionLayout('proj', heads, dim, *parts, out_slice, attr, width)
 
 
 _SEPARATE = ((('query', 'key', 'value'), None, 'bert'),
