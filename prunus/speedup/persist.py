@@ -14,6 +14,7 @@ attention) get that class back on load, by its saved name, from prunus' own clas
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -63,8 +64,20 @@ def _slots(module: nn.Module, table: dict[str, Any], persistent: set[str] | None
     return out
 
 
+def _own_config(module: nn.Module, root: Any) -> dict:
+    """The plain values in which a layer's own model config differs from the model's
+    (the speedup gives a head-pruned layer that reads its head count from the config a
+    copy of its own: Phi-3)."""
+    config = vars(module).get('config')
+    if config is None or root is None or config is root or not hasattr(config, '__dict__'):
+        return {}
+    return {k: v for k, v in vars(config).items()
+            if not k.startswith('_') and _plain(v) and getattr(root, k, None) != v}
+
+
 def _describe(model: nn.Module) -> dict[str, dict]:
     described = {}
+    root = vars(model).get('config')
     for name, module in model.named_modules():
         attrs = {k: v for k, v in vars(module).items() if not k.startswith('_') and _plain(v)}
         described[name] = {
@@ -72,6 +85,9 @@ def _describe(model: nn.Module) -> dict[str, dict]:
             'params': _slots(module, module._parameters, None),
             'buffers': _slots(module, module._buffers, set()),
         }
+        own = _own_config(module, root)
+        if own:
+            described[name]['config'] = own
     return described
 
 
@@ -196,6 +212,10 @@ def _placeholder(slot: dict) -> torch.Tensor | None:
 def _reshape(module: nn.Module, entry: dict) -> None:
     for key, value in entry['attrs'].items():
         setattr(module, key, value)
+    if entry.get('config'):
+        module.config = copy.copy(module.config)
+        for key, value in entry['config'].items():
+            setattr(module.config, key, value)
     for key, slot in entry['params'].items():
         tensor = _placeholder(slot)
         module._parameters[key] = None if tensor is None else nn.Parameter(

@@ -28,7 +28,7 @@ from prunus.speedup import ops
 from prunus.speedup.flops import op_flops
 from prunus.speedup.observe import call_model, channel_constants, op_signature, tensors_in
 from prunus.layers.torch.handlers import Handler, find_handler
-from prunus.layers.torch import attention, mha, rnn  # noqa: F401  (they register their handlers)
+from prunus.layers.torch import attention, conv1d, mha, rnn  # noqa: F401  (they register their handlers)
 from prunus.speedup.labels import (UnionFind, broadcast_union, compress, expand_dims,
                                    none_like, varying_dims)
 

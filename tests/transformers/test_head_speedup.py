@@ -229,7 +229,10 @@ def test_more_architectures(name):
 
 def test_shared_position_bias_models_are_refused_clearly():
     T = pytest.importorskip('transformers')
-    model = T.T5EncoderModel(T.T5Config(vocab_size=50, d_model=WIDTH, d_kv=HEAD_DIM, d_ff=64,
-                                        num_layers=1, num_heads=HEADS)).eval()
-    with pytest.raises(ValueError, match='no attention module with a known head layout'):
+    # MPNet's encoder computes one per-head bias for all layers (T5's is handled: the layers
+    # sharing it keep the same heads, tests/transformers/test_head_zoo.py)
+    model = T.MPNetModel(T.MPNetConfig(vocab_size=50, hidden_size=WIDTH, num_hidden_layers=1,
+                                       num_attention_heads=HEADS, intermediate_size=64)).eval()
+    with pytest.raises(ValueError, match=r"no attention module with a known head layout in "
+                                         r"MPNetModel: 'encoder\.layer\.0\.attention\.attn'"):
         TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=(torch.randint(0, 50, (2, 5)),))

@@ -10,14 +10,17 @@ found by one traced forward on ``dummy_input``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunus.layers.torch.heads import AttentionLayout, Slice, attention_layout
+from prunus.layers.torch.heads import AttentionLayout, Slice, attention_layout, head_index
 from prunus.speedup.trace import trace_model
+from .head_gqa import kv_heads_pruned
+from .head_unsupported import external_biases
 
 
 
@@ -64,15 +67,17 @@ def _proj_slices(modules: dict[str, nn.Module], names: list[str], where: str
             raise ValueError(f"{where}: packed projection '{names[0]}' has {width[0]} outputs, "
                              'not a multiple of 3.')
         inner = width[0] // 3
-    elif len(set(width)) != 1:
-        raise ValueError(f'{where}: Q, K and V have different widths {width}.')
+    elif width[1] != width[2] or width[0] % width[1]:
+        raise ValueError(f'{where}: Q, K and V have widths {width}; K and V must be equal, and '
+                         'Q a multiple of them (grouped-query attention).')
     else:
         inner = width[0]
     slices = []
     for i, (n, m) in enumerate(zip(names[:3], (q, k, v))):
         start = i * inner if packed else 0
         bias = 'bias' if getattr(m, 'bias', None) is not None else None
-        slices.append(Slice(n, 'weight', bias, 1 if _is_conv1d(m) else 0, start, start + inner))
+        w = inner if packed else width[i]  # K and V narrower in grouped-query attention
+        slices.append(Slice(n, 'weight', bias, 1 if _is_conv1d(m) else 0, start, start + w))
     return slices, inner
 
 
@@ -137,6 +142,10 @@ def find_groups(model: nn.Module, dummy_input: Any) -> list[HeadGroup]:
             trace = trace_model(model, dummy_input, constants=False)
         finally:
             model.train(was_training)
+    outside = external_biases(model, {n: lay.num_heads for n, lay in found})
+    if outside:
+        raise ValueError('Cannot prune attention heads: ' + '; '.join(outside) + ', which the '
+                         'speedup cannot shrink with the heads it feeds.')
     groups = []
     modules = dict(model.named_modules())
     for name, lay in found:
@@ -150,10 +159,37 @@ def find_groups(model: nn.Module, dummy_input: Any) -> list[HeadGroup]:
     return groups
 
 
+def tie_scores(groups: list[HeadGroup], scores: dict) -> dict:
+    """Scores in which the groups that must keep the same heads have the same scores
+    (their sum), so each of them prunes the same heads: attention layers that share a
+    per-head position bias (``shared_bias``: T5), tied by their name with the layer
+    index left out (``decoder.block.*.layer.1.EncDecAttention``).
+
+    Args:
+        groups: the attention groups.
+        scores: per group name, a score per head.
+
+    Example::
+
+        scores = tie_scores(pruner.masking_groups, scores)
+    """
+    ties: dict[str, list[HeadGroup]] = {}
+    for g in groups:
+        if g.layout.extra.get('shared_bias'):
+            ties.setdefault(re.sub(r'\.\d+(?=\.|$)', '.*', g.name), []).append(g)
+    out = dict(scores)
+    for key, members in ties.items():
+        if len({g.num_heads for g in members}) != 1:
+            raise ValueError(f"attention layers '{key}' share a per-head position bias but have "
+                             f'different head counts {sorted({g.num_heads for g in members})}.')
+        total = sum(torch.as_tensor(scores[g.name], dtype=torch.float64) for g in members)
+        out.update({g.name: total.clone() for g in members})
+    return out
+
+
 def head_rows(s: Slice, heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Indices along ``s.axis`` of the given heads' rows or columns in slice ``s``."""
-    heads = torch.as_tensor(heads, dtype=torch.long).reshape(-1, 1)
-    return (s.start + heads * head_dim + torch.arange(head_dim)).reshape(-1)
+    return head_index(s, heads, head_dim)
 
 
 def mask_heads(model: nn.Module, group: HeadGroup, pruned: Any, masks: dict,
@@ -176,9 +212,13 @@ def mask_heads(model: nn.Module, group: HeadGroup, pruned: Any, masks: dict,
     """
     lay = group.layout
     rows = torch.as_tensor(pruned, dtype=torch.long)
+    grouped = unit is None and lay.kv_heads != lay.num_heads
+    # under grouped-query attention a K/V head goes only when every query head it serves goes
+    shared = torch.as_tensor(kv_heads_pruned(lay, rows.tolist()) if grouped else [], dtype=torch.long)
     for s in (lay.q, lay.k, lay.v, lay.out):
         module = model.get_submodule(s.module)
-        index = head_rows(s, rows, unit or lay.head_dim)
+        mine = shared if grouped and s in (lay.k, lay.v) else rows
+        index = head_rows(s, mine, unit or lay.head_dim)
         for pname, axis in ((s.weight, s.axis), (s.bias, 0)):
             if pname is None:
                 continue

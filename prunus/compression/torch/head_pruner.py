@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
@@ -33,7 +34,9 @@ from ..config import ConfigSpec, validate_config_list
 from ..registry import register_pruner
 from ..selection import LayerRef, select_layers
 from .base import Pruner, Scores
-from .head_groups import HeadGroup, find_groups, groups_from_names, mask_heads
+from .head_gqa import choose_gqa_heads
+from .head_unsupported import unsupported_attention
+from .head_groups import HeadGroup, find_groups, groups_from_names, mask_heads, tie_scores
 from .head_scores import HeadStatistics, weight_scores
 from prunus.layers.torch.masking import Masks, apply_masks
 
@@ -134,8 +137,14 @@ class TransformerHeadPruner(Pruner):
         groups = (groups_from_names(model, attention_name_groups, head_hidden_dim)
                   if attention_name_groups is not None else find_groups(model, dummy_input))
         if not groups:
+            why = unsupported_attention(model, [])[:3]
             raise ValueError(f'{owner} found no attention module with a known head layout in '
-                             f'{type(model).__name__}; pass attention_name_groups=[[q, k, v, output], ...].')
+                             f'{type(model).__name__}' + (': ' + '; '.join(why) if why else '') +
+                             '; pass attention_name_groups=[[q, k, v, output], ...].')
+        if attention_name_groups is None:
+            for line in unsupported_attention(model, [g.name for g in groups]):
+                logging.getLogger('prunus.pruning').warning(
+                    '%s: not pruning the heads of %s.', owner, line)
         self.masking_groups = self._bind_groups(groups)
         self.pruned_heads: list[set[int]] = [set() for _ in self.masking_groups]
         #: with ``prune_head_dims``: per group, bool (heads, head_dim) of pruned dimensions
@@ -166,7 +175,26 @@ class TransformerHeadPruner(Pruner):
                 raise ValueError(f"{type(self).__name__}: attention '{group.name}' has width "
                                  f'{lay.inner}, not a multiple of head_hidden_dim='
                                  f'{self.head_hidden_dim}.')
+            kv_inner = lay.k.stop - lay.k.start
+            if kv_inner % self.head_hidden_dim:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' has key/value "
+                                 f'width {kv_inner}, not a multiple of head_hidden_dim='
+                                 f'{self.head_hidden_dim}.')
             lay.num_heads, lay.head_dim = lay.inner // self.head_hidden_dim, self.head_hidden_dim
+            if lay.num_heads % lay.kv_heads:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' has "
+                                 f'{lay.num_heads} query heads and {lay.kv_heads} key/value heads '
+                                 f'of head_hidden_dim={self.head_hidden_dim}; the query heads must '
+                                 'share the key/value heads evenly.')
+            if lay.q.stride and self.prune_head_dims:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' interleaves Q, K "
+                                 'and V per head in one weight; prune_head_dims=True is for heads '
+                                 'stored one after the other: prune whole heads.')
+            if lay.kv_heads != lay.num_heads and self.prune_head_dims:
+                raise ValueError(f"{type(self).__name__}: attention '{group.name}' shares "
+                                 f'{lay.kv_heads} key/value heads among {lay.num_heads} query heads '
+                                 '(grouped-query attention); prune_head_dims=True cannot narrow '
+                                 'shared heads: prune whole heads.')
             bound.append(group)
             self.group_entry.append(self.entry_of[next(m for m in group.members if m in self.entry_of)])
         if not bound:
@@ -208,12 +236,22 @@ class TransformerHeadPruner(Pruner):
             by_entry.setdefault(entry.index, []).append(i)
         for entry_index, members in by_entry.items():
             sparsity = self.group_entry[members[0]].get('sparsity', 0.0) * fraction
+            for i in [i for i in members if self._grouped_kv(i)]:
+                group = self.masking_groups[i]  # GQA: whole K/V groups or even per group
+                self.pruned_heads[i] = choose_gqa_heads(
+                    scores[group.name], group.layout, prune_count(group.num_heads, sparsity),
+                    self.pruned_heads[i])
+            members = [i for i in members if not self._grouped_kv(i)]
             if self.global_sort:
                 total = sum(prune_count(self.masking_groups[i].num_heads, sparsity) for i in members)
                 self._take(members, scores, total)
             else:
                 for i in members:
                     self._take([i], scores, prune_count(self.masking_groups[i].num_heads, sparsity))
+
+    def _grouped_kv(self, i: int) -> bool:
+        lay = self.masking_groups[i].layout
+        return lay.kv_heads != lay.num_heads
 
     def _take(self, members: list[int], scores: Scores, total: int) -> None:
         pruned = sum(len(self.pruned_heads[i]) for i in members)
@@ -241,6 +279,7 @@ class TransformerHeadPruner(Pruner):
 
     def generate_masks(self, scores: Scores) -> Masks:
         masks: Masks = {}
+        scores = tie_scores(self.masking_groups, scores)
         if self.prune_head_dims:
             self._choose_dims(scores, self._fraction)
             for i, group in enumerate(self.masking_groups):

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
+from prunus.layers.torch.heads import Slice, head_index
 from prunus.layers.torch.modules import PrunedMultiheadAttention, to_head_pruned
 from .head_groups import HeadGroup
 
 
 
-def _head_blocks(weight: torch.Tensor, axis: int, start: int, heads: int, dim: int) -> torch.Tensor:
-    """(heads, -1): the rows (or columns) of each head in a head-major range."""
-    part = weight.detach().movedim(axis, 0)[start:start + heads * dim]
+def _head_blocks(weight: torch.Tensor, axis: int, s: Slice, heads: int, dim: int) -> torch.Tensor:
+    """(heads, -1): the rows (or columns) of each head (or head dimension) of slice ``s``."""
+    index = head_index(replace(s, stride=0) if dim == 1 else s, torch.arange(heads), dim)
+    part = weight.detach().movedim(axis, 0).index_select(0, index.to(weight.device))
     return part.reshape(heads, -1).double()
 
 
@@ -26,8 +30,9 @@ def weight_scores(model: nn.Module, group: HeadGroup, p: int, per_dim: bool = Fa
     total = torch.zeros(units, dtype=torch.float64)
     for s in (lay.q, lay.k, lay.v):
         weight = getattr(model.get_submodule(s.module), s.weight)
-        blocks = _head_blocks(weight, s.axis, s.start, units, lay.inner // units)
-        total += torch.linalg.vector_norm(blocks, p, dim=1).cpu()
+        share = 1 if s is lay.q else lay.num_heads // lay.kv_heads  # GQA: K/V heads shared
+        blocks = _head_blocks(weight, s.axis, s, units // share, lay.inner // units)
+        total += torch.linalg.vector_norm(blocks, p, dim=1).cpu().repeat_interleave(share)
     total /= 3
     return total.view(lay.num_heads, lay.head_dim) if per_dim else total
 

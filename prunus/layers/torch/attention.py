@@ -19,10 +19,13 @@ same tensor, and update the head count and width attributes the forward reads
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
-from prunus.layers.torch.heads import HEAD_DIM_ATTRS, AttentionLayout, Slice, attention_layout
+from prunus.layers.torch.heads import HEAD_DIM_ATTRS, AttentionLayout, Slice, attention_layout, head_index
+from prunus.layers.torch.gqa import gqa_keep, group_size, slice_heads, update_kv_attrs
 from prunus.layers.torch.handlers import DETECTORS, Handler
 from prunus.layers.torch.handlers import add_bias as _add_bias, replace_tensor as _set, take as _take
 from prunus.layers.torch.modules import per_head_params, to_head_pruned
@@ -34,8 +37,7 @@ def _is_conv1d(module: nn.Module) -> bool:
 
 
 def _rows(s: Slice, heads: torch.Tensor, dim: int) -> torch.Tensor:
-    heads = heads.reshape(-1, 1)
-    return (s.start + heads * dim + torch.arange(dim)).reshape(-1)
+    return head_index(s, heads, dim)
 
 
 def _refresh(module: nn.Module) -> None:
@@ -62,6 +64,20 @@ def _projections(module: nn.Module, lay: AttentionLayout) -> list[tuple[nn.Modul
             for key, group in _group([lay.q, lay.k, lay.v]).items()]
 
 
+def _bias_embedding(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
+    """Per-head position biases inside the attention: T5's ``relative_attention_bias``
+    (an Embedding, one column per head), a child's ``relative_position_bias_table``
+    (Hugging Face Swin's ``relative_position_bias``)."""
+    emb = getattr(module, 'relative_attention_bias', None)
+    if isinstance(emb, nn.Embedding) and emb.embedding_dim == lay.num_heads:
+        _set(emb, 'weight', _take(emb.weight.data, 1, keep))
+        emb.embedding_dim = len(keep)
+    for child in module.children():
+        table = getattr(child, 'relative_position_bias_table', None)
+        if isinstance(table, torch.Tensor) and table.dim() == 2 and table.shape[1] == lay.num_heads:
+            _set(child, 'relative_position_bias_table', _take(table.data, 1, keep))
+
+
 def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
     """Keep only heads ``keep`` (sorted indices): Q/K/V rows, output columns, attributes."""
     dim = lay.head_dim
@@ -69,10 +85,13 @@ def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) ->
         _set(owner, pname, _take(getattr(owner, pname).data, axis, keep))
         if owner is not module:
             _refresh(owner)
+    _bias_embedding(module, lay, keep)
     to_head_pruned(module, dim)
+    which = {id(lay.q): 'q', id(lay.k): 'k', id(lay.v): 'v'}
     for owner, slices in _projections(module, lay):
         axis = slices[0].axis
-        index = torch.cat([_rows(s, keep, dim) for s in sorted(slices, key=lambda s: s.start)])
+        index = torch.cat([_rows(s, slice_heads(lay, which[id(s)], keep), dim)
+                           for s in slices]).sort().values  # interleaved slices: in weight order
         weight = getattr(owner, slices[0].weight)
         _set(owner, slices[0].weight, _take(weight.data, axis, index))
         bias = slices[0].bias
@@ -85,14 +104,16 @@ def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) ->
         _set(out, lay.out.weight, _take(getattr(out, lay.out.weight).data, lay.out.axis,
                                         _rows(lay.out, keep, dim)))
         _refresh(out)
+    update_kv_attrs(module, lay, keep)  # Falcon keeps num_kv_heads == num_heads without GQA
     if lay.heads_attr:
         setattr(module, lay.heads_attr, len(keep))
     for attr in lay.width_attrs:
         setattr(module, attr, len(keep) * dim)
 
 
-def _zero_blocks(t: torch.Tensor, axis: int, start: int, heads: int, dim: int) -> torch.Tensor:
-    part = t.detach().movedim(axis, 0)[start:start + heads * dim].reshape(heads, -1)
+def _zero_blocks(t: torch.Tensor, axis: int, s: Slice, heads: int, dim: int) -> torch.Tensor:
+    index = head_index(s, torch.arange(heads), dim).to(t.device)
+    part = t.detach().movedim(axis, 0).index_select(0, index).reshape(heads, -1)
     return (part == 0).all(1).cpu()
 
 
@@ -101,12 +122,13 @@ def dead_heads(module: nn.Module, lay: AttentionLayout) -> torch.Tensor:
     projection columns zero)."""
     h, dim, v = lay.num_heads, lay.head_dim, lay.v
     owner = v.owner(module)
-    dead = _zero_blocks(getattr(owner, v.weight), v.axis, v.start, h, dim)
+    dead = _zero_blocks(getattr(owner, v.weight), v.axis, v, lay.kv_heads, dim)
     if v.bias is not None and getattr(owner, v.bias) is not None:
-        dead &= _zero_blocks(getattr(owner, v.bias), 0, v.start, h, dim)
+        dead &= _zero_blocks(getattr(owner, v.bias), 0, v, lay.kv_heads, dim)
+    dead = dead.repeat_interleave(group_size(lay))  # a shared V head: all its query heads
     if lay.out is not None:
         out = lay.out.owner(module)
-        dead |= _zero_blocks(getattr(out, lay.out.weight), lay.out.axis, 0, h, dim)
+        dead |= _zero_blocks(getattr(out, lay.out.weight), lay.out.axis, replace(lay.out, start=0), h, dim)
     return dead
 
 
@@ -285,13 +307,18 @@ class ClosedAttentionHandler(_AttentionBase):
         """Removes the dead heads inside; returns the module (or a replacement)."""
         lay = self.layout(module)
         dead = dead_heads(module, lay)
+        if lay.kv_heads != lay.num_heads:
+            keep = gqa_keep(dead, lay)
+            if len(keep) < lay.num_heads:
+                remove_heads(module, lay, keep)
+            return module  # head dimensions of shared K/V heads: not removed
         if bool(dead.all()):
             dead[0] = False  # a module needs one head; a dead one adds nothing anyway
         if bool(dead.any()):
             remove_heads(module, lay, (~dead).nonzero().flatten())
             return module
-        dims = dead_dims(module, lay)
-        if uniform_dims(dims):
+        dims = dead_dims(module, lay) if not lay.q.stride else None  # dims: contiguous heads
+        if dims is not None and uniform_dims(dims):
             remove_dims(module, lay, (~dims).nonzero()[:, 1].view(lay.num_heads, -1))
         return module
 

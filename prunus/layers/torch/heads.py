@@ -22,8 +22,10 @@ grouped-query attention, ...); GPT-2
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
+import torch
 from torch import nn
 
 
@@ -43,9 +45,19 @@ class Slice:
     axis: int
     start: int
     stop: int
+    #: rows from one head to the next, when Q, K and V interleave per head in one weight
+    #: (GPT-NeoX: ``[q_0 k_0 v_0 q_1 ...]``, stride ``3 * head_dim``); 0: heads contiguous.
+    #: ``stop - start`` is the slice's width either way.
+    stride: int = 0
 
     def owner(self, attention: nn.Module) -> nn.Module:
         return attention.get_submodule(self.module) if self.module else attention
+
+
+def head_index(s: Slice, heads, dim: int):
+    """Indices along ``s.axis`` of heads ``heads`` (of width ``dim``) in slice ``s``."""
+    heads = torch.as_tensor(heads, dtype=torch.long).reshape(-1, 1)
+    return (s.start + heads * (s.stride or dim) + torch.arange(dim)).reshape(-1)
 
 
 @dataclass
@@ -67,6 +79,12 @@ class AttentionLayout:
     @property
     def inner(self) -> int:
         return self.num_heads * self.head_dim
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: fewer than ``num_heads`` in grouped-query attention (GQA/MQA),
+        where query head ``h`` reads key/value head ``h // (num_heads // kv_heads)``."""
+        return (self.k.stop - self.k.start) // self.head_dim
 
     def qualified(self, prefix: str) -> 'AttentionLayout':
         """The same layout with module names qualified by ``prefix`` (the module's name)."""
@@ -116,6 +134,12 @@ def _heads(module: nn.Module, inner: int) -> tuple[str | None, int | None, int |
     return attr, heads, inner // heads
 
 
+def grouped_kv(heads: int, dim: int, kv_inner: int) -> bool:
+    """Whether ``kv_inner`` key/value features are whole heads of ``dim`` that the
+    ``heads`` query heads share evenly (all of them: plain multi-head attention)."""
+    return kv_inner % dim == 0 and kv_inner > 0 and heads % (kv_inner // dim) == 0
+
+
 def _mha(module: nn.MultiheadAttention) -> AttentionLayout | None:
     e, heads = module.embed_dim, module.num_heads
     out = _rows('out_proj', module.out_proj, 0, e, axis=1)
@@ -135,17 +159,17 @@ def _separate(module: nn.Module, names: tuple[str, str, str], out_name: str | No
     if q is None or k is None or v is None:
         return None
     out = _linear(module, out_name) if out_name else None
-    inner = q.out_features
-    if k.out_features != inner or v.out_features != inner or (out_name and out is None):
-        return None  # grouped-query attention (fewer K/V heads) is not a plain layout
-    attr, heads, dim = _heads(module, inner)
-    if heads is None:
+    inner, kv_inner = q.out_features, k.out_features
+    if v.out_features != kv_inner or (out_name and out is None):
         return None
-    slices = [_rows(n, m, 0, inner) for n, m in zip(names, (q, k, v))]
+    attr, heads, dim = _heads(module, inner)
+    if heads is None or not grouped_kv(heads, dim, kv_inner):
+        return None
+    slices = [_rows(n, m, 0, w) for n, m, w in zip(names, (q, k, v), (inner, kv_inner, kv_inner))]
     out_slice = None if out is None else replace(_rows(out_name, out, 0, inner, axis=1), bias=None)
     if out is not None and out.in_features != inner:
         return None
-    width = tuple(a for a in ('all_head_size',) if module.__dict__.get(a) == inner)
+    width = tuple(a for a in ('all_head_size', 'inner_dim') if module.__dict__.get(a) == inner)
     return AttentionLayout(kind, heads, dim, *slices, out_slice, attr, width)
 
 
@@ -180,17 +204,105 @@ def _packed(module: nn.Module) -> AttentionLayout | None:
     return AttentionLayout('packed', heads, dim, *parts, out, attr)
 
 
+def _fused(module: nn.Module) -> AttentionLayout | None:
+    """One Linear holding ``[q; k; v]`` one after the other, K and V possibly with fewer
+    heads (Phi-3 ``qkv_proj``/``o_proj``; multi-query GPTBigCode ``c_attn``/``c_proj`` and
+    Falcon ``query_key_value``/``dense``).
+    Layouts that interleave Q, K and V per head (Bloom, Falcon, GPT-NeoX, GPTBigCode
+    without ``multi_query``) are not this one, and are not recognized."""
+    for fused_name, out_name in (('qkv_proj', 'o_proj'), ('c_attn', 'c_proj'),
+                                 ('query_key_value', 'dense')):
+        fused, out = _linear(module, fused_name), _linear(module, out_name)
+        if fused is not None and out is not None:
+            break
+    else:
+        return None
+    flags = module.__dict__
+    if hasattr(module, 'q_attn') or flags.get('new_decoder_architecture') or _takes_alibi(module):
+        return None  # ALiBi slopes are built per head count for the whole model (Bloom)
+    inner = out.in_features
+    if fused_name != 'qkv_proj' and flags.get('multi_query') is not True:
+        return _interleaved(module, fused_name, fused, out_name, out)
+    kv_inner, odd = divmod(fused.out_features - inner, 2)
+    attr, heads, dim = _heads(module, inner)
+    if odd or heads is None or not grouped_kv(heads, dim, kv_inner):
+        return None
+    parts = [_rows(fused_name, fused, a, b) for a, b in
+             ((0, inner), (inner, inner + kv_inner), (inner + kv_inner, inner + 2 * kv_inner))]
+    out_slice = replace(_rows(out_name, out, 0, inner, axis=1), bias=None)
+    # what the forward splits the fused output by (GPTBigCode: embed_dim, split_size)
+    width = tuple(a for a in ('embed_dim', 'split_size') if module.__dict__.get(a) == inner)
+    extra = {'config_heads': True}  # Phi-3 reads config.num_attention_heads in forward
+    return AttentionLayout('proj', heads, dim, *parts, out_slice, attr, width, extra)
+
+
+def _takes_alibi(module: nn.Module) -> bool:
+    """Whether the forward adds ALiBi biases: the config says so where it has the switch
+    (Falcon takes an ``alibi`` argument it may not use); else the argument is there (Bloom)."""
+    config = module.__dict__.get('config')
+    if hasattr(config, 'alibi'):
+        return bool(config.alibi)
+    try:
+        return 'alibi' in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _interleaved(module: nn.Module, fused_name: str, fused: nn.Linear, out_name: str,
+                 out: nn.Linear) -> AttentionLayout | None:
+    """Q, K and V interleaved per head in one weight, ``[q_0 k_0 v_0 q_1 k_1 v_1 ...]``
+    (GPT-NeoX ``query_key_value``, GPTBigCode and Falcon without multi-query)."""
+    inner = out.in_features
+    if fused.out_features != 3 * inner:
+        return None
+    attr, heads, dim = _heads(module, inner)
+    if heads is None:
+        return None
+    parts = [replace(_rows(fused_name, fused, i * dim, i * dim + inner), stride=3 * dim)
+             for i in range(3)]
+    out_slice = replace(_rows(out_name, out, 0, inner, axis=1), bias=None)
+    width = tuple(a for a in ('embed_dim', 'split_size') if module.__dict__.get(a) == inner)
+    return AttentionLayout('proj', heads, dim, *parts, out_slice, attr, width)
+
+
 _SEPARATE = ((('query', 'key', 'value'), None, 'bert'),
              (('query', 'key', 'value'), 'dense', 'proj'),  # ALBERT: projection inside
              (('q_lin', 'k_lin', 'v_lin'), 'out_lin', 'distilbert'),
              (('q_proj', 'k_proj', 'v_proj'), 'out_proj', 'proj'),
-             (('q_proj', 'k_proj', 'v_proj'), 'o_proj', 'proj'))
-# not (q, k, v, o): MPNet and T5 add a per-head position bias computed once per model and
-# passed to every layer, which cannot lose one layer's heads
+             (('q_proj', 'k_proj', 'v_proj'), 'o_proj', 'proj'),
+             (('q_proj', 'k_proj', 'v_proj'), 'dense', 'proj'),  # Phi
+             (('query_proj', 'key_proj', 'value_proj'), None, 'bert'),  # DeBERTa-v2
+             (('q', 'k', 'v'), 'o', 'proj'))  # T5
+
+
+def takes_position_bias(module: nn.Module) -> bool:
+    """Whether the forward takes a per-head ``position_bias`` from outside: T5 passes the
+    first layer's bias (and its zero bias for cross-attention) on to every later layer,
+    so all layers in one role must keep the same heads."""
+    try:
+        return 'position_bias' in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _relative_heads(module: nn.Module) -> bool:
     return hasattr(module, 'relative_attention_bias') or hasattr(module, 'has_relative_attention_bias')
+
+
+def _shared_bias(module: nn.Module, found: AttentionLayout) -> AttentionLayout | None:
+    """``found``, marked ``shared_bias`` when the forward takes a per-head position bias;
+    None when that bias comes from a module outside the attention (MPNet's encoder holds
+    its ``relative_attention_bias``), whose columns the speedup cannot reach."""
+    if not takes_position_bias(module):
+        return found
+    if not _relative_heads(module):
+        return None
+    found.extra['shared_bias'] = True
+    return found
+
+
+def _other_projections(module: nn.Module, names: tuple[str, ...]) -> list[str]:
+    return [n for n, c in module.named_children() if isinstance(c, nn.Linear) and n not in names]
 
 
 def attention_layout(module: nn.Module) -> AttentionLayout | None:
@@ -202,9 +314,9 @@ def attention_layout(module: nn.Module) -> AttentionLayout | None:
             if out is None and any(isinstance(getattr(module, o, None), nn.Linear)
                                    for o in ('out_proj', 'o_proj', 'dense', 'out_lin')):
                 continue
-            if _relative_heads(module):
-                return None  # per-head position biases shared across layers (T5)
+            if _other_projections(module, names + ((out,) if out else ())):
+                continue  # more projections (Longformer's global Q/K/V, ConvBERT's convolution)
             found = _separate(module, names, out, kind)
             if found is not None:
-                return found
-    return _gpt2(module) or _packed(module)
+                return _shared_bias(module, found)
+    return _gpt2(module) or _packed(module) or _fused(module)
