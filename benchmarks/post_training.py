@@ -61,7 +61,7 @@ def _load(task):
 
 
 def work(task: str, method: str, pattern: str) -> dict:
-    from post_training_methods import METHODS
+    from post_training_methods import METHODS, warm_imports
     model, calibration, targets, evaluate = _load(task)
     if method == 'dense':
         result = evaluate(model)
@@ -70,6 +70,7 @@ def work(task: str, method: str, pattern: str) -> dict:
             return {}
         return {'quality': result}
     prune = METHODS[method][1]
+    warm_imports(method)
     with tasks.PeakRSS() as memory:
         start, cpu = time.perf_counter(), time.process_time()
         prune(model, calibration, targets, pattern, BLOCK_CLASS[task])

@@ -40,7 +40,7 @@ from ..registry import register_pruner
 from . import obs
 from .base import Pruner
 from .calibration import BlockInputs, as_batches, call_model, check_sequential, find_blocks, input_device
-from .layer_inputs import CONV, InputStats, is_hf_conv1d, to_weight, weight_matrices
+from .layer_inputs import CONV, InputStats, SharedInputs, is_hf_conv1d, to_weight, weight_matrices
 from prunus.layers.torch.masking import apply_masks, detach_masks
 
 GROUPS = ('row', 'layer')
@@ -156,11 +156,12 @@ class PostTrainingPruner(Pruner):
             keeps.append(keep)
         if any(w is not m for w, m in zip(new, matrices)):
             module.weight.data.copy_(to_weight(module, new).to(module.weight.dtype))
-        mask = to_weight(module, [k.to(module.weight.dtype) for k in keeps])
-        return {'weight': mask.to(module.weight.device)}
+        # bool: attaching converts it to the weight's dtype without re-checking its values
+        return {'weight': to_weight(module, keeps).to(module.weight.device)}
 
     def _prune_layers(self, names: list[str], run: Callable[[], None]) -> None:
-        stats = {n: InputStats(self.targets[n], self.needs_hessian()) for n in names}
+        shared = SharedInputs()
+        stats = {n: InputStats(self.targets[n], self.needs_hessian(), shared=shared) for n in names}
         handles = [s.attach() for s in stats.values()]
         try:
             run()
@@ -179,7 +180,6 @@ class PostTrainingPruner(Pruner):
     def _block_list(self) -> list[str]:
         names = find_blocks(self.bound_model, self.targets, self.blocks, type(self).__name__)
         if not names:
-            call_model(self.bound_model, self.batches[0], input_device(self.bound_model))
             return []
         modules = dict(self.bound_model.named_modules())
         reason = check_sequential(self.bound_model, [modules[n] for n in names], self.batches[0])
