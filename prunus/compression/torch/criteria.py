@@ -137,6 +137,16 @@ class Criterion:
     def after_update(self) -> None:
         """Called once masks were recomputed from the scores."""
 
+    #: Whether the criterion keeps the layers' weights fixed while it scores them.
+    fixes_weights = False
+
+    def use_pattern(self, pattern: Pattern) -> None:
+        """Told the entry's pattern once, before any step (criteria that score whole blocks use it)."""
+
+    def refine_keeps(self, keeps: dict, owner: str) -> dict:
+        """The item keep masks after the count per layer is chosen; as they are by default."""
+        return keeps
+
     @property
     def name(self) -> str:
         return type(self).__name__.lower()
