@@ -14,6 +14,8 @@ magnitude       ``|w|`` at the time of the update
 gradient        ``|dL/dw|`` summed over the steps since the last update
 snip            ``|w * dL/dw|`` summed over the steps since the last update (Lee et al. 2019)
 snip_momentum   ``score <- momentum * score + |w * dL/dw|`` every step, never reset
+retrain_free    per channel block, ``(sum over the block of w * dL/dw)^2`` summed over
+                every step, on fixed weights (:mod:`.fisher_masks`, Kwon et al. 2022)
 ==============  ==================================================================
 
 Gradient criteria read gradients in ``accumulate()``, which the training API calls just

@@ -13,6 +13,13 @@ processed; with ``offload=True`` it goes back afterwards and the activations wai
 the CPU. Layers outside the blocks (an ``lm_head``, a classifier) are pruned last, from
 one pass of the whole, already pruned model.
 
+``blocks=False`` is the one-pass mode: every layer's statistics come from one pass of the
+dense model, with no propagation through pruned blocks (what torchao's Wanda does). It
+costs one forward pass instead of two per block; for Wanda, whose statistics are one
+vector per layer, its memory stays bounded too, while SparseGPT then holds every layer's
+Hessian at once. How much quality propagation buys is measured in
+``benchmarks/results/post_training_*.md`` (the ``wanda-one-pass`` rows).
+
 ``config_list`` entries take ``sparsity`` and optionally ``pattern`` (``'unstructured'``
 or ``'N:M'``; an N:M entry's sparsity must be N/M) and ``comparison_group`` (``'row'``:
 every output row loses the same share; ``'layer'``: weights compete across the layer).
@@ -259,6 +266,12 @@ class WandaPruner(PostTrainingPruner):
     """Wanda (Sun et al., 2023): drops the weights with the lowest ``|W_ij| * ||X_j||_2``,
     compared per output row by default; ``update_weights=True`` also reconstructs the
     kept weights around that mask with SparseGPT's update.
+
+    By default the norms of each block's inputs are taken after the blocks before it are
+    pruned (as the paper's code and llmcompressor do: two forward passes per block).
+    ``blocks=False`` is the one-pass mode: all norms from one pass of the dense model (as
+    torchao does), half the forward work and no block bookkeeping, with only one vector
+    per layer held; layers then do not see the error of the pruned layers before them.
 
     Example::
 
