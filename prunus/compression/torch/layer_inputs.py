@@ -119,7 +119,8 @@ class InputStats:
     """Running input statistics of one layer, fed by a forward hook.
 
     Attributes:
-        hessians: per group, the sum of ``x x^T`` (when ``hessian``).
+        hessians: per group, the sum of ``x x^T`` (when ``hessian``); the mean once
+            :meth:`mean_hessians` was called.
         squares: per group, the per-column sum of ``x^2``.
         samples: how many input vectors were seen.
     """
@@ -171,5 +172,11 @@ class InputStats:
         return [s.sqrt() for s in self.squares]
 
     def mean_hessians(self) -> list[torch.Tensor]:
-        return [h / max(self.samples, 1) for h in self.hessians]
+        """The mean ``x x^T`` per group: the sums are divided in place, once (no copies:
+        the statistics are read when the layer is pruned, after all inputs were added)."""
+        if not getattr(self, 'averaged', False):
+            for h in self.hessians:
+                h.div_(max(self.samples, 1))
+            self.averaged = True
+        return self.hessians
 

@@ -132,18 +132,25 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     Inputs that never fired (zero diagonal) get a unit diagonal so H stays invertible;
     a factorization that fails is retried with ten times the damping. One factorization
     and one triangular inverse: with ``P`` the reversal permutation and ``P H P = L L^T``,
-    ``U = P L^-1 P`` (instead of inverting H and factoring the inverse again).
+    ``U = P L^-1 P`` (instead of inverting H and factoring the inverse again). At most
+    three ``cols x cols`` matrices are alive at once besides ``hessian``.
     """
-    hessian = hessian.clone()
-    diagonal = torch.diagonal(hessian)
+    work = hessian.flip(0, 1)  # a copy: P H P
+    diagonal = torch.diagonal(work)
     diagonal[diagonal == 0] = 1.0
     scale = float(diagonal.mean())
-    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    reversed_h = hessian.flip(0, 1)
+    added = 0.0
     for attempt in range(CHOLESKY_RETRIES):
-        lower, info = torch.linalg.cholesky_ex(reversed_h + (damp * 10 ** attempt) * scale * eye)
+        target = damp * 10 ** attempt * scale
+        diagonal.add_(target - added)
+        added = target
+        lower, info = torch.linalg.cholesky_ex(work)
         if int(info) == 0:
-            return torch.linalg.solve_triangular(lower, eye, upper=False).flip(0, 1)
+            del work, diagonal
+            eye = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device)
+            inverse = torch.linalg.solve_triangular(lower, eye, upper=False, out=eye)
+            del lower
+            return inverse.flip(0, 1)
     raise RuntimeError('SparseGPT could not factor the Hessian of a layer even with '
                        f'{damp * 10 ** (CHOLESKY_RETRIES - 1)} relative damping; '
                        'are its calibration inputs finite?')
@@ -161,6 +168,13 @@ def _block_counts(rows: int, starts: list[tuple[int, int]], cols: int, sparsity:
     # shares() of count/cols can round one off; correct the last block to the row's count.
     table[:, -1] += torch.tensor(per_row) - table.sum(dim=1)
     return [table[:, b] for b in range(len(widths))]
+
+
+def _group_keep(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Keep mask of one N:M group of columns seen as rows ``(M, rows)``: drops the N
+    lowest of every column, ties to the lower index (SparseGPT's inner loop)."""
+    lowest = torch.sort(scores, dim=0, stable=True).indices[:n]
+    return torch.ones_like(scores, dtype=torch.bool).scatter_(0, lowest, False)
 
 
 def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, pattern: NMPattern | None,
@@ -207,7 +221,7 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, patt
         for i in range(end - start):
             if pattern is not None and keep is None and i % pattern.m == 0:
                 span = slice(i, i + pattern.m)
-                chosen = nm_keep(block[span].pow(2) * inverse_d[span].pow(2).unsqueeze(1), pattern, dim=0)
+                chosen = _group_keep(block[span].pow(2) * inverse_d[span].pow(2).unsqueeze(1), pattern.n)
                 keep_t[start + i:start + i + pattern.m] = chosen
                 scale[span] = (~chosen).float() * inverse_d[span].unsqueeze(1)
             torch.mul(block[i], scale[i], out=errors[i])
