@@ -122,7 +122,10 @@ def test_wanda_one_pass_scores_every_layer_on_the_dense_model():
         handle.remove()
     expected = {n: obs.wanda_keep(modules[n].weight, squares[n].sqrt(), 0.5, None, 'row') for n in names}
     one_pass, blocks = copy.deepcopy(model), copy.deepcopy(model)
+    head_calls = []
+    one_pass.lm_head.register_forward_hook(lambda *args: head_calls.append(1))
     WandaPruner(one_pass, config(head), data, progress=False, blocks=False).compress()
+    assert len(head_calls) == 1  # after the first batch, each pass stops at the last pruned layer
     WandaPruner(blocks, config(head), data, progress=False).compress()
     got, propagated = get_masks(one_pass), get_masks(blocks)
     for name in names:

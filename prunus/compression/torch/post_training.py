@@ -46,7 +46,7 @@ from ..patterns import NMPattern, parse_pattern
 from ..registry import register_pruner
 from . import obs
 from .base import Pruner
-from .calibration import BlockInputs, as_batches, call_model, check_sequential, find_blocks, input_device
+from .calibration import BlockInputs, as_batches, check_sequential, find_blocks, run_until_done
 from .layer_inputs import CONV, InputStats, SharedInputs, is_hf_conv1d, to_weight, weight_matrices
 from prunus.layers.torch.masking import apply_masks, detach_masks
 
@@ -237,8 +237,8 @@ class PostTrainingPruner(Pruner):
                 done = self._run_blocks(names, bar) if names else set()
                 rest = [t for t in self.targets if t not in done]
                 if rest:
-                    model, batches = self.bound_model, self.batches
-                    self._prune_layers(rest, lambda: [call_model(model, b, input_device(model)) for b in batches])
+                    model, batches, layers = self.bound_model, self.batches, [self.targets[n] for n in rest]
+                    self._prune_layers(rest, lambda: run_until_done(model, batches, layers))
                 bar.update(1)
                 bar.close()
         except BaseException:
