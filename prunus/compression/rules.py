@@ -76,7 +76,7 @@ def one_of(choices: Sequence[str]) -> KeyRule:
 #: Types pruned once after training from calibration data (``prepare_pruning(..., dataloader=)``).
 POST_TRAINING_TYPES = ('sparse_gpt', 'wanda')
 PRUNING_TYPES = ('magnitude', 'gradient', 'snip', 'snip_momentum', 'pattern_lock', 'group_lasso',
-                 'basic_magnitude') + POST_TRAINING_TYPES
+                 'basic_magnitude', 'retrain_free') + POST_TRAINING_TYPES
 
 #: What a filter pruner's entry removes: output channels (the default) or attention heads.
 GRANULARITIES = ('channel', 'head')

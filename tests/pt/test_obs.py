@@ -149,3 +149,67 @@ def test_input_stats_accumulate_the_hessian_and_norms():
     x = torch.cat(xs)
     torch.testing.assert_close(stats.mean_hessians()[0], x.t() @ x / 8)
     torch.testing.assert_close(stats.norms()[0], x.pow(2).sum(0).sqrt())
+
+
+def _stable_sort_keep(scores, counts):
+    """The reference: drop the lowest by a stable sort (ties to the lower index)."""
+    rows, cols = scores.shape
+    if isinstance(counts, int):
+        keep = torch.ones(rows * cols, dtype=torch.bool)
+        keep[torch.sort(scores.reshape(-1), stable=True).indices[:counts]] = False
+        return keep.reshape(rows, cols)
+    keep = torch.ones(rows, cols, dtype=torch.bool)
+    order = torch.sort(scores, dim=1, stable=True).indices
+    for r in range(rows):
+        keep[r, order[r, :int(counts[r])]] = False
+    return keep
+
+
+def test_threshold_selection_equals_a_stable_sort_with_many_ties():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(100):
+        rows, cols = torch.randint(1, 12, (2,), generator=g).tolist()
+        scores = torch.randint(0, 3, (rows, cols), generator=g).float()  # mostly ties
+        count = int(torch.randint(0, rows * cols + 1, (1,), generator=g))
+        assert torch.equal(obs.prune_lowest(scores, count), _stable_sort_keep(scores, count))
+        counts = torch.randint(0, cols + 1, (rows,), generator=g)
+        assert torch.equal(obs.prune_lowest(scores, counts), _stable_sort_keep(scores, counts))
+
+
+@pytest.mark.parametrize('n,m', [(2, 4), (1, 4), (4, 8), (6, 8), (5, 16)])
+def test_nm_selection_drops_the_n_lowest_of_each_group_ties_first_come(n, m):
+    g = torch.Generator().manual_seed(n * m)
+    scores = torch.randint(0, 3, (7, 4 * m), generator=g).float()
+    scores[0, :m] = float('inf')
+    keep = obs.nm_keep(scores, NMPattern(n, m))
+    expected = torch.cat([_stable_sort_keep(scores[:, i:i + m], torch.full((7,), n)) for i in range(0, 4 * m, m)], 1)
+    assert torch.equal(keep, expected)
+    assert torch.equal(obs.nm_keep(scores.t().contiguous(), NMPattern(n, m), dim=0), expected.t())
+
+
+def test_inverse_hessian_factor_is_the_upper_cholesky_factor_of_the_damped_inverse():
+    x = _correlated_inputs()
+    hessian = (x.t() @ x / x.shape[0]).double()
+    upper = obs.inverse_hessian_factor(hessian, 0.01)
+    damped = hessian + 0.01 * hessian.diagonal().mean() * torch.eye(hessian.shape[0], dtype=hessian.dtype)
+    assert torch.equal(upper, upper.triu()) and bool((upper.diagonal() > 0).all())
+    torch.testing.assert_close(upper.t() @ upper, torch.linalg.inv(damped))
+
+
+def test_layers_reading_the_same_input_share_its_products_and_get_the_same_statistics():
+    from prunus.compression.torch.layer_inputs import SharedInputs
+    q, k = nn.Linear(6, 3), nn.Linear(6, 5)
+    shared = SharedInputs()
+    alone, with_q, with_k = (InputStats(q, True), InputStats(q, True, shared=shared),
+                             InputStats(k, True, shared=shared))
+    for x in [torch.randn(4, 6), torch.randn(2, 6)]:
+        for stats in (alone, with_q, with_k):
+            stats.add(x)
+        x.mul_(2)  # changed in place: the next reader must not reuse the old products
+        later = InputStats(k, True, shared=shared)
+        later.add(x)
+        torch.testing.assert_close(later.mean_hessians()[0], x.t() @ x / x.shape[0])
+    for stats in (with_q, with_k):
+        assert stats.samples == alone.samples == 6
+        torch.testing.assert_close(stats.mean_hessians()[0], alone.mean_hessians()[0])
+        torch.testing.assert_close(stats.norms()[0], alone.norms()[0])

@@ -102,6 +102,40 @@ def test_each_block_is_calibrated_on_the_pruned_blocks_before_it():
         assert torch.equal(expected[name]['weight'], got[name]['weight']), name
 
 
+def test_wanda_one_pass_scores_every_layer_on_the_dense_model():
+    from prunus.compression.torch import obs
+    model, head = build('llama')
+    data = batches()
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != head]
+    modules = dict(model.named_modules())
+    squares = {n: 0 for n in names}
+
+    def hook(name):
+        def record(module, args, output):
+            squares[name] = squares[name] + args[0].reshape(-1, args[0].shape[-1]).pow(2).sum(0)
+        return record
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    with torch.no_grad():
+        for batch in data:
+            model(**batch, use_cache=False)
+    for handle in handles:
+        handle.remove()
+    expected = {n: obs.wanda_keep(modules[n].weight, squares[n].sqrt(), 0.5, None, 'row') for n in names}
+    one_pass, blocks = copy.deepcopy(model), copy.deepcopy(model)
+    head_calls = []
+    one_pass.lm_head.register_forward_hook(lambda *args: head_calls.append(1))
+    WandaPruner(one_pass, config(head), data, progress=False, blocks=False).compress()
+    assert len(head_calls) == 1  # after the first batch, each pass stops at the last pruned layer
+    WandaPruner(blocks, config(head), data, progress=False).compress()
+    got, propagated = get_masks(one_pass), get_masks(blocks)
+    for name in names:
+        assert torch.equal(got[name]['weight'].bool(), expected[name]), name
+    # block by block, the second block sees the pruned first block's outputs: other masks
+    later = [n for n in names if n.startswith('model.layers.1.')]
+    assert any(not torch.equal(got[n]['weight'], propagated[n]['weight']) for n in later)
+    assert all(torch.equal(got[n]['weight'], propagated[n]['weight']) for n in names if n.startswith('model.layers.0.'))
+
+
 @pytest.mark.parametrize('cls', PRUNERS)
 def test_results_are_deterministic_and_offloading_changes_nothing(cls):
     results = []

@@ -148,6 +148,36 @@ def check_sequential(model: nn.Module, blocks: list[nn.Module], batch: Any) -> s
     return None
 
 
+@torch.no_grad()
+def run_until_done(model: nn.Module, batches: list[Any], modules: list[nn.Module]) -> None:
+    """Runs every batch through ``model`` for the hooks on ``modules``. When the first batch
+    shows that each of them runs exactly once per batch, later batches stop as soon as the
+    last of them has run: what follows (an LM head and its logits over the vocabulary) is
+    neither needed nor computed."""
+    calls: list[nn.Module] = []
+    handles = [m.register_forward_hook(lambda module, args, output: calls.append(module)) for m in modules]
+    try:
+        call_model(model, batches[0], input_device(model))
+    finally:
+        for handle in handles:
+            handle.remove()
+    once = len(calls) == len(modules) and len({id(m) for m in calls}) == len(modules)
+    handle = calls[-1].register_forward_hook(_raise_stop) if once else None
+    try:
+        for batch in batches[1:]:
+            try:
+                call_model(model, batch, input_device(model))
+            except _Stop:
+                pass
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _raise_stop(module: nn.Module, args: tuple, output: Any) -> None:
+    raise _Stop
+
+
 class BlockInputs:
     """The inputs of one block for every calibration batch: the hidden state, which
     changes from block to block, and the other arguments, which do not."""

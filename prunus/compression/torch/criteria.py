@@ -14,6 +14,8 @@ magnitude       ``|w|`` at the time of the update
 gradient        ``|dL/dw|`` summed over the steps since the last update
 snip            ``|w * dL/dw|`` summed over the steps since the last update (Lee et al. 2019)
 snip_momentum   ``score <- momentum * score + |w * dL/dw|`` every step, never reset
+retrain_free    per channel block, ``(sum over the block of w * dL/dw)^2`` summed over
+                every step, on fixed weights (:mod:`.fisher_masks`, Kwon et al. 2022)
 ==============  ==================================================================
 
 Gradient criteria read gradients in ``accumulate()``, which the training API calls just
@@ -136,6 +138,16 @@ class Criterion:
 
     def after_update(self) -> None:
         """Called once masks were recomputed from the scores."""
+
+    #: Whether the criterion keeps the layers' weights fixed while it scores them.
+    fixes_weights = False
+
+    def use_pattern(self, pattern: Pattern) -> None:
+        """Told the entry's pattern once, before any step (criteria that score whole blocks use it)."""
+
+    def refine_keeps(self, keeps: dict, owner: str) -> dict:
+        """The item keep masks after the count per layer is chosen; as they are by default."""
+        return keeps
 
     @property
     def name(self) -> str:

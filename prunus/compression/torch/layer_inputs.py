@@ -94,17 +94,41 @@ def input_columns(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return [per_group[:, :, g].reshape(patches.shape[0], -1) for g in range(groups)]
 
 
+class SharedInputs:
+    """Per-batch products shared by layers that read the very same input tensor (a
+    transformer's query, key and value projections; Llama's gate and up projections):
+    the first such layer computes ``X^T X`` and the column sums of squares, the others
+    reuse them instead of multiplying again. Only the latest input is remembered, and only
+    while it is unmodified (same object, same version counter)."""
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.tensor: torch.Tensor | None = None
+        self.value: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def lookup(self, x: torch.Tensor, hessian: bool):
+        if self.tensor is x and self.key == (x._version, hessian):
+            return self.value
+        return None
+
+    def store(self, x: torch.Tensor, hessian: bool, value: tuple) -> None:
+        self.tensor, self.key, self.value = x, (x._version, hessian), value
+
+
 class InputStats:
     """Running input statistics of one layer, fed by a forward hook.
 
     Attributes:
-        hessians: per group, the sum of ``x x^T`` (when ``hessian``).
+        hessians: per group, the sum of ``x x^T`` (when ``hessian``); the mean once
+            :meth:`mean_hessians` was called.
         squares: per group, the per-column sum of ``x^2``.
         samples: how many input vectors were seen.
     """
 
-    def __init__(self, module: nn.Module, hessian: bool, device: torch.device | None = None):
+    def __init__(self, module: nn.Module, hessian: bool, device: torch.device | None = None,
+                 shared: SharedInputs | None = None):
         self.module = module
+        self.shared = shared if device is None and not isinstance(module, CONV) else None
         self.want_hessian = hessian
         self.device = device
         self.hessians: list[torch.Tensor] = []
@@ -112,18 +136,31 @@ class InputStats:
         self.samples = 0
 
     def add(self, x: torch.Tensor) -> None:
+        found = self.shared.lookup(x, self.want_hessian) if self.shared is not None else None
+        if found is None:
+            found = self._products(x)
+            if self.shared is not None:
+                self.shared.store(x, self.want_hessian, found)
+        squares, hessians, samples = found
+        if not self.squares:  # copies: a shared product is added to by every layer reading it
+            self.squares = [s.clone() for s in squares]
+            self.hessians = [h.clone() for h in hessians]
+            self.samples = samples
+            return
+        for g in range(len(squares)):
+            self.squares[g] += squares[g]
+            if self.want_hessian:
+                self.hessians[g] += hessians[g]
+        self.samples += samples
+
+    def _products(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+        """This batch's per-group column sums of squares and ``X^T X`` (when wanted)."""
         columns = input_columns(self.module, x)
         if self.device is not None:
             columns = [c.to(self.device) for c in columns]
-        if not self.squares:
-            self.squares = [torch.zeros(c.shape[1], device=c.device) for c in columns]
-            if self.want_hessian:
-                self.hessians = [torch.zeros(c.shape[1], c.shape[1], device=c.device) for c in columns]
-        for g, c in enumerate(columns):
-            self.squares[g] += c.pow(2).sum(dim=0)
-            if self.want_hessian:
-                self.hessians[g].addmm_(c.t(), c)
-        self.samples += columns[0].shape[0]
+        squares = [c.pow(2).sum(dim=0) for c in columns]
+        hessians = [c.t() @ c for c in columns] if self.want_hessian else []
+        return squares, hessians, columns[0].shape[0]
 
     def hook(self, module: nn.Module, args: tuple, output) -> None:
         self.add(args[0])
@@ -135,5 +172,11 @@ class InputStats:
         return [s.sqrt() for s in self.squares]
 
     def mean_hessians(self) -> list[torch.Tensor]:
-        return [h / max(self.samples, 1) for h in self.hessians]
+        """The mean ``x x^T`` per group: the sums are divided in place, once (no copies:
+        the statistics are read when the layer is pruned, after all inputs were added)."""
+        if not getattr(self, 'averaged', False):
+            for h in self.hessians:
+                h.div_(max(self.samples, 1))
+            self.averaged = True
+        return self.hessians
 

@@ -13,6 +13,13 @@ processed; with ``offload=True`` it goes back afterwards and the activations wai
 the CPU. Layers outside the blocks (an ``lm_head``, a classifier) are pruned last, from
 one pass of the whole, already pruned model.
 
+``blocks=False`` is the one-pass mode: every layer's statistics come from one pass of the
+dense model, with no propagation through pruned blocks (what torchao's Wanda does). It
+costs one forward pass instead of two per block; for Wanda, whose statistics are one
+vector per layer, its memory stays bounded too, while SparseGPT then holds every layer's
+Hessian at once. How much quality propagation buys is measured in
+``benchmarks/results/post_training_*.md`` (the ``wanda-one-pass`` rows).
+
 ``config_list`` entries take ``sparsity`` and optionally ``pattern`` (``'unstructured'``
 or ``'N:M'``; an N:M entry's sparsity must be N/M) and ``comparison_group`` (``'row'``:
 every output row loses the same share; ``'layer'``: weights compete across the layer).
@@ -39,8 +46,8 @@ from ..patterns import NMPattern, parse_pattern
 from ..registry import register_pruner
 from . import obs
 from .base import Pruner
-from .calibration import BlockInputs, as_batches, call_model, check_sequential, find_blocks, input_device
-from .layer_inputs import CONV, InputStats, is_hf_conv1d, to_weight, weight_matrices
+from .calibration import BlockInputs, as_batches, check_sequential, find_blocks, run_until_done
+from .layer_inputs import CONV, InputStats, SharedInputs, is_hf_conv1d, to_weight, weight_matrices
 from prunus.layers.torch.masking import apply_masks, detach_masks
 
 GROUPS = ('row', 'layer')
@@ -156,11 +163,12 @@ class PostTrainingPruner(Pruner):
             keeps.append(keep)
         if any(w is not m for w, m in zip(new, matrices)):
             module.weight.data.copy_(to_weight(module, new).to(module.weight.dtype))
-        mask = to_weight(module, [k.to(module.weight.dtype) for k in keeps])
-        return {'weight': mask.to(module.weight.device)}
+        # bool: attaching converts it to the weight's dtype without re-checking its values
+        return {'weight': to_weight(module, keeps).to(module.weight.device)}
 
     def _prune_layers(self, names: list[str], run: Callable[[], None]) -> None:
-        stats = {n: InputStats(self.targets[n], self.needs_hessian()) for n in names}
+        shared = SharedInputs()
+        stats = {n: InputStats(self.targets[n], self.needs_hessian(), shared=shared) for n in names}
         handles = [s.attach() for s in stats.values()]
         try:
             run()
@@ -179,7 +187,6 @@ class PostTrainingPruner(Pruner):
     def _block_list(self) -> list[str]:
         names = find_blocks(self.bound_model, self.targets, self.blocks, type(self).__name__)
         if not names:
-            call_model(self.bound_model, self.batches[0], input_device(self.bound_model))
             return []
         modules = dict(self.bound_model.named_modules())
         reason = check_sequential(self.bound_model, [modules[n] for n in names], self.batches[0])
@@ -230,8 +237,8 @@ class PostTrainingPruner(Pruner):
                 done = self._run_blocks(names, bar) if names else set()
                 rest = [t for t in self.targets if t not in done]
                 if rest:
-                    model, batches = self.bound_model, self.batches
-                    self._prune_layers(rest, lambda: [call_model(model, b, input_device(model)) for b in batches])
+                    model, batches, layers = self.bound_model, self.batches, [self.targets[n] for n in rest]
+                    self._prune_layers(rest, lambda: run_until_done(model, batches, layers))
                 bar.update(1)
                 bar.close()
         except BaseException:
@@ -259,6 +266,12 @@ class WandaPruner(PostTrainingPruner):
     """Wanda (Sun et al., 2023): drops the weights with the lowest ``|W_ij| * ||X_j||_2``,
     compared per output row by default; ``update_weights=True`` also reconstructs the
     kept weights around that mask with SparseGPT's update.
+
+    By default the norms of each block's inputs are taken after the blocks before it are
+    pruned (as the paper's code and llmcompressor do: two forward passes per block).
+    ``blocks=False`` is the one-pass mode: all norms from one pass of the dense model (as
+    torchao does), half the forward work and no block bookkeeping, with only one vector
+    per layer held; layers then do not see the error of the pruned layers before them.
 
     Example::
 

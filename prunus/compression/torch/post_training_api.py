@@ -13,6 +13,11 @@ pruned at once, with no training loop. prunus reads the same config (``target_sp
     pruning.model            # pruned, masks attached
 
 For an N:M pattern the sparsity is N/M whatever ``target_sparsity`` says (INC's rule).
+INC's third type without retraining, ``'retrain_free'`` (Kwon et al., 2022), is not a
+calibration-data type: as in INC it runs in the training API (``Pruning`` or
+``prepare_pruning(model, config, optimizer)`` in a loop that computes gradients), where it
+scores channels by Fisher information and keeps the pruned layers' weights fixed; see
+:mod:`prunus.compression.torch.fisher_masks`.
 Dataloader batches are dicts of keyword inputs, tensors, or ``(inputs, labels)`` tuples,
 of which only the inputs are fed to the model. The last entry that selects a layer wins.
 """

@@ -16,8 +16,12 @@ from ..schedules import EpochSchedule, StepSchedule
 from ..selection import LayerRef, select_by_settings
 from .criteria import CRITERIA, Criterion, add_group_lasso_grad, from_matrix, matrix_view
 from .distributed import average_scores, broadcast_masks
+from .fisher_masks import RetrainFree, is_channel_pattern
 from prunus.layers.torch import specs
-from prunus.layers.torch.masking import Masks
+from prunus.layers.torch.masking import Masks, reapply_masks
+
+#: The training API's criteria by ``pruning_type``.
+TRAINING_CRITERIA: dict[str, type[Criterion]] = {**CRITERIA, 'retrain_free': RetrainFree}
 
 #: Layer types the training API prunes; ``pruning_op_types`` entries match by prefix.
 PRUNABLE = specs.PATTERNED
@@ -57,7 +61,16 @@ class PruningGroup:
         self.pattern: Pattern = parse_pattern(settings['pattern'])
         self.modules = {n: modules[n] for n in names}
         self.skipped = self._skip_unfit()
-        self.criterion: Criterion = CRITERIA[settings['pruning_type']](self.modules, settings['momentum'])
+        kind = settings['pruning_type']
+        if kind == 'retrain_free' and not is_channel_pattern(self.pattern):
+            raise ValueError(f"{where}['pattern'] is '{self.pattern.name}'; pruning_type 'retrain_free' "
+                             "prunes whole channels: use 'channelx1' (input channels), '1xchannel' "
+                             "(output channels) or 'channelxN' / 'Nxchannel'.")
+        self.criterion: Criterion = TRAINING_CRITERIA[kind](self.modules, settings['momentum'])
+        self.criterion.use_pattern(self.pattern)
+        # retrain_free scores fixed weights: they are put back after every optimizer step
+        self.fixed = {n: {k: p.detach().clone() for k, p in m.named_parameters(recurse=False)}
+                      for n, m in self.modules.items()} if self.criterion.fixes_weights else {}
         self.masks: Masks = {}
         self.updates = 0
         self._warned: set[str] = set()
@@ -103,6 +116,15 @@ class PruningGroup:
             add_group_lasso_grad(module, self.pattern, self.reg_coeff)
         self.criterion.accumulate()
 
+    @torch.no_grad()
+    def restore_weights(self) -> None:
+        """Puts back the fixed weights of a retrain-free entry (masked entries stay zero)."""
+        for name, params in self.fixed.items():
+            module = self.modules[name]
+            for key, value in params.items():
+                getattr(module, key).copy_(value)
+            reapply_masks(module)
+
     def due(self, first: int, last: int) -> int | None:
         """The latest update point of the schedule in ``[first, last]``, if any: steps the
         caller skipped are caught up with one update at the latest of them."""
@@ -119,7 +141,7 @@ class PruningGroup:
         scores; returned, the caller attaches them (combined with overlapping entries')."""
         scores = average_scores(self.criterion.scores(owner))
         matrices = {n: s.cpu().numpy() for n, s in scores.items()}
-        keeps = self.item_keeps(matrices, sparsity)
+        keeps = self.criterion.refine_keeps(self.item_keeps(matrices, sparsity), owner)
         masks: Masks = {}
         for name, module in self.modules.items():
             keep = torch.from_numpy(self.pattern.expand(matrices[name], keeps[name]))

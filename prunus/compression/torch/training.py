@@ -228,6 +228,8 @@ class Pruning:
         self._end_step()
 
     def _end_step(self) -> None:
+        for group in self._bound():
+            group.restore_weights()
         if not self._open:  # no on_step_begin: each step end counts one step
             self.step = self._closed + 1
         self._close_step()
