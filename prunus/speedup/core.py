@@ -87,8 +87,10 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None
 
 
 def _replace_module(model: nn.Module, name: str, old: nn.Module, new: nn.Module) -> nn.Module:
-    """Puts ``new`` where ``old`` was (a handler swapped in an equivalent module)."""
+    """Puts ``new`` where ``old`` was (a handler swapped in an equivalent module), in the
+    mode ``old`` was in: a fresh module trains, and its dropout would break the check."""
     if new is not old:
+        new.train(old.training)
         parent, _, attr = name.rpartition('.')
         setattr(model.get_submodule(parent) if parent else model, attr, new)
     return new

@@ -236,3 +236,21 @@ def test_shared_position_bias_models_are_refused_clearly():
     with pytest.raises(ValueError, match=r"no attention module with a known head layout in "
                                          r"MPNetModel: 'encoder\.layer\.0\.attention\.attn'"):
         TransformerHeadPruner(model, CONFIG, HEAD_DIM, dummy_input=(torch.randint(0, 50, (2, 5)),))
+
+
+def test_an_encoder_with_dropout_speeds_up_in_eval_mode():
+    # nn.TransformerEncoderLayer's default dropout: the attention module the speedup swaps in
+    # must take the eval mode of the one it replaces, or the check sees dropout noise
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, 10, 32)
+    pruner = TransformerHeadPruner(model, [{'sparsity': 0.5, 'op_types': ['MultiheadAttention']}],
+                                   head_hidden_dim=8, dummy_input=x)
+    pruner.compress()
+    small, summary = speedup(model, x, pruner, return_summary=True)
+    assert not any(m.training for m in small.modules())
+    assert all(m.num_heads == 2 for m in small.modules() if isinstance(m, PrunedMultiheadAttention))
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-5)
+    assert summary.flops_after < summary.flops_before
