@@ -212,6 +212,12 @@ class _AttentionBase(Handler):
             _add_bias(owner, extra)
 
 
+def _weightless(module: nn.Module, lay: AttentionLayout) -> bool:
+    """Whether V's weight holds no data (the structure trace runs on meta copies): the
+    head-dimension mode, which reads zeros, is then left undecided (whole heads)."""
+    return getattr(lay.v.owner(module), lay.v.weight).is_meta
+
+
 class OpenAttentionHandler(_AttentionBase):
     """Attention whose output is the heads' concatenation (the projection is outside)."""
 
@@ -231,7 +237,7 @@ class OpenAttentionHandler(_AttentionBase):
 
     def groups(self, module):
         lay = self.layout(module)
-        return self.count_in(module), lay.num_heads, self._dims(module, lay) is None
+        return self.count_in(module), lay.num_heads, _weightless(module, lay) or self._dims(module, lay) is None
 
     def dead_out(self, module):
         lay = self.layout(module)
