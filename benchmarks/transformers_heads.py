@@ -29,8 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torch.utils.benchmark as bench  # noqa: E402
 
-from prunus.compression.torch import (L1FilterPruner, TaylorFOWeightFilterPruner,  # noqa: E402
-                                      TransformerHeadPruner)
+from prunus.compression.torch import (L1FilterPruner, RandomProjectionLoss,  # noqa: E402
+                                      TaylorFOWeightFilterPruner, TransformerHeadPruner)
 from prunus.speedup import speedup  # noqa: E402
 
 STDLIB = ['json', 'os', 're', 'collections', 'itertools', 'functools', 'pathlib', 'shutil',
@@ -39,10 +39,18 @@ STDLIB = ['json', 'os', 're', 'collections', 'itertools', 'functools', 'pathlib'
           'threading', 'queue', 'difflib', 'fractions', 'decimal', 'inspect', 'typing']
 
 
-def sentences() -> tuple[list[str], list[str]]:
+#: A second, disjoint set of modules: the check that the scoring is not tuned to the first.
+STDLIB_ALT = ['email', 'http', 'unittest', 'asyncio', 'urllib', 'sqlite3', 'pickle', 'copy', 'enum',
+              'dataclasses', 'contextlib', 'operator', 'hashlib', 'base64', 'io', 'glob', 'tempfile',
+              'pprint', 'traceback', 'warnings', 'weakref', 'struct', 'codecs', 'locale', 'gettext',
+              'sched', 'selectors', 'uuid', 'ipaddress', 'html', 'mimetypes', 'smtplib', 'ftplib',
+              'doctest', 'timeit', 'tokenize', 'ast', 'pdb', 'cmd', 'shlex', 'configparser', 'gzip']
+
+
+def sentences(modules: list[str] = STDLIB) -> tuple[list[str], list[str]]:
     """First sentences of stdlib docstrings: 64 to evaluate, 32 others to calibrate on."""
     found = []
-    for name in STDLIB:
+    for name in modules:
         module, taken = importlib.import_module(name), 0
         for attr in sorted(a for a in dir(module) if not a.startswith('_')):
             obj = getattr(module, attr)
@@ -90,30 +98,22 @@ def ffn_names(model) -> list[str]:
     return [f'encoder.layer.{i}.intermediate.dense' for i in range(len(model.encoder.layer))]
 
 
-def prunus_prune(dense, setting, heads_by, ffn_by, calib, example):
-    model = copy.deepcopy(dense)
-    distance = calib_distance(dense, calib)
+#: Copies of the calibration batch that the Taylor criteria back-propagate (each with a
+#: fresh random projection): 8 draws average the projection out.
+DRAWS = 8
 
-    def runner(m):
-        with torch.set_grad_enabled(heads_by == 'taylorfo'):
-            out = m(**calib)
-            if heads_by == 'taylorfo':
-                distance(out).backward()
-    if heads_by:
-        TransformerHeadPruner(model, [{'sparsity': 0.5, 'op_types': ['Linear']}], 32,
-                              dummy_input=dict(example), ranking_criterion=heads_by,
-                              forward_runner=runner).compress()
-    config = [{'sparsity': 0.5, 'op_names': ffn_names(model)}]
-    if ffn_by == 'l1':
-        L1FilterPruner(model, config).compress()
-    elif ffn_by == 'taylorfo':
-        TaylorFOWeightFilterPruner(model, config, data=[dict(calib)], criterion=distance).compress()
-    small, summary = speedup(model, dict(example), return_summary=True)
-    return model, small, summary
+
+def projection_loss(calib):
+    """The label-free Taylor objective: a random projection of the calibration sentences'
+    normalized embeddings (prunus's ``RandomProjectionLoss``), fresh per backward pass."""
+    mask = calib['attention_mask'].unsqueeze(-1)
+    return RandomProjectionLoss(select=lambda out: F.normalize(
+        (out.last_hidden_state * mask).sum(1) / mask.sum(1), dim=-1), seed=0)
 
 
 def calib_distance(dense, calib):
-    """Loss: how far the calibration embeddings moved from the dense model's."""
+    """Distillation loss: how far the calibration embeddings moved from the dense model's.
+    Zero, with a zero gradient, at the dense model: Taylor scores from it are rounding noise."""
     with torch.no_grad():
         target = embed(dense, calib)
 
@@ -124,7 +124,34 @@ def calib_distance(dense, calib):
     return distance
 
 
-def tp_prune(dense, setting, example, importance='l2', calib=None):
+def prunus_prune(dense, setting, heads_by, ffn_by, calib, example, ratio=0.5):
+    """prunus's documented route: TransformerHeadPruner for heads, a filter pruner on the
+    FFN up-projections (group importance: dependency_aware with dummy_input)."""
+    model = copy.deepcopy(dense)
+    loss = projection_loss(calib)
+
+    def runner(m):
+        for _ in range(DRAWS):
+            loss(m(**calib)).backward()
+    if setting != 'ffn':
+        TransformerHeadPruner(model, [{'sparsity': ratio, 'op_types': ['Linear']}], 32,
+                              dummy_input=dict(example), ranking_criterion=heads_by,
+                              forward_runner=runner).compress()
+    config = [{'sparsity': ratio, 'op_names': ffn_names(model)}]
+    if setting == 'heads':
+        pass
+    elif ffn_by == 'l1':
+        L1FilterPruner(model, config).compress()
+    else:
+        TaylorFOWeightFilterPruner(model, config, data=[dict(calib)] * DRAWS, criterion=loss,
+                                   importance='group' if ffn_by == 'group taylor' else 'filter',
+                                   dependency_aware=ffn_by == 'group taylor',
+                                   dummy_input=dict(example)).compress()
+    small, summary = speedup(model, dict(example), return_summary=True)
+    return model, small, summary
+
+
+def tp_prune(dense, setting, example, importance='l2', calib=None, ratio=0.5, objective='projection'):
     import torch_pruning as tp
     from transformers.models.bert.modeling_bert import BertSelfAttention
     model = copy.deepcopy(dense)
@@ -134,20 +161,25 @@ def tp_prune(dense, setting, example, importance='l2', calib=None):
             for proj in (m.query, m.key, m.value):
                 heads[proj] = m.num_attention_heads
                 if setting != 'ffn':  # a group with ratio 0 is skipped, heads included
-                    ratios[proj] = 0.5
+                    ratios[proj] = ratio
     if setting != 'heads':
-        ratios.update({model.get_submodule(n): 0.5 for n in ffn_names(model)})
+        ratios.update({model.get_submodule(n): ratio for n in ffn_names(model)})
     imp = (tp.importance.GroupMagnitudeImportance(p=2) if importance == 'l2'
            else tp.importance.GroupTaylorImportance())
     pruner = tp.pruner.MetaPruner(
         model, dict(example), importance=imp,
         pruning_ratio=0.0, pruning_ratio_dict=ratios, num_heads=heads,
         prune_num_heads=setting != 'ffn', prune_head_dims=False,
-        head_pruning_ratio=0.5 if setting != 'ffn' else 0.0,
+        head_pruning_ratio=ratio if setting != 'ffn' else 0.0,
         output_transform=lambda out: out.last_hidden_state.sum(), ignored_layers=[model.pooler])
-    if importance == 'taylor':  # the same calibration loss as prunus's Taylor criteria
+    if importance == 'taylor':  # Torch-Pruning reads .grad: the draws accumulate there
         model.zero_grad()
-        calib_distance(dense, calib)(model(**calib)).backward()
+        if objective == 'projection':
+            loss = projection_loss(calib)
+            for _ in range(DRAWS):
+                loss(model(**calib)).backward()
+        else:
+            calib_distance(dense, calib)(model(**calib)).backward()
     pruner.step()
     for m in model.modules():  # Torch-Pruning leaves these to the user
         if isinstance(m, BertSelfAttention):
@@ -163,44 +195,62 @@ def cosines(dense_emb, model, batch) -> tuple[float, float]:
     return float(cos.mean()), float(cos.min())
 
 
-#: (head criterion, FFN criterion) per setting; data-driven ones use the calibration set.
-PRUNUS = {'heads': [('l1_weight', None), ('l2_activation', None), ('taylorfo', None)],
-          'ffn': [(None, 'l1'), (None, 'taylorfo')],
-          'both': [('l1_weight', 'l1'), ('l2_activation', 'taylorfo'), ('taylorfo', 'taylorfo')]}
+#: Torch-Pruning's importances: (importance, Taylor objective, label).
+TP = [('l2', None, 'group l2'), ('taylor', 'projection', 'group taylor, projection'),
+      ('taylor', 'distill', 'group taylor, distillation')]
+#: prunus's (head criterion, FFN criterion), the documented one (group Taylor) first.
+PRUNUS = [('taylorfo_group', 'group taylor'), ('taylorfo', 'taylorfo'), ('l1_weight', 'l1')]
+HEADER = ['| setting | method | params | cosine mean | cosine min | latency ratio | max err vs masked |',
+          '|---|---|---|---|---|---|---|']
 
 
-def minilm_rows() -> list[str]:
-    dense, tok = load_minilm()
-    evaluate, calibrate = sentences()
+def _label(setting, heads_by, ffn_by):
+    parts = ([f'{heads_by} heads'] if setting != 'ffn' else []) + \
+            ([f'{ffn_by} FFN'] if setting != 'heads' else [])
+    return f"prunus ({', '.join(parts)})"
+
+
+def minilm_rows(dense, tok, modules, ratios, methods, timing_too) -> tuple[list[str], list[str]]:
+    """Rows for every (setting, ratio), and one verdict line per setting: prunus's
+    documented criterion against Torch-Pruning's best at the same parameter count."""
+    evaluate, calibrate = sentences(modules)
     batch = tok(evaluate, padding=True, return_tensors='pt')
     calib = tok(calibrate, padding=True, return_tensors='pt')
     timing = tok(evaluate[:8], padding='max_length', truncation=True, max_length=64, return_tensors='pt')
     example = tok(evaluate[:2], padding=True, return_tensors='pt')
     with torch.no_grad():
         dense_emb = embed(dense, batch)
-    base_params = params(dense)
-    rows = [f'Sentences: {len(evaluate)} evaluated, {len(calibrate)} for calibration. '
-            f'Dense: {base_params:,} params.', '',
-            '| setting | method | params | cosine mean | cosine min | latency ratio | max err vs masked |',
-            '|---|---|---|---|---|---|---|']
-    for setting in ('heads', 'ffn', 'both'):
-        for importance in ('l2', 'taylor'):
-            tp_model = tp_prune(dense, setting, example, importance, calib)
-            c_mean, c_min = cosines(dense_emb, tp_model, batch)
-            rows.append(f'| {setting} 50% | Torch-Pruning (group {importance}) | {params(tp_model):,} | '
-                        f'{c_mean:.3f} | {c_min:.3f} | {latency_ratio(tp_model, dense, timing):.2f} | - |')
-            print(rows[-1], flush=True)
-        for heads_by, ffn_by in PRUNUS[setting]:
-            masked, small, _ = prunus_prune(dense, setting, heads_by, ffn_by, calib, example)
-            c_mean, c_min = cosines(dense_emb, small, batch)
-            with torch.no_grad():
-                err = float((embed(masked, batch) - embed(small, batch)).abs().max())
-            parts = ([f'{heads_by} heads'] if heads_by else []) + ([f'{ffn_by} FFN'] if ffn_by else [])
-            label = f"prunus ({', '.join(parts)})"
-            rows.append(f'| {setting} 50% | {label} | {params(small):,} | {c_mean:.3f} | {c_min:.3f} | '
-                        f'{latency_ratio(small, dense, timing):.2f} | {err:.1e} |')
-            print(rows[-1], flush=True)
-    return rows
+    rows = [f'Sentences: {len(evaluate)} evaluated, {len(calibrate)} for calibration '
+            f'(docstrings of {modules[0]}, {modules[1]}, ... {modules[-1]}). '
+            f'Dense: {params(dense):,} params.', ''] + HEADER
+    verdicts = []
+    for ratio in ratios:
+        for setting in ('heads', 'ffn', 'both'):
+            where = f'{setting} {ratio:.0%}'
+            tp_best, tp_params, ours = -1.0, None, None
+            for importance, objective, label in TP:
+                tp_model = tp_prune(dense, setting, example, importance, calib, ratio, objective)
+                c_mean, c_min = cosines(dense_emb, tp_model, batch)
+                lat = f'{latency_ratio(tp_model, dense, timing):.2f}' if timing_too else '-'
+                tp_best, tp_params = max(tp_best, c_mean), params(tp_model)
+                rows.append(f'| {where} | Torch-Pruning ({label}) | {params(tp_model):,} | '
+                            f'{c_mean:.3f} | {c_min:.3f} | {lat} | - |')
+                print(rows[-1], flush=True)
+            for heads_by, ffn_by in methods:
+                masked, small, _ = prunus_prune(dense, setting, heads_by, ffn_by, calib, example, ratio)
+                c_mean, c_min = cosines(dense_emb, small, batch)
+                with torch.no_grad():
+                    err = float((embed(masked, batch) - embed(small, batch)).abs().max())
+                lat = f'{latency_ratio(small, dense, timing):.2f}' if timing_too else '-'
+                if ours is None:
+                    ours = (c_mean, params(small))
+                rows.append(f'| {where} | {_label(setting, heads_by, ffn_by)} | {params(small):,} | '
+                            f'{c_mean:.3f} | {c_min:.3f} | {lat} | {err:.1e} |')
+                print(rows[-1], flush=True)
+            same = 'same params' if ours[1] == tp_params else f'params differ ({ours[1]:,} vs {tp_params:,})'
+            verdicts.append(f'- {where}: prunus group Taylor {ours[0]:.3f} vs Torch-Pruning best '
+                            f'{tp_best:.3f} ({same}): prunus {">=" if ours[0] >= tp_best else "<"} TP')
+    return rows, verdicts
 
 
 def structure_rows() -> list[str]:
@@ -243,20 +293,40 @@ def structure_rows() -> list[str]:
 
 def main() -> None:
     import argparse
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--skip-structures', action='store_true',
+                        help='only the MiniLM tables (no results file written)')
+    args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
     import torch_pruning
+    dense, tok = load_minilm()
     rows = ['# Transformer heads and FFN widths: prunus vs Torch-Pruning', '',
             f'Command: `HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/transformers_heads.py`; '
             f'torch {torch.__version__}, Torch-Pruning {torch_pruning.__version__}; no fine-tuning.', '',
+            'Taylor objective (label-free, the same for prunus and Torch-Pruning): a random '
+            'projection of the calibration sentences\' normalized embeddings, '
+            f'`sum(r * embedding)` with r ~ N(0, 1), {DRAWS} draws over the 32 calibration '
+            'sentences (prunus `RandomProjectionLoss`; Torch-Pruning reads the accumulated '
+            '`.grad`). The distillation loss (1 - cosine to the dense embedding) is also run for '
+            'Torch-Pruning: its gradient at the dense model is zero, so those scores are '
+            'rounding noise.', '',
             '## Pretrained MiniLM (all-MiniLM-L6-v2), 12 heads x 6 layers, FFN 1536', '']
-    rows += minilm_rows()
+    main_rows, verdicts = minilm_rows(dense, tok, STDLIB, [0.5], PRUNUS, True)
+    rows += main_rows
     rows += ['', 'Latency ratio: best of 5 alternating rounds of 3 calls against the dense model, '
              'batch 8, sequence 64, 1 thread, on a shared 2-core machine (other jobs running), so '
              'ratios of identical structures can differ by several tenths; the parameter counts '
              'show that the prunus and Torch-Pruning models of a setting have the same shapes.',
-             '', '## Architectures (random weights): prunus heads removed, exact', '']
+             '', '## Second setting: other sentences, 30% and 70%', '']
+    alt_rows, alt_verdicts = minilm_rows(dense, tok, STDLIB_ALT, [0.3, 0.7], PRUNUS[:1], False)
+    rows += alt_rows
+    rows += ['', '## prunus (group Taylor) vs Torch-Pruning (best of its rows), equal params', '']
+    rows += verdicts + alt_verdicts
+    if args.skip_structures:
+        print('\n'.join(rows))
+        return
+    rows += ['', '## Architectures (random weights): prunus heads removed, exact', '']
     rows += structure_rows()
     rows += ['', f'Total time {time.time() - start:.0f} s.']
     out = os.path.join(os.path.dirname(__file__), 'results', 'transformers_heads.md')
