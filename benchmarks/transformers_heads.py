@@ -30,7 +30,8 @@ import torch.nn.functional as F  # noqa: E402
 import torch.utils.benchmark as bench  # noqa: E402
 
 from prunus.compression.torch import (L1FilterPruner, RandomProjectionLoss,  # noqa: E402
-                                      TaylorFOWeightFilterPruner, TransformerHeadPruner)
+                                      TaylorFOWeightFilterPruner, TransformerHeadPruner,
+                                      prune_hidden_width)
 from prunus.speedup import speedup  # noqa: E402
 
 STDLIB = ['json', 'os', 're', 'collections', 'itertools', 'functools', 'pathlib', 'shutil',
@@ -253,28 +254,34 @@ def minilm_rows(dense, tok, modules, ratios, methods, timing_too) -> tuple[list[
     return rows, verdicts
 
 
-def structure_rows() -> list[str]:
+def _structure_cases():
     import torchvision
     import transformers
-    rows = ['', '| model | pruned | params before -> after | heads before -> after | FLOPs ratio | '
-            'max rel err vs masked |', '|---|---|---|---|---|---|']
     torch.manual_seed(0)
+    image = (torch.randn(1, 3, 224, 224),)
+    for hidden in (0.0, 0.25):
+        yield ('vit_b_16', torchvision.models.vit_b_16(weights=None).eval(), image, 64,
+               ['Linear', 'MultiheadAttention'], 'mlp.0', hidden)
+        yield ('swin_t', torchvision.models.swin_t(weights=None).eval(), image, 32, ['Linear'], 'mlp.0',
+               hidden)
     gpt = transformers.GPT2Model(transformers.GPT2Config(n_layer=4)).eval()
-    cases = [('vit_b_16', torchvision.models.vit_b_16(weights=None).eval(), (torch.randn(1, 3, 224, 224),), 64,
-              ['Linear', 'MultiheadAttention'], 'mlp.0'),
-             ('swin_t', torchvision.models.swin_t(weights=None).eval(), (torch.randn(1, 3, 224, 224),), 32,
-              ['Linear'], 'mlp.0'),
-             ('gpt2 (4 layers, from config)', gpt, (torch.randint(0, 50257, (1, 32)),), 64,
-              ['Conv1D'], 'mlp.c_fc')]
-    for label, model, x, head_dim, types, mlp in cases:
+    yield ('gpt2 (4 layers, from config)', gpt, (torch.randint(0, 50257, (1, 32)),), 64, ['Conv1D'], None, 0.0)
+
+
+def structure_rows() -> list[str]:
+    rows = ['', '| model | pruned | params before -> after | heads before -> after | hidden width | '
+            'FLOPs ratio | max rel err vs masked |', '|---|---|---|---|---|---|---|']
+    for label, model, x, head_dim, types, mlp, hidden in _structure_cases():
         head = getattr(model, 'heads', None) or getattr(model, 'head', None)
         if head is not None:  # torchvision zero-initializes the ViT classifier
             torch.nn.init.normal_((head.head if hasattr(head, 'head') else head).weight, std=0.02)
         TransformerHeadPruner(model, [{'sparsity': 0.5, 'op_types': types}], head_dim,
                               dummy_input=x).compress()
-        mlp_names = [n for n, _ in model.named_modules() if n.endswith(mlp)]
-        if mlp_names and not label.startswith('gpt2'):
+        if mlp:
+            mlp_names = [n for n, _ in model.named_modules() if n.endswith(mlp)]
             L1FilterPruner(model, [{'sparsity': 0.5, 'op_names': mlp_names}]).compress()
+        widths = prune_hidden_width(model, x, hidden) if hidden else {}
+        width_before = _stream_width(model)
         with torch.no_grad():
             ref = model(*x)
             ref = ref if isinstance(ref, torch.Tensor) else ref.last_hidden_state
@@ -284,11 +291,20 @@ def structure_rows() -> list[str]:
             out = out if isinstance(out, torch.Tensor) else out.last_hidden_state
         err = float((out - ref).abs().max() / ref.abs().max())
         hb, ha = sum(b for b, _ in s.heads.values()), sum(a for _, a in s.heads.values())
-        what = 'heads 50%' if label.startswith('gpt2') else 'heads + MLP 50%'
+        what = ('heads 50%' if not mlp else 'heads + MLP 50%') + (f' + hidden {hidden:.0%}' if hidden else '')
+        width = f'{width_before} -> {_stream_width(small)}' if widths else f'{width_before} (kept)'
         rows.append(f'| {label} | {what} | {s.params_before:,} -> {s.params_after:,} | {hb} -> {ha} | '
-                    f'{s.flops_after / s.flops_before:.3f} | {err:.1e} |')
+                    f'{width} | {s.flops_after / s.flops_before:.3f} | {err:.1e} |')
         print(rows[-1], flush=True)
     return rows
+
+
+def _stream_width(model) -> str:
+    """The first stream width (ViT: the patch embedding's channels; Swin: stage 1's)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            return str(m.out_channels)
+    return str(getattr(getattr(model, 'config', None), 'n_embd', '-'))
 
 
 def main() -> None:
@@ -326,7 +342,7 @@ def main() -> None:
     if args.skip_structures:
         print('\n'.join(rows))
         return
-    rows += ['', '## Architectures (random weights): prunus heads removed, exact', '']
+    rows += ['', '## Architectures (random weights): prunus heads, MLP and hidden width removed, exact', '']
     rows += structure_rows()
     rows += ['', f'Total time {time.time() - start:.0f} s.']
     out = os.path.join(os.path.dirname(__file__), 'results', 'transformers_heads.md')

@@ -229,9 +229,9 @@ class _Tracer:
         return [out] * len(outs)
 
     def _restride(self, func, args, kwargs, tensors, got, outs):
-        """``as_strided`` to the same shape with the same strides wherever a dim has more
-        than one element reads every element where it was (adaptive pooling to 1x1 fixing
-        its memory format): labels pass; any other restride keeps its channels."""
+        """In-place ``as_strided_`` to the same shape with the same strides wherever a dim
+        has more than one element reads every element where it was (adaptive pooling to
+        1x1 fixing its memory format): labels pass; any other restride keeps its channels."""
         shape, stride, offset = getattr(self, 'restrided', ((), (), 0))
         size, new_stride = tuple(args[1]), tuple(args[2])
         new_offset = args[3] if len(args) > 3 and args[3] is not None else offset
@@ -429,7 +429,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func.overloadpacket.__name__ in ('as_strided', 'as_strided_') and args:
+        if func.overloadpacket.__name__ == 'as_strided_' and args:
             src = args[0]  # its layout before an in-place restride
             self.tracer.restrided = (tuple(src.shape), src.stride(), src.storage_offset())
         if self._inplace_on_meta(func, args):
