@@ -20,8 +20,17 @@ model, so every Taylor score computed there is rounding noise. :class:`RandomPro
 is the usable alternative: the loss ``sum(r * output)`` with a fresh Gaussian ``r`` per
 batch. Its squared first-order change per batch has expectation ``||J_u w_u||^2``: the
 squared change of the output that removing ``u`` causes (to first order), which is the
-second-order term of the distillation loss. Several batches (or the same batch several
-times) average over ``r``.
+second-order term of the distillation loss. Several passes average over ``r``. The square
+is taken per backward pass, so a batch of several examples adds their cross terms (zero
+on average, but noise); one example per pass, each seen several times, gives the
+lowest-variance scores for the same data.
+
+Example::
+
+    loss = RandomProjectionLoss(select=lambda out: out.last_hidden_state)
+    passes = [example for _ in range(8) for example in calibration_examples]
+    TaylorFOWeightFilterPruner(model, ffn_config, data=passes, criterion=loss, importance='group',
+                               dependency_aware=True, dummy_input=x).compress()
 """
 from __future__ import annotations
 
