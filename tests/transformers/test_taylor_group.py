@@ -150,3 +150,22 @@ def test_group_taylor_needs_the_dependency_trace():
     with pytest.raises(ValueError, match="importance must be"):
         TaylorFOWeightFilterPruner(model, [{'sparsity': 0.5, 'op_names': ['0']}], data=[torch.randn(2, 4)],
                                    criterion=RandomProjectionLoss(), importance='grouped')
+
+
+def test_a_frozen_consumer_adds_nothing_and_a_target_without_gradient_is_named():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+    model[2].requires_grad_(False)  # its columns cannot be scored; the rows still are
+    x = [torch.randn(4, 6)]
+    pruner = TaylorFOWeightFilterPruner(model, [{'sparsity': 0.5, 'op_names': ['0']}], data=x,
+                                        criterion=RandomProjectionLoss(), importance='group',
+                                        dependency_aware=True, dummy_input=x[0])
+    pruner.compress()
+    assert int((~get_masks(model)['0']['weight'].any(1)).sum()) == 6
+    model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+    model[0].requires_grad_(False)
+    pruner = TaylorFOWeightFilterPruner(model, [{'sparsity': 0.5, 'op_names': ['0']}], data=x,
+                                        criterion=RandomProjectionLoss(), importance='group',
+                                        dependency_aware=True, dummy_input=x[0])
+    with pytest.raises(ValueError, match="'0'"):
+        pruner.compress()

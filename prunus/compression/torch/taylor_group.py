@@ -104,7 +104,7 @@ class GroupTaylorCollector(Collector):
                 if isinstance(getattr(module, 'weight', None), torch.Tensor):
                     watched[name] = module
         super().__init__(watched or modules, limit, root)
-        self.groups = groups
+        self.targets, self.groups = modules, groups
         self.rows: dict[str, dict[int, torch.Tensor]] = {}
         self.cols: dict[str, dict[int, torch.Tensor]] = {}
         self._consumers = {n for g in groups for n in g.consumers}
@@ -133,7 +133,8 @@ class GroupTaylorCollector(Collector):
         return record
 
     def missing(self) -> list[str]:
-        return [n for n in self.modules if n not in self.rows]
+        """Target layers that got no gradient (a frozen consumer may get none)."""
+        return [n for n in self.targets if n not in self.rows]
 
     def group_scores(self, group: Any) -> torch.Tensor:
         """Per channel of ``group``: sum over batches of the squared signed sum of
