@@ -19,6 +19,7 @@ from prunus.layers.torch.attention import DETECTED  # noqa: E402
 from prunus.layers.torch.handlers import (HANDLERS, ConvHandler, ConvTransposeHandler,  # noqa: E402
                                           Handler, LinearHandler, check_custom_handlers, find_handler)
 from prunus.layers.torch.inputs import blame_inputs, check_inputs, locate_failure  # noqa: E402
+from prunus.layers.torch.stream_attrs import sync_width_attributes  # noqa: E402
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.observe import call_model
 from prunus.speedup.plan import Plan, make_plan
@@ -84,6 +85,7 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None
             setattr(owner, attr, nn.Parameter(new, old.requires_grad))
         else:
             setattr(owner, attr, new)
+    sync_width_attributes(model)
 
 
 def _replace_module(model: nn.Module, name: str, old: nn.Module, new: nn.Module) -> nn.Module:

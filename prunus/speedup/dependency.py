@@ -122,7 +122,7 @@ def dependency_structure(model: nn.Module, dummy_input: Any,
     uf = trace.uf
     roots = {}
     for n, s in trace.sites.items():
-        if getattr(s.handler, 'keeps_all', False):
+        if _keeps_all(s):
             continue
         if s.out_ids is not None:
             roots[n] = uf.roots(s.out_ids).numpy()
@@ -165,10 +165,16 @@ def dependency_structure(model: nn.Module, dummy_input: Any,
     return groups, splits
 
 
+def _keeps_all(site) -> bool:
+    """A handler's ``keeps_all``: a flag, or (nn.MultiheadAttention) a method of the module."""
+    keeps = getattr(site.handler, 'keeps_all', False)
+    return bool(keeps(site.module) if callable(keeps) else keeps)
+
+
 def _consumers(trace, owner, owned_at, groups) -> None:
     """Record, per group, which input channels of which non-tied layers it feeds."""
     for name, site in trace.sites.items():
-        if site.handler.tied(site.module) or getattr(site.handler, 'keeps_all', False):
+        if site.handler.tied(site.module) or _keeps_all(site):
             continue
         call = next((c for c in site.calls if c.in_ids is not None), None)
         if call is None:

@@ -79,6 +79,8 @@ def rule_name(func: Any) -> str:
         return 'prelu'
     if name == 'native_layer_norm':
         return 'layer_norm'
+    if name == 'as_strided_':  # in place: a kernel fixing its output's memory format
+        return 'restride'
     return 'block'
 
 
@@ -150,5 +152,7 @@ OP_RULES = {
     'spatial': 'labels on the trailing spatial dims are kept (blocked); others pass',
     'prelu': 'per-channel weight tied to dim 1',
     'layer_norm': 'labels on normalized dims are kept (blocked); others pass',
+    'restride': 'in-place as_strided_: labels pass when it keeps the shape and every '
+                'non-singleton stride (a kernel fixing its memory format); else kept',
     'block': 'labels of inputs are kept; the op is named in the summary',
 }

@@ -182,8 +182,37 @@ class _Tracer:
             self.block(lab, self._reason(func, tensors))
         return [none_like(o.shape) if isinstance(o, torch.Tensor) else None for o in outs]
 
+    def _param_along(self, t: torch.Tensor, labelled: list) -> torch.Tensor | None:
+        """Labels for a parameter with several non-singleton dims (a position embedding
+        (1, S, D)) met pointwise by tensors labelled along one of its dims: it gets fresh
+        ids there, so its slices follow those channels (the speedup cuts it along that dim)."""
+        name = self.owned.get(id(t))
+        if name is None or name in self.params or not t.is_floating_point():
+            return None
+        dims = set()
+        for lt, llab in labelled:
+            off = t.dim() - lt.dim()
+            dims |= {d + off for d in varying_dims(llab) if 0 <= d + off < t.dim()
+                     and t.shape[d + off] > 1 and _channel_dim(llab, d)}
+        if len(dims) != 1:
+            return None
+        d = dims.pop()
+        ids = self.uf.fresh(t.shape[d])
+        shape = [1] * t.dim()
+        shape[d] = t.shape[d]
+        self.params[name] = (d, ids)
+        lab = ids.view(shape)
+        self.labels[id(t)] = (t, lab, False)
+        return lab
+
     def _pointwise(self, func, args, kwargs, tensors, got, outs):
         labelled = [(t, lab) for t, (lab, _) in zip(tensors, got) if bool((lab != 0).any())]
+        tied = False
+        for i, t in enumerate(tensors):
+            if not bool((got[i][0] != 0).any()) and not got[i][1]:
+                lab = self._param_along(t, labelled)
+                if lab is not None:
+                    got[i], tied = (lab, False), True
         for t, (lab, dyn) in zip(tensors, got):
             if bool((lab != 0).any()):
                 continue
@@ -194,7 +223,23 @@ class _Tracer:
                 if dyn or clash:
                     self.block(llab, self._reason(func, tensors) +
                                ' together with an input-dependent or unprunable operand')
-        return [broadcast_union(self.uf, [lab for lab, _ in got])] * len(outs)
+        out = broadcast_union(self.uf, [lab for lab, _ in got])
+        if tied:  # the parameter tied channels that differed along another dim (tokens)
+            out = compress(self.uf.roots(out))
+        return [out] * len(outs)
+
+    def _restride(self, func, args, kwargs, tensors, got, outs):
+        """In-place ``as_strided_`` to the same shape with the same strides wherever a dim
+        has more than one element reads every element where it was (adaptive pooling to
+        1x1 fixing its memory format): labels pass; any other restride keeps its channels."""
+        shape, stride, offset = getattr(self, 'restrided', ((), (), 0))
+        size, new_stride = tuple(args[1]), tuple(args[2])
+        new_offset = args[3] if len(args) > 3 and args[3] is not None else offset
+        same = (size == shape and new_offset == offset and
+                all(n == o for s, n, o in zip(size, new_stride, stride) if s > 1))
+        if not same:
+            return self._block(func, args, kwargs, tensors, got, outs)
+        return [got[0][0]] * len(outs)
 
     def _identity(self, func, args, kwargs, tensors, got, outs):
         return [got[0][0]] * len(outs)
@@ -384,6 +429,9 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func.overloadpacket.__name__ == 'as_strided_' and args:
+            src = args[0]  # its layout before an in-place restride
+            self.tracer.restrided = (tuple(src.shape), src.stride(), src.storage_offset())
         if self._inplace_on_meta(func, args):
             out = args[0]  # the meta kernel would only check broadcasting, slowly in Python
         else:
@@ -412,6 +460,14 @@ class _ChunkSpotter(TorchFunctionMode):
             finally:
                 self.tracer.in_chunk = False
         return func(*args, **kwargs)
+
+
+def _channel_dim(lab: torch.Tensor, d: int) -> bool:
+    """Whether ``lab`` holds distinct channel ids along ``d`` everywhere (a channel
+    dim; a token dim repeats ids)."""
+    fibers = lab.movedim(d, -1).reshape(-1, lab.shape[d])
+    ordered = fibers.sort(1).values
+    return bool((fibers != 0).all()) and bool((ordered[:, 1:] != ordered[:, :-1]).all())
 
 
 def _install_hooks(model: nn.Module, tracer: _Tracer) -> list[Any]:

@@ -14,6 +14,7 @@ from .distributed import average_scores, broadcast_masks
 from .export import apply_compression_results, load_masks
 from .head_pruner import TransformerHeadPruner
 from .width import KeptChannelLayerNorm, prune_hidden_width
+from .taylor_group import RandomProjectionLoss
 from .lottery import LotteryTicketPruner
 from .nni_utils import (ChannelDependency, GroupDependency, count_flops_params, get_module_by_name,
                         not_safe_to_prune)
@@ -44,5 +45,5 @@ __all__ = [
     'AMCPruner', 'AutoCompressPruner',
     'count_flops_params', 'get_module_by_name', 'ChannelDependency', 'GroupDependency', 'not_safe_to_prune',
     'WandaPruner', 'SparseGPTPruner',
-    'TransformerHeadPruner', 'prune_hidden_width', 'KeptChannelLayerNorm',
+    'TransformerHeadPruner', 'prune_hidden_width', 'KeptChannelLayerNorm', 'RandomProjectionLoss',
 ]

@@ -25,7 +25,10 @@ from .base import Scores
 from .collect import (ActivationCollector, Collector, TaylorCollector, resolve_activation,
                       run_backward, run_forward)
 from prunus.layers.torch.masking import apply_masks
+from .group_importance import check_group_options
 from .pruners import FilterPruner
+from .taylor_group import GroupTaylorCollector
+from prunus.speedup.dependency import dependency_structure
 
 
 def _check_count(owner: str, key: str, value: Any) -> None:
@@ -181,6 +184,13 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
     ``global_sort=True`` the contributions are ranked across all of an entry's layers (its
     ``sparsity`` is then one budget, as ``total_sparsity`` is), as in NNI 2.x.
 
+    ``importance='group'`` (with ``dependency_aware=True`` and ``dummy_input``) scores each
+    channel instead by the squared first-order loss change of removing all of it, per
+    batch: ``(sum w * dL/dw)^2`` over its producing rows and biases, norm scale and shift
+    and every consumer's input slice (an FFN neuron: its up-projection row and bias and its
+    down-projection column); see :mod:`prunus.compression.torch.taylor_group`. Without
+    labels, use ``criterion=RandomProjectionLoss(...)``.
+
     Example::
 
         pruner = TaylorFOWeightFilterPruner(model, config_list, data=loader,
@@ -189,10 +199,16 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
 
     needs_gradients = True
 
-    def __init__(self, model: nn.Module, config_list: list[dict], *, global_sort: bool = False, **options: Any):
+    def __init__(self, model: nn.Module, config_list: list[dict], *, global_sort: bool = False,
+                 importance: str = 'filter', **options: Any):
+        owner = type(self).__name__
         if not isinstance(global_sort, bool):
-            raise TypeError(f'{type(self).__name__}: global_sort must be a bool; got {global_sort!r}.')
-        self.global_sort = global_sort
+            raise TypeError(f'{owner}: global_sort must be a bool; got {global_sort!r}.')
+        check_group_options(owner, importance, 'mean', None, options.get('dependency_aware', False))
+        if importance == 'group' and options.get('dummy_input') is None:
+            raise ValueError(f"{owner}: importance='group' needs dummy_input to find the groups.")
+        self.global_sort, self.importance = global_sort, importance
+        self._group_collector: GroupTaylorCollector | None = None
         super().__init__(model, config_list, **options)
 
     def is_global(self, entry) -> bool:
@@ -200,8 +216,32 @@ class TaylorFOWeightFilterPruner(DataDrivenFilterPruner):
         return self.global_sort or super().is_global(entry)
 
     def make_collector(self, limit: int | None) -> Collector:
-        """The collector of ``(w * dL/dw)^2`` per filter over at most ``limit`` batches."""
-        return TaylorCollector(self.targets, limit, self.bound_model)
+        """The collector of ``(w * dL/dw)^2`` per filter (``importance='group'``: of the
+        signed ``w * dL/dw`` sums of every coupled slice) over at most ``limit`` batches."""
+        if self.importance != 'group':
+            return TaylorCollector(self.targets, limit, self.bound_model)
+        groups, _ = dependency_structure(self.bound_model, self.dummy_input)
+        mine = [g for g in groups if any(n in self.targets for n in g.names)]
+        return GroupTaylorCollector(self.targets, mine, self.bound_model, limit)
 
-    def compute_scores(self, collected: TaylorCollector) -> Scores:
-        return {n: collected.contributions[n] for n in self.targets}
+    def compute_scores(self, collected: Collector) -> Scores:
+        if not isinstance(collected, GroupTaylorCollector):
+            return {n: collected.contributions[n] for n in self.targets}
+        self._group_collector = collected
+        scores = {}
+        for group in collected.groups:  # a layer's channels score as their group's
+            total = collected.group_scores(group)
+            for n in group.names:
+                if n in self.targets:
+                    scores[n] = total[group.channels[n]]
+        missing = [n for n in self.targets if n not in scores]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: importance='group' found no channel group for "
+                             f"{', '.join(repr(n) for n in missing)} in the traced model.")
+        return scores
+
+    def group_channel_scores(self, group: Any) -> torch.Tensor | None:
+        """Group Taylor scores per channel of ``group`` (``importance='group'``), else None."""
+        if self._group_collector is None:
+            return None
+        return self._group_collector.group_scores(group)

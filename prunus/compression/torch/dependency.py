@@ -55,8 +55,7 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
         if len(names) < 2 and group.groups == 1 and not by_group:
             continue  # the layer's own keep stands
         if by_group:
-            total = group_importance(group, modules, pruner.group_p, pruner.group_reduction,
-                                     pruner.group_normalization).numpy()
+            total = group_channel_scores(pruner, group, modules)
         else:
             total = _group_scores(group, names, scores)
         sparsity = max(pruner.sparsity_of(pruner.entry_of[n]) for n in names)
@@ -68,6 +67,17 @@ def dependency_keeps(pruner: Any, scores: dict[str, torch.Tensor],
         _even_splits(groups, splits, keeps, scores,
                      {n for n, m in modules.items() if specs.mixes_channels(m)})
     return keeps
+
+
+def group_channel_scores(pruner: Any, group: Any, modules: dict) -> np.ndarray:
+    """The pruner's own group score (``pruner.group_channel_scores``, e.g. group Taylor)
+    or :func:`group_importance` over the coupled weights."""
+    own = getattr(pruner, 'group_channel_scores', None)
+    scores = own(group) if own is not None else None
+    if scores is not None:
+        return scores.detach().double().cpu().numpy()
+    return group_importance(group, modules, pruner.group_p, pruner.group_reduction,
+                            pruner.group_normalization).numpy()
 
 
 def _group_scores(group: Any, names: list[str], scores: dict[str, torch.Tensor]) -> np.ndarray:

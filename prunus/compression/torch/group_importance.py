@@ -58,7 +58,7 @@ def _norm(rows: torch.Tensor, p: int) -> torch.Tensor:
     return (rows if p == 1 else rows.pow(p)).sum(1)
 
 
-def _input_rows(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+def input_rows(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
     """``weight`` as one row per input channel (feature) of ``module``."""
     if isinstance(module, specs.CONV_TRANSPOSE):
         return weight.reshape(weight.shape[0], -1)
@@ -105,7 +105,7 @@ def group_importance(group: Any, modules: dict[str, nn.Module], p: int = 1,
         return parts[0].nan_to_num(0.0)
     for name, (idx, pos) in group.consumers.items():
         module = modules[name]
-        rows = _input_rows(module, module.weight)
+        rows = input_rows(module, module.weight)
         parts.append(_scatter(group.size, pos, _norm(rows[idx], p)))
     scores = torch.stack(parts)
     if normalization is not None:

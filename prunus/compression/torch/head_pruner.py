@@ -10,7 +10,13 @@ Criteria (``ranking_criterion``):
 * ``l1_weight`` / ``l2_weight``: the mean over Q, K, V of the L1 / L2 norm of the head's rows;
 * ``l1_activation``: sum of |x| over the head's part of the output projection's input;
 * ``l2_activation``: sum over tokens of the L2 norm of the head's part of that input;
-* ``taylorfo``: sum of |x * dL/dx| there (Michel et al. 2019, Molchanov et al. 2017).
+* ``taylorfo``: sum of |x * dL/dx| there (Michel et al. 2019, Molchanov et al. 2017);
+* ``taylorfo_group`` (prunus): the squared first-order loss change of removing the head,
+  per batch, summed: ``(sum w * dL/dw)^2`` over its V rows and biases and its output
+  columns, the slices whose zeroing removes it (Molchanov et al. 2019;
+  :mod:`prunus.compression.torch.taylor_group`). Without
+  labels, have ``forward_runner`` back-propagate a
+  :class:`~prunus.compression.torch.taylor_group.RandomProjectionLoss`.
 
 The activation criteria run ``forward_runner(model)``; ``taylorfo`` also needs gradients,
 so its ``forward_runner`` calls ``loss.backward()`` (or ``trainer`` runs one epoch).
@@ -37,10 +43,11 @@ from .base import Pruner, Scores
 from .head_gqa import choose_gqa_heads
 from .head_unsupported import unsupported_attention
 from .head_groups import HeadGroup, find_groups, groups_from_names, mask_heads, tie_scores
-from .head_scores import HeadStatistics, weight_scores
+from .head_scores import HeadStatistics, HeadTaylorGroup, weight_scores
 from prunus.layers.torch.masking import Masks, apply_masks
 
-CRITERIA = ('l1_weight', 'l2_weight', 'l1_activation', 'l2_activation', 'taylorfo')
+CRITERIA = ('l1_weight', 'l2_weight', 'l1_activation', 'l2_activation', 'taylorfo',
+            'taylorfo_group')
 _SUPPORTED = ('Linear', 'Conv1D', 'MultiheadAttention')
 
 
@@ -62,7 +69,7 @@ class TransformerHeadPruner(Pruner):
             attention; found from ``dummy_input`` when None.
         dummy_input: an example input, to find the attention groups.
         ranking_criterion: one of ``l1_weight``, ``l2_weight``, ``l1_activation``,
-            ``l2_activation``, ``taylorfo``.
+            ``l2_activation``, ``taylorfo``, ``taylorfo_group``.
         global_sort: rank the heads of all groups of an entry together (every group
             keeps one head at least) instead of each group on its own.
         num_iterations: prune in this many steps of growing sparsity.
@@ -117,8 +124,8 @@ class TransformerHeadPruner(Pruner):
         if ranking_criterion.endswith('activation') and forward_runner is None:
             raise ValueError(f"{owner}: ranking_criterion='{ranking_criterion}' needs forward_runner "
                              'to run data through the model.')
-        if ranking_criterion == 'taylorfo' and forward_runner is None and trainer is None:
-            raise ValueError(f"{owner}: ranking_criterion='taylorfo' needs forward_runner (calling "
+        if ranking_criterion.startswith('taylorfo') and forward_runner is None and trainer is None:
+            raise ValueError(f"{owner}: ranking_criterion='{ranking_criterion}' needs forward_runner (calling "
                              'loss.backward()) or trainer to compute gradients.')
         if num_iterations > 1 and epochs_per_iteration > 0 and trainer is None:
             raise ValueError(f'{owner}: num_iterations={num_iterations} with epochs_per_iteration='
@@ -203,11 +210,14 @@ class TransformerHeadPruner(Pruner):
         return bound
 
     # -- stages ----------------------------------------------------------------------
-    def collect(self) -> HeadStatistics | None:
+    def collect(self) -> HeadStatistics | HeadTaylorGroup | None:
         if self.ranking_criterion.endswith('weight'):
             return None
-        stats = HeadStatistics(self.bound_model, self.masking_groups, self.ranking_criterion,
-                               self.prune_head_dims).start()
+        if self.ranking_criterion == 'taylorfo_group':
+            stats = HeadTaylorGroup(self.bound_model, self.masking_groups, self.prune_head_dims).start()
+        else:
+            stats = HeadStatistics(self.bound_model, self.masking_groups, self.ranking_criterion,
+                                   self.prune_head_dims).start()
         try:
             if self.forward_runner is not None:
                 self.forward_runner(self.bound_model)
@@ -221,7 +231,7 @@ class TransformerHeadPruner(Pruner):
                              'output projections, so no head could be scored.')
         return stats
 
-    def compute_scores(self, collected: HeadStatistics | None) -> Scores:
+    def compute_scores(self, collected: HeadStatistics | HeadTaylorGroup | None) -> Scores:
         if collected is None:
             p = 1 if self.ranking_criterion == 'l1_weight' else 2
             return {g.name: weight_scores(self.bound_model, g, p, self.prune_head_dims)

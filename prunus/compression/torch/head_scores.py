@@ -132,3 +132,71 @@ def _stand_ins(model: nn.Module, groups: list[HeadGroup]) -> list:
 
 def _head_dim(groups: list[HeadGroup], name: str) -> int:
     return next(g.layout.head_dim for g in groups if g.name == name)
+
+
+class HeadTaylorGroup:
+    """Group Taylor scores of heads (``taylorfo_group``): per batch (one model call) the
+    signed sum of ``w * dL/dw`` over each head's V rows and biases and its output columns,
+    the first-order loss change of removing the head; squared, summed over batches (see
+    :mod:`prunus.compression.torch.taylor_group`). Q and K rows are left out: zeroing them
+    does not remove the head (its attention becomes uniform), so their gradient estimates
+    another change. Same interface as :class:`HeadStatistics`."""
+
+    def __init__(self, model: nn.Module, groups: list[HeadGroup], per_dim: bool = False):
+        self.model, self.groups, self.per_dim = model, groups, per_dim
+        self.signed: list[dict[int, torch.Tensor]] = [{} for _ in groups]
+        self.batches = 0
+        self._handles: list[Any] = []
+
+    def _units(self, group: HeadGroup) -> int:
+        return group.layout.inner if self.per_dim else group.num_heads
+
+    def start(self) -> 'HeadTaylorGroup':
+        self._handles.append(self.model.register_forward_pre_hook(self._count))
+        uses: dict[int, tuple[torch.Tensor, list]] = {}
+        for i, group in enumerate(self.groups):
+            lay = group.layout
+            # under grouped-query attention a V head serves several query heads and goes
+            # with none of them alone: only the output columns are a query head's own
+            owned = (lay.out,) if lay.kv_heads != lay.num_heads else (lay.v, lay.out)
+            for s in owned:
+                module = self.model.get_submodule(s.module)
+                for pname, axis in ((s.weight, s.axis), (s.bias, 0)):
+                    if pname is None or (s is lay.out and pname == s.bias):
+                        continue  # the output bias is no head's
+                    param = getattr(module, pname)
+                    uses.setdefault(id(param), (param, []))[1].append((i, axis, s))
+        for param, slices in uses.values():
+            if param.requires_grad:
+                self._handles.append(param.register_hook(self._hook(param, slices)))
+        return self
+
+    def _count(self, module, args) -> None:
+        self.batches += 1
+
+    def _hook(self, param: torch.Tensor, slices: list):
+        def record(grad):
+            wg = param.detach() * grad.detach()
+            for i, axis, piece in slices:
+                units = self._units(self.groups[i])
+                part = _head_blocks(wg, axis, piece, units, self.groups[i].layout.inner // units)
+                value = part.sum(1).cpu()
+                store = self.signed[i]
+                store[self.batches] = store[self.batches] + value if self.batches in store else value
+        return record
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def scores(self, index: int) -> torch.Tensor:
+        store = self.signed[index]
+        if not store:
+            name = self.groups[index].name
+            raise ValueError(f"TransformerHeadPruner: no gradient reached the projections of '{name}'; "
+                             "with ranking_criterion='taylorfo_group' the forward_runner (or trainer) "
+                             'must call loss.backward().')
+        total = sum(v.pow(2) for v in store.values())
+        lay = self.groups[index].layout
+        return total.view(lay.num_heads, lay.head_dim) if self.per_dim else total

@@ -215,7 +215,10 @@ class _AttentionBase(Handler):
         return w.shape[1 - lay.q.axis]
 
     def prune_in(self, module, keep):
-        for owner, slices in _projections(module, self.layout(module)):
+        lay = self.layout(module)
+        # Swin derives its head width from the input width: narrower input, same heads
+        to_head_pruned(module, lay.head_dim)
+        for owner, slices in _projections(module, lay):
             name = slices[0].weight
             _set(owner, name, _take(getattr(owner, name).data, 1 - slices[0].axis, keep))
             _refresh(owner)
