@@ -114,6 +114,30 @@ def lm_sequences(stream: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     return torch.stack([stream[s:s + SEQ] for s in starts.tolist()])
 
 
+def train_lm(model, stream: torch.Tensor, lr: float, batch: int, seconds: float, wall_cap: float,
+             warmup: int = 0) -> None:
+    """AdamW next-token training on random windows of ``stream`` for ``seconds`` of CPU
+    time (wall time capped at ``wall_cap`` times that: the machine is shared), linear
+    warm-up over ``warmup`` steps, gradients clipped to norm 1."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  weight_decay=0.01)
+    model.train()
+    start, wall, step = time.process_time(), time.time(), 0
+    while time.process_time() - start < seconds and time.time() - wall < wall_cap * seconds:
+        for group in optimizer.param_groups:
+            group['lr'] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+        ids = lm_sequences(stream, batch, seed=step)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        if step % 50 == 0:
+            print(f'step {step}, loss {float(loss):.3f}', flush=True)
+    print(f'trained {step} steps, last loss {float(loss):.3f}', flush=True)
+
+
 def trained_lm(seconds: float = 150.0):
     """A byte-level Llama-style LM trained on the standard library's sources for
     ``seconds`` of CPU time (the machine is shared; wall time is capped at 4x), cached."""
@@ -125,18 +149,7 @@ def trained_lm(seconds: float = 150.0):
     model = LlamaForCausalLM(lm_config())
     train, _ = split_files(stdlib_files())
     stream = byte_stream(train)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    model.train()
-    start, wall, step = time.process_time(), time.time(), 0
-    while time.process_time() - start < seconds and time.time() - wall < 4 * seconds:
-        batch = lm_sequences(stream, 16, seed=step)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        step += 1
-    print(f'trained {step} steps, last loss {float(loss):.3f}', flush=True)
+    train_lm(model, stream, lr=3e-3, batch=16, seconds=seconds, wall_cap=4)
     LM_CACHE.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(LM_CACHE))
     byte_tokenizer().save_pretrained(str(LM_CACHE))
@@ -201,22 +214,7 @@ def trained_clm(seconds: float = 900.0):
     model = BertLMHeadModel.from_pretrained(path, config=BertConfig.from_pretrained(path, is_decoder=True))
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
     train, _ = token_streams(tokenizer)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.01)
-    model.train()
-    start, wall, step = time.process_time(), time.time(), 0
-    while time.process_time() - start < seconds and time.time() - wall < 3 * seconds:
-        for group in optimizer.param_groups:
-            group['lr'] = 2e-4 * min(1.0, (step + 1) / 20)
-        batch = lm_sequences(train, 8, seed=step)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        step += 1
-        if step % 50 == 0:
-            print(f'step {step}, loss {float(loss):.3f}', flush=True)
-    print(f'trained {step} steps, last loss {float(loss):.3f}', flush=True)
+    train_lm(model, train, lr=2e-4, batch=8, seconds=seconds, wall_cap=3, warmup=20)
     CLM_CACHE.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(CLM_CACHE))
     tokenizer.save_pretrained(str(CLM_CACHE))

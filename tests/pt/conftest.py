@@ -1,7 +1,6 @@
 import pytest
 
 torch = pytest.importorskip('torch')
-torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

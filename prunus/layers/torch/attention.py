@@ -78,6 +78,22 @@ def _bias_embedding(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor)
             _set(child, 'relative_position_bias_table', _take(table.data, 1, keep))
 
 
+def _keep_rows(module: nn.Module, owner: nn.Module, s: Slice, index: torch.Tensor) -> None:
+    """Keeps rows ``index`` (along ``s.axis``) of a projection's weight and its bias."""
+    _set(owner, s.weight, _take(getattr(owner, s.weight).data, s.axis, index))
+    if s.bias is not None and getattr(owner, s.bias) is not None:
+        _set(owner, s.bias, _take(getattr(owner, s.bias).data, 0, index))
+    if owner is not module:
+        _refresh(owner)
+
+
+def _keep_out_columns(module: nn.Module, out: Slice, index: torch.Tensor) -> None:
+    """Keeps inputs ``index`` of the output projection (its bias is no head's)."""
+    owner = out.owner(module)
+    _set(owner, out.weight, _take(getattr(owner, out.weight).data, out.axis, index))
+    _refresh(owner)
+
+
 def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> None:
     """Keep only heads ``keep`` (sorted indices): Q/K/V rows, output columns, attributes."""
     dim = lay.head_dim
@@ -89,21 +105,11 @@ def remove_heads(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) ->
     to_head_pruned(module, dim)
     which = {id(lay.q): 'q', id(lay.k): 'k', id(lay.v): 'v'}
     for owner, slices in _projections(module, lay):
-        axis = slices[0].axis
         index = torch.cat([_rows(s, slice_heads(lay, which[id(s)], keep), dim)
                            for s in slices]).sort().values  # interleaved slices: in weight order
-        weight = getattr(owner, slices[0].weight)
-        _set(owner, slices[0].weight, _take(weight.data, axis, index))
-        bias = slices[0].bias
-        if bias is not None and getattr(owner, bias) is not None:
-            _set(owner, bias, _take(getattr(owner, bias).data, 0, index))
-        if owner is not module:
-            _refresh(owner)
+        _keep_rows(module, owner, slices[0], index)
     if lay.out is not None:
-        out = lay.out.owner(module)
-        _set(out, lay.out.weight, _take(getattr(out, lay.out.weight).data, lay.out.axis,
-                                        _rows(lay.out, keep, dim)))
-        _refresh(out)
+        _keep_out_columns(module, lay.out, _rows(lay.out, keep, dim))
     update_kv_attrs(module, lay, keep)  # Falcon keeps num_kv_heads == num_heads without GQA
     if lay.heads_attr:
         setattr(module, lay.heads_attr, len(keep))
@@ -168,18 +174,10 @@ def remove_dims(module: nn.Module, lay: AttentionLayout, keep: torch.Tensor) -> 
     h, d, new = lay.num_heads, lay.head_dim, keep.shape[1]
     flat = (torch.arange(h).unsqueeze(1) * d + keep).reshape(-1)
     for owner, slices in _projections(module, lay):
-        axis = slices[0].axis
         index = torch.cat([s.start + flat for s in sorted(slices, key=lambda s: s.start)])
-        _set(owner, slices[0].weight, _take(getattr(owner, slices[0].weight).data, axis, index))
-        bias = slices[0].bias
-        if bias is not None and getattr(owner, bias) is not None:
-            _set(owner, bias, _take(getattr(owner, bias).data, 0, index))
-        if owner is not module:
-            _refresh(owner)
+        _keep_rows(module, owner, slices[0], index)
     if lay.out is not None:
-        out = lay.out.owner(module)
-        _set(out, lay.out.weight, _take(getattr(out, lay.out.weight).data, lay.out.axis, flat))
-        _refresh(out)
+        _keep_out_columns(module, lay.out, flat)
     for attr in HEAD_DIM_ATTRS:
         if module.__dict__.get(attr) == d:
             setattr(module, attr, new)
