@@ -9,6 +9,9 @@ fine-tune (``finetune_models.train``: Adam, batch 32, same epochs and learning r
 * ``speedup``: the same masks, ``prunus.speedup``, then the fine-tune;
 * ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (defaults: reduction
   ``'mean'`` over raw L1 magnitudes, no normalization), speedup, fine-tune;
+* ``speedup-recon``: the same group choice, then ``reconstruct`` with its defaults
+  (least-squares refit of every conv against the dense model on 1,024 training images;
+  the classifier, the model's head, left alone), then speedup and fine-tune;
 * ``tp``: Torch-Pruning ``MetaPruner`` with ``MagnitudeImportance(p=1)``, the same
   pruning ratio per layer and the same ignored layer (the classifier), then the fine-tune.
 
@@ -18,6 +21,11 @@ model (``torch.utils.benchmark``, all models of a seed timed interleaved, median
 second table: ``round_to=8`` against none, MAC ratio against latency ratio.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/finetune_quality.py
+
+The fine-tune is the same for every flow: ``--ft-epochs``, ``--ft-lr`` and ``--schedule``
+(``constant``, or ``cosine`` decay to zero). Under a constant learning rate the last
+epoch's accuracy swings by about a point from epoch to epoch, so single rows are noisy:
+the verdict gives each difference to Torch-Pruning with its standard error over seeds.
 
 Parts can run in parallel (``--models plain --json a.json``, ...) and be joined with
 ``--combine a.json b.json c.json``.
@@ -41,10 +49,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(__file__))
 from finetune_models import MODELS, accuracy, digits, train  # noqa: E402
 
-from prunus.compression.torch import L1FilterPruner  # noqa: E402
+from prunus.compression.torch import L1FilterPruner, reconstruct  # noqa: E402
 from prunus.speedup import speedup  # noqa: E402
 
-FLOWS = ['dense+ft', 'masked', 'speedup', 'speedup-group', 'tp']
+FLOWS = ['dense+ft', 'masked', 'speedup', 'speedup-group', 'speedup-recon', 'tp']
+SPED = ('speedup', 'speedup-group', 'speedup-recon')
+CALIBRATION = 1024  # training images the reconstruction fits on, in batches of 256
 
 
 def macs(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -56,7 +66,7 @@ def macs(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def prunus_flow(dense, x, ratio, importance, sped: bool, round_to=None):
+def prunus_flow(dense, x, ratio, importance, sped: bool, round_to=None, calibration=None):
     model = copy.deepcopy(dense)
     kwargs = {} if importance is None else {'importance': importance}
     if round_to:
@@ -64,6 +74,8 @@ def prunus_flow(dense, x, ratio, importance, sped: bool, round_to=None):
     pruner = L1FilterPruner(model, [{'sparsity': ratio, 'op_types': ['Conv2d']}],
                             dependency_aware=True, dummy_input=x, **kwargs)
     pruner.compress()
+    if calibration is not None:
+        reconstruct(model, dense, calibration)
     return speedup(model, x, pruner) if sped else model
 
 
@@ -112,12 +124,14 @@ def run_seed(arch: str, seed: int, ratio: float, args) -> dict[str, dict]:
         'masked': prunus_flow(dense, x, ratio, None, False),
         'speedup': prunus_flow(dense, x, ratio, None, True),
         'speedup-group': prunus_flow(dense, x, ratio, 'group', True),
+        'speedup-recon': prunus_flow(dense, x, ratio, 'group', True,
+                                     calibration=list(train_set[0][:CALIBRATION].split(256))),
         'tp': tp_flow(dense, x, ratio),
     }
     out = {}
     for flow, model in made.items():
         removal = accuracy(model, test_set)
-        train(model, train_set, args.ft_epochs, args.ft_lr, seed + 100)
+        train(model, train_set, args.ft_epochs, args.ft_lr, seed + 100, args.schedule)
         out[flow] = {'removal': removal, 'final': accuracy(model, test_set),
                      'params': sum(p.numel() for p in model.parameters()),
                      'macs': macs(model, one)}
@@ -174,6 +188,13 @@ def table(results: dict, seeds: list[int]) -> list[str]:
     return lines
 
 
+def _paired(per_seed: dict, seeds: list[str], flow: str, other: str) -> tuple[float, float]:
+    """Mean and standard error over seeds of ``flow``'s final accuracy minus ``other``'s."""
+    diff = [per_seed[s][flow]['final'] - per_seed[s][other]['final'] for s in seeds]
+    err = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0.0
+    return statistics.mean(diff), err
+
+
 def verdict(results: dict, seeds: list[int]) -> list[str]:
     lines = []
     for key, per_seed in results.items():
@@ -181,17 +202,19 @@ def verdict(results: dict, seeds: list[int]) -> list[str]:
 
         def mean(flow, key):
             return statistics.mean(per_seed[s][flow][key] for s in seeds)
-        best = max(('speedup', 'speedup-group'), key=lambda f: mean(f, 'final'))
-        for flow in ('speedup', 'speedup-group'):
-            vs_tp = mean(flow, 'final') - mean('tp', 'final')
-            vs_masked = mean(flow, 'final') - mean('masked', 'final')
+        flows = [f for f in SPED if f in per_seed[seeds[0]]]
+        best = max(flows, key=lambda f: mean(f, 'final'))
+        for flow in flows:
+            vs_tp, err = _paired(per_seed, seeds, flow, 'tp')
+            vs_masked, err_masked = _paired(per_seed, seeds, flow, 'masked')
             fewer = mean(flow, 'macs') <= mean('tp', 'macs')
             missed = [what for what, bad in (('below Torch-Pruning', vs_tp < 0 or not fewer),
                                              ('> 0.5 pt below masked', vs_masked < -0.5))
                       if bad]
-            lines.append(f'- {arch} {ratio:.0%} {flow}: {vs_tp:+.2f} pt vs Torch-Pruning '
-                         f'({"equal or fewer" if fewer else "more"} MACs), {vs_masked:+.2f} pt '
-                         f'vs prunus masked{" (best prunus scoring)" if flow == best else ""}: '
+            lines.append(f'- {arch} {ratio:.0%} {flow}: {vs_tp:+.2f} +- {err:.2f} pt vs '
+                         f'Torch-Pruning ({"equal or fewer" if fewer else "more"} MACs), '
+                         f'{vs_masked:+.2f} +- {err_masked:.2f} pt vs prunus masked'
+                         f'{" (best prunus flow)" if flow == best else ""}: '
                          + ('targets met' if not missed else 'missed: ' + ', '.join(missed)))
     return lines
 
@@ -203,7 +226,8 @@ def _measure(args) -> dict:
         for ratio in args.ratios:
             key = f'{arch}@{ratio}'
             results[key] = {str(s): run_seed(arch, s, ratio, args) for s in args.seeds}
-            rounds[key] = round_to_rows(arch, ratio, args.seeds[0], args)
+            if not args.skip_round_to:
+                rounds[key] = round_to_rows(arch, ratio, args.seeds[0], args)
             print(f'{arch} {ratio}: done ({time.perf_counter() - start:.0f} s)', flush=True)
     return {'results': results, 'rounds': rounds, 'seconds': time.perf_counter() - start,
             'argv': sys.argv[1:]}
@@ -214,7 +238,8 @@ def _combine(paths: list[str]) -> dict:
     for path in paths:
         with open(path) as f:
             part = json.load(f)
-        out['results'].update(part['results'])
+        for key, per_seed in part['results'].items():  # parts may split models or seeds
+            out['results'].setdefault(key, {}).update(per_seed)
         out['rounds'].update(part['rounds'])
         out['seconds'] = max(out['seconds'], part['seconds'])
         out['argv'].append(' '.join(part['argv']))
@@ -222,20 +247,23 @@ def _combine(paths: list[str]) -> dict:
 
 
 def _document(data: dict, args, command: str) -> list[str]:
-    seeds = [str(s) for s in args.seeds]
+    seeds = sorted({s for per_seed in data['results'].values() for s in per_seed}, key=int)
     return ['# Fine-tune quality: prunus masked / sped-up against Torch-Pruning', '',
             f'Command: `{command}`', '',
             f'torch {torch.__version__}, torch-pruning {tp.__version__}; seeds '
             f'{", ".join(seeds)}; dense training {args.epochs} epochs (Adam, lr {args.lr}), '
-            f'fine-tune {args.ft_epochs} epochs (Adam, lr {args.ft_lr}) for every flow; 450 '
+            f'fine-tune {args.ft_epochs} epochs (Adam, lr {args.ft_lr}, {args.schedule}) for '
+            'every flow; 450 '
             'test images per seed (one image = 0.22 pt). MACs at batch 1 (the masked model '
             'computes at dense cost). Latency: batch-1 CPU, one thread, median of interleaved '
             '`torch.utils.benchmark` rounds, relative to the dense model; on a shared '
             'machine expect ~10% noise, and at these tiny sizes per-call overhead dominates.',
             '', *table(data['results'], seeds), '', '## Against the targets', '',
-            *verdict(data['results'], seeds), '', '## round_to=8: MACs against latency '
-            f'(seed {seeds[0]}, group importance, no fine-tune needed)', '',
-            *round_table(data['rounds']), '', f'Wall time {data["seconds"]:.0f} s.']
+            *verdict(data['results'], seeds), '',
+            *(['## round_to=8: MACs against latency '
+               f'(seed {seeds[0]}, group importance, no fine-tune needed)', '',
+               *round_table(data['rounds']), ''] if data['rounds'] else []),
+            f'Wall time {data["seconds"]:.0f} s.']
 
 
 def main() -> None:
@@ -245,8 +273,11 @@ def main() -> None:
     parser.add_argument('--ratios', type=float, nargs='+', default=[0.5, 0.75])
     parser.add_argument('--epochs', type=int, default=8)
     parser.add_argument('--lr', type=float, default=3e-3)
-    parser.add_argument('--ft-epochs', type=int, default=5)
-    parser.add_argument('--ft-lr', type=float, default=3e-3)
+    parser.add_argument('--ft-epochs', type=int, default=3)
+    parser.add_argument('--ft-lr', type=float, default=1e-3)
+    parser.add_argument('--schedule', choices=['constant', 'cosine'], default='constant')
+    parser.add_argument('--skip-round-to', action='store_true',
+                        help='leave out the round_to latency table')
     parser.add_argument('--json', help='write the raw measurements here (a part)')
     parser.add_argument('--combine', nargs='+', help='join parts written with --json')
     parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results',

@@ -20,11 +20,14 @@ from torch.utils import benchmark
 from tqdm.auto import tqdm
 
 from prunus.compression import get_pruner
-from prunus.compression.torch import get_masks
+from prunus.compression.torch import get_masks, reconstruct
 from prunus.compression.torch.flops import module_flops
 from prunus.speedup import speedup
 
-ONE_SHOT = ('level', 'l1', 'l2', 'fpgm', 'slim', 'apoz', 'mean_activation', 'taylorfo')
+# Group importance, then the pruned model refit to the dense one (reconstruct): the flow that
+# fine-tunes best in benchmarks/finetune_quality.py.
+RECONSTRUCTED = 'l1+reconstruct'
+ONE_SHOT = ('level', 'l1', 'l2', 'fpgm', 'slim', 'apoz', 'mean_activation', 'taylorfo', RECONSTRUCTED)
 
 
 class DigitsCNN(nn.Module):
@@ -172,6 +175,12 @@ def prune_one(name: str, dense: nn.Module, sparsity: float, calib: list, train_d
     model = copy.deepcopy(dense)
     op_types = ['BatchNorm2d'] if name == 'slim' else ['Conv2d']
     config = [{'sparsity': sparsity, 'op_types': op_types}]
+    if name == RECONSTRUCTED:
+        images = [x for x, _ in calib]
+        get_pruner('l1')(model, config, dependency_aware=True, dummy_input=images[0][:2],
+                         importance='group').compress()
+        reconstruct(model, dense, images)
+        return model
     kwargs = _pruner_kwargs(name, calib, model, train_data)
     return get_pruner(name)(model, config, **kwargs).compress()
 

@@ -20,6 +20,7 @@ from .nni_utils import (ChannelDependency, GroupDependency, count_flops_params, 
                         not_safe_to_prune)
 from prunus.layers.torch.masking import apply_masks, get_masks, strip
 from .pruners import LevelPruner, SlimPruner
+from .reconstruction import Refit, reconstruct
 from .nni_compat import (AGPPruner, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner, FPGMPruner,
                          L1FilterPruner, L2FilterPruner, TaylorFOWeightFilterPruner)
 from .post_training import SparseGPTPruner, WandaPruner
@@ -36,7 +37,7 @@ __all__ = [
     'Pruner', 'LevelPruner', 'L1FilterPruner', 'L2FilterPruner', 'FPGMPruner', 'SlimPruner',
     'ActivationAPoZRankFilterPruner', 'ActivationMeanRankFilterPruner', 'TaylorFOWeightFilterPruner',
     'apply_compression_results', 'load_masks', 'apply_masks', 'get_masks', 'strip',
-    'bn_l1_penalty', 'SparsityReport',
+    'bn_l1_penalty', 'SparsityReport', 'reconstruct', 'Refit',
     'AGPPruner', 'LotteryTicketPruner', 'ADMMPruner',
     'Pruning', 'pruning', 'common', 'prepare_pruning', 'WeightPruningConfig', 'load_pruning_yaml',
     'average_scores', 'broadcast_masks',

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 
-class _Stop(Exception):
+class StopForward(Exception):
     """Raised by a hook to end a forward pass early once the wanted inputs are captured."""
 
 
@@ -167,7 +167,7 @@ def run_until_done(model: nn.Module, batches: list[Any], modules: list[nn.Module
         for batch in batches[1:]:
             try:
                 call_model(model, batch, input_device(model))
-            except _Stop:
+            except StopForward:
                 pass
     finally:
         if handle is not None:
@@ -175,7 +175,7 @@ def run_until_done(model: nn.Module, batches: list[Any], modules: list[nn.Module
 
 
 def _raise_stop(module: nn.Module, args: tuple, output: Any) -> None:
-    raise _Stop
+    raise StopForward
 
 
 class BlockInputs:
@@ -196,13 +196,13 @@ class BlockInputs:
             args = args[1:] if positional else args
             kwargs = {k: v for k, v in kwargs.items() if k != 'hidden_states'}
             self.rest.append((to_device(args, self.store), to_device(kwargs, self.store), positional))
-            raise _Stop
+            raise StopForward
         handle = first_block.register_forward_pre_hook(grab, with_kwargs=True)
         try:
             for batch in batches:
                 try:
                     call_model(model, batch, input_device(model))
-                except _Stop:
+                except StopForward:
                     pass
         finally:
             handle.remove()
