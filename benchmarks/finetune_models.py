@@ -56,7 +56,48 @@ class SeparableCNN(nn.Module):
         return self.fc(self.features(x))
 
 
-MODELS = {'plain': PlainCNN, 'residual': ResidualCNN, 'separable': SeparableCNN}
+class VGGStyle(nn.Module):
+    """Conv + ReLU without BatchNorm, a max-pool, and a hidden Linear before the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 48, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Flatten())
+        self.hidden = nn.Linear(192, 64)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.hidden(self.features(x))))
+
+
+class _Basic(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_cbr(cin, cout, stride), *_cbr(cout, cout)[:2])
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNetStyle(nn.Module):
+    """A stem and three basic blocks, the second with a strided 1x1 projection shortcut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(*_cbr(1, 24))
+        self.blocks = nn.Sequential(_Basic(24, 24), _Basic(24, 48, 2), _Basic(48, 48))
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+MODELS = {'plain': PlainCNN, 'residual': ResidualCNN, 'separable': SeparableCNN,
+          'vgg': VGGStyle, 'resnet': ResNetStyle}
 
 
 def digits(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:

@@ -13,7 +13,7 @@ fine-tune (``finetune_models.train``: Adam, batch 32, same epochs and learning r
   (least-squares refit of every conv against the dense model on 1,024 training images;
   the classifier, the model's head, left alone), then speedup and fine-tune;
 * ``tp``: Torch-Pruning ``MetaPruner`` with ``MagnitudeImportance(p=1)``, the same
-  pruning ratio per layer and the same ignored layer (the classifier), then the fine-tune.
+  pruning ratio per layer and the same ignored layers (every Linear), then the fine-tune.
 
 Reported per flow (mean over seeds): accuracy right after removal and after the
 fine-tune, parameters, MACs at batch 1, and batch-1 CPU latency relative to the dense
@@ -81,8 +81,10 @@ def prunus_flow(dense, x, ratio, importance, sped: bool, round_to=None, calibrat
 
 def tp_flow(dense, x, ratio, round_to=None):
     model = copy.deepcopy(dense)
+    # prunus prunes the convs only: Torch-Pruning leaves every Linear alone too
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                  pruning_ratio=ratio, ignored_layers=[model.fc],
+                                  pruning_ratio=ratio, ignored_layers=linears,
                                   round_to=round_to)
     pruner.step()
     return model
