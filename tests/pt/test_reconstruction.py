@@ -221,3 +221,28 @@ def test_on_real_digits_the_refit_model_is_far_more_accurate_right_after_removal
     reconstruct(refit, dense, list(x[:1024].split(256)))
     assert accuracy(dense) > 0.85
     assert accuracy(refit) > accuracy(plain) + 0.2
+
+
+def test_a_hugging_face_classifier_with_keyword_batches():
+    transformers = pytest.importorskip('transformers')
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32, num_labels=3)
+    torch.manual_seed(0)
+    dense = transformers.BertForSequenceClassification(config).eval()
+    model = copy.deepcopy(dense)
+    from prunus.compression.torch import apply_masks
+    rows = torch.ones(32, 16)
+    rows[::2] = 0  # half of the first FFN's neurons
+    apply_masks(model, {'bert.encoder.layer.0.intermediate.dense':
+                        {'weight': rows, 'bias': rows[:, 0].clone()}})
+    g = torch.Generator().manual_seed(3)
+    batches = [{'input_ids': torch.randint(0, 50, (8, 6), generator=g)} for _ in range(3)]
+    def lengths():
+        head = model.classifier
+        return (head.weight.detach().pow(2).sum(1) + head.bias.detach().pow(2)).sqrt()
+    before = lengths()
+    report = reconstruct(model, dense, batches)
+    assert 'bert.encoder.layer.0.output.dense' in report  # reads the pruned neurons
+    assert 'classifier' in report  # the head: turned, lengths kept
+    assert torch.allclose(lengths(), before, rtol=1e-5)
+    assert all(r.after <= r.before for r in report.values())

@@ -115,11 +115,11 @@ def _call_order(model: nn.Module, batch: Any, names: list[str]
     """The layers in the order they first run, how often each runs per batch, and those
     whose output is (a view of) one of the model's outputs: its heads."""
     modules = dict(model.named_modules())
-    seen: list[tuple[str, int]] = []
-
-    def hook(module, args, output, name):
-        seen.append((name, output.untyped_storage().data_ptr()))
-    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in names]
+    # the outputs are held until compared: a freed one's memory could be reused by the
+    # model's output and look like it
+    seen: list[tuple[str, torch.Tensor]] = []
+    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: seen.append((n, o)))
+               for n in names]
     try:
         outputs = call_model(model, batch, input_device(model))
     finally:
@@ -128,7 +128,8 @@ def _call_order(model: nn.Module, batch: Any, names: list[str]
     final = {t.untyped_storage().data_ptr() for t in _tensors(outputs)}
     calls = {n: [s for s, _ in seen].count(n) for n, _ in seen}
     order = list(dict.fromkeys(n for n, _ in seen))
-    return order, calls, {n for n, ptr in seen if ptr in final}
+    heads = {n for n, out in seen if out.untyped_storage().data_ptr() in final}
+    return order, calls, heads
 
 
 def _capture(model: nn.Module, module: nn.Module, batch: Any, calls: int) -> list[tuple]:
