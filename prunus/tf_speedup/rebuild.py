@@ -1,5 +1,6 @@
 """Building the smaller model from an :class:`~.analysis.Analysis`: new configs, sliced
-weights and folded (or carried) constants, layer by layer through the same graph."""
+weights and folded constants (into the bias, or a frozen constant path), layer by layer
+through the same graph."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +10,7 @@ import numpy as np
 from keras import tree
 
 from prunus.compression.errors import SpeedupError
+from prunus.layers.tf.constants import BUFFER, with_constants
 from prunus.layers.tf.handlers import layer_weights, weight_key
 
 from .analysis import Analysis
@@ -77,7 +79,7 @@ class Rebuilder:
                     else [v.numpy() for v in variables]
             if pruned:
                 self._prune(layer, plan, config, weights)
-            new = from_config(layer, config)
+            new = from_config(layer, config, frozen=pruned and BUFFER in weights)
         except Exception as exc:
             raise SpeedupError(f"speedup cannot rebuild layer '{layer.name}' "
                                f'({type(layer).__name__}): {exc}') from exc
@@ -90,12 +92,9 @@ class Rebuilder:
         if plan.role == 'mixing':
             in_keep, out_keep = kept(plan.in_ids[0]), kept(plan.out_ids)
             removed_const = np.where(in_keep, 0.0, plan.const_in)
-            delta = None
-            if plan.carrier is not None:  # zero padding: the constants ride on the carrier
-                plan.handler.carry_in(layer, weights, removed_const, plan.carrier,
-                                   float(plan.const_in[plan.carrier]))
-            elif removed_const.any():
-                delta = plan.handler.fold_in(layer, weights, removed_const)
+            # None: zero padding, so the handler put them in the frozen path (weights[BUFFER])
+            delta = plan.handler.fold_in(layer, weights, removed_const) \
+                if removed_const.any() else None
             plan.handler.prune_in(layer, config, weights, in_keep)
             if delta is not None:
                 if 'bias' not in weights:
@@ -110,13 +109,17 @@ class Rebuilder:
             config['target_shape'] = tuple(plan.out_shape[1:-1]) + (n_out,)
 
 
-def from_config(layer: keras.layers.Layer, config: dict) -> keras.layers.Layer:
-    """A new layer like ``layer``. A ``Lambda`` is the same object again: it is stateless,
-    and rebuilding it would mean deserializing Python bytecode (Keras refuses that
-    outside ``safe_mode=False``, rightly, for files)."""
+def from_config(layer: keras.layers.Layer, config: dict, frozen: bool = False) -> keras.layers.Layer:
+    """A new layer like ``layer`` (``frozen``: its subclass with a frozen constant path).
+    A ``Lambda`` is the same object again: it is stateless, and rebuilding it would mean
+    deserializing Python bytecode (Keras refuses that outside ``safe_mode=False``,
+    rightly, for files)."""
     if isinstance(layer, keras.layers.Lambda):
         return layer
-    return type(layer).from_config(config)
+    cls = with_constants(type(layer)) if frozen else type(layer)
+    if cls is None:  # the handler said it can fold, but this type has no frozen path
+        raise SpeedupError(f'{type(layer).__name__} has no subclass with frozen constants')
+    return cls.from_config(config)
 
 
 def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list[np.ndarray]:

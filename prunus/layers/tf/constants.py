@@ -1,0 +1,158 @@
+"""What removed constant channels leave behind in a Keras model: frozen constant paths.
+
+A removed input channel that reaches a conv as a constant ``c_j`` (a BatchNorm shift after
+a pruned filter) adds ``W_j * c_j`` to the conv's output. Without zero padding that is a
+bias change; with it the constant meets the padding at the borders, so the rebuilt conv
+becomes e.g. :class:`Conv2DWithConstants`, a registered subclass holding a non-trainable
+weight ``carried_constants`` = ``sum_j c_j W_j`` (one input channel) and adding
+``conv(ones, carried_constants)`` with its own strides, padding and dilation before the
+bias and activation. Exact for any input size; no channel is kept for it, no weight of
+the kept channels changes, and a non-trainable weight gets no gradient, weight decay or
+optimizer state. The handlers (:mod:`.handlers`) compute the kernel; this module holds
+the layers. Importing it registers them, so ``keras.models.load_model`` reads a saved
+sped-up model once ``prunus.speedup.tf`` (or this module) is imported.
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+BUFFER = 'carried_constants'
+
+
+def _ones(layer, inputs):
+    """Batch 1, one channel, the input's spatial size: what a constant channel looks like."""
+    if layer.data_format != 'channels_last':
+        raise ValueError(f"'{layer.name}': frozen constant paths need channels_last")
+    return ops.ones_like(inputs[:1, ..., :1])
+
+
+def _finish(layer, outputs):
+    """Bias and activation, as the base layers apply them."""
+    if layer.use_bias:
+        outputs = ops.add(outputs, ops.reshape(layer.bias, (1,) * (layer.rank + 1) + (layer.filters,)))
+    return layer.activation(outputs) if layer.activation is not None else outputs
+
+
+class _WithConstants:
+    """The conv plus a frozen constant path (see the module docstring)."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        # zeros until the speedup sets it; trainable=False keeps it out of fit's updates
+        self.carried_constants = self.add_weight(
+            name=BUFFER, shape=self.constants_shape(), initializer='zeros', trainable=False,
+            dtype=self.dtype)
+
+    def constants_shape(self) -> tuple:
+        """Shape of the frozen kernel: the layer's kernel with one input channel."""
+        return tuple(self.kernel_size) + (1, self.filters)
+
+
+class _ConvWithConstants(_WithConstants):
+    # Keras's base conv saves and loads its kernel and bias only (by position): the frozen
+    # kernel goes after them
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built:
+            store[str(1 + bool(self.use_bias))] = self.carried_constants
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built:
+            self.carried_constants.assign(store[str(1 + bool(self.use_bias))])
+
+    def call(self, inputs):
+        ones, padding = _ones(self, inputs), self.padding
+        if padding == 'causal':  # Conv1D pads on the left itself: the ones must see it too
+            pads = self._compute_causal_padding()
+            inputs, ones, padding = ops.pad(inputs, pads), ops.pad(ones, pads), 'valid'
+
+        def conv(x, kernel):
+            return ops.conv(x, kernel, strides=list(self.strides), padding=padding,
+                            dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return _finish(self, ops.add(conv(inputs, self.kernel), conv(ones, self.carried_constants)))
+
+
+class _TransposeWithConstants(_WithConstants):
+    def constants_shape(self) -> tuple:
+        return tuple(self.kernel_size) + (self.filters, 1)  # transpose kernels are (*k, out, in)
+
+    def call(self, inputs):
+        def conv(x, kernel):
+            return ops.conv_transpose(x, kernel, strides=list(self.strides), padding=self.padding,
+                                      output_padding=self.output_padding,
+                                      dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return _finish(self, ops.add(conv(inputs, self.kernel),
+                                     conv(_ones(self, inputs), self.carried_constants)))
+
+
+class _SeparableWithConstants(_WithConstants):
+    def call(self, inputs):
+        outputs = ops.separable_conv(inputs, self.depthwise_kernel, self.pointwise_kernel,
+                                     strides=self.strides, padding=self.padding,
+                                     dilation_rate=self.dilation_rate, data_format=self.data_format)
+        # depthwise then 1x1 pointwise is one conv of the product kernel on a single channel
+        extra = ops.conv(_ones(self, inputs), self.carried_constants, strides=list(self.strides),
+                         padding=self.padding, dilation_rate=self.dilation_rate,
+                         data_format=self.data_format)
+        return _finish(self, ops.add(outputs, extra))
+
+
+def _register(cls):
+    return keras.saving.register_keras_serializable(package='prunus', name=cls.__name__)(cls)
+
+
+@_register
+class Conv1DWithConstants(_ConvWithConstants, keras.layers.Conv1D):
+    """keras.layers.Conv1D with a frozen constant path (see the module docstring)."""
+
+
+@_register
+class Conv2DWithConstants(_ConvWithConstants, keras.layers.Conv2D):
+    """keras.layers.Conv2D with a frozen constant path (see the module docstring)."""
+
+
+@_register
+class Conv3DWithConstants(_ConvWithConstants, keras.layers.Conv3D):
+    """keras.layers.Conv3D with a frozen constant path (see the module docstring)."""
+
+
+@_register
+class Conv1DTransposeWithConstants(_TransposeWithConstants, keras.layers.Conv1DTranspose):
+    """keras.layers.Conv1DTranspose with a frozen constant path (see the module docstring)."""
+
+
+@_register
+class Conv2DTransposeWithConstants(_TransposeWithConstants, keras.layers.Conv2DTranspose):
+    """keras.layers.Conv2DTranspose with a frozen constant path (see the module docstring)."""
+
+
+@_register
+class Conv3DTransposeWithConstants(_TransposeWithConstants, keras.layers.Conv3DTranspose):
+    """keras.layers.Conv3DTranspose with a frozen constant path (see the module docstring)."""
+
+
+@_register
+class SeparableConv1DWithConstants(_SeparableWithConstants, keras.layers.SeparableConv1D):
+    """keras.layers.SeparableConv1D with a frozen constant path (see the module docstring)."""
+
+
+@_register
+class SeparableConv2DWithConstants(_SeparableWithConstants, keras.layers.SeparableConv2D):
+    """keras.layers.SeparableConv2D with a frozen constant path (see the module docstring)."""
+
+
+#: Keras class name -> its subclass with a frozen constant path.
+WITH_CONSTANTS = {cls.__name__.replace('WithConstants', ''): cls for cls in (
+    Conv1DWithConstants, Conv2DWithConstants, Conv3DWithConstants, Conv1DTransposeWithConstants,
+    Conv2DTransposeWithConstants, Conv3DTransposeWithConstants, SeparableConv1DWithConstants,
+    SeparableConv2DWithConstants)}
+
+
+def with_constants(layer_type: type) -> type | None:
+    """The class a layer of ``layer_type`` becomes when it gets a frozen constant path
+    (itself if it has one already); None for a type without one (a user's subclass)."""
+    if issubclass(layer_type, _WithConstants):
+        return layer_type
+    return WITH_CONSTANTS.get(layer_type.__name__) if layer_type.__module__.startswith('keras') else None
