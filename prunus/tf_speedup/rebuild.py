@@ -10,8 +10,8 @@ import numpy as np
 from keras import tree
 
 from prunus.compression.errors import SpeedupError
-from prunus.layers.tf.constants import BUFFER, with_constants
-from prunus.layers.tf.handlers import layer_weights, weight_key
+from prunus.layers.tf.constants import BUFFER, DECAY, OFFSET, with_constants
+from prunus.layers.tf.handlers import FROZEN, layer_weights, weight_key
 
 from .analysis import Analysis
 
@@ -19,8 +19,11 @@ from .analysis import Analysis
 class Rebuilder:
     """Clones every layer with its channels removed; weights are set once all are built."""
 
-    def __init__(self, analysis: Analysis):
+    def __init__(self, analysis: Analysis, train: dict[int, np.ndarray] | None = None,
+                 decay: float = DECAY):
         self.analysis = analysis
+        self.train = train or {}  # id(layer) -> train-mode input constants (NaN: none)
+        self.decay = decay
         self.clones: dict[int, Any] = {}
         self.pending: list[tuple[Any, Any, dict[str, np.ndarray]]] = []
 
@@ -77,9 +80,11 @@ class Rebuilder:
             else:
                 weights = {n: v.numpy() for n, v in zip(names, variables)} if pruned \
                     else [v.numpy() for v in variables]
+            frozen = False
             if pruned:
                 self._prune(layer, plan, config, weights)
-            new = from_config(layer, config, frozen=pruned and BUFFER in weights)
+                frozen = _complete_frozen(layer, config, weights, self.decay)
+            new = from_config(layer, config, frozen=frozen)
         except Exception as exc:
             raise SpeedupError(f"speedup cannot rebuild layer '{layer.name}' "
                                f'({type(layer).__name__}): {exc}') from exc
@@ -92,6 +97,13 @@ class Rebuilder:
         if plan.role == 'mixing':
             in_keep, out_keep = kept(plan.in_ids[0]), kept(plan.out_ids)
             removed_const = np.where(in_keep, 0.0, plan.const_in)
+            train = self.train.get(id(plan.layer))
+            if train is not None and len(train) == len(removed_const) \
+                    and with_constants(type(layer)) is not None:
+                # the trainable part takes the train-mode constants, an eval-only offset the rest
+                train = np.where(in_keep, 0.0, np.where(np.isnan(train), plan.const_in, train))
+                _eval_offset(layer, plan.handler, weights, removed_const - train)
+                removed_const = train
             # None: zero padding, so the handler put them in the frozen path (weights[BUFFER])
             delta = plan.handler.fold_in(layer, weights, removed_const) \
                 if removed_const.any() else None
@@ -107,6 +119,36 @@ class Rebuilder:
         elif plan.role == 'reshape' and type(layer).__name__ == 'Reshape':
             n_out = int(kept(plan.out_ids).sum())
             config['target_shape'] = tuple(plan.out_shape[1:-1]) + (n_out,)
+
+
+def _eval_offset(layer, handler, weights: dict, offset: np.ndarray) -> None:
+    """Adds what the constants ``offset`` contribute to ``weights[OFFSET]``, in the layout
+    of the frozen kernel (a bias change goes to its first tap: with no padding reaching
+    the kernel, every output sees every tap)."""
+    if not offset.any():
+        return
+    scratch = {k: v for k, v in weights.items() if k not in FROZEN}
+    delta = handler.fold_in(layer, scratch, offset)
+    if delta is None:
+        kernel = scratch[BUFFER]
+    elif not hasattr(layer, 'kernel_size'):  # Dense: one offset per unit
+        kernel = delta
+    else:
+        kernel = np.zeros(tuple(layer.kernel_size) + (1, len(delta)), np.float32)
+        kernel[(0,) * (kernel.ndim - 1)] = delta
+    weights[OFFSET] = (kernel + weights[OFFSET] if OFFSET in weights else kernel).astype(np.float32)
+
+
+def _complete_frozen(layer, config: dict, weights: dict, decay: float) -> bool:
+    """Whether the rebuilt layer has frozen paths; if so, both frozen kernels get a value
+    (zeros for the one not used) and the config its offset decay."""
+    present = [name for name in FROZEN if name in weights]
+    if not present:
+        return False
+    for name in with_constants(type(layer)).FROZEN:
+        weights.setdefault(name, np.zeros_like(weights[present[0]]))
+    config.setdefault('offset_decay', decay)
+    return True
 
 
 def from_config(layer: keras.layers.Layer, config: dict, frozen: bool = False) -> keras.layers.Layer:

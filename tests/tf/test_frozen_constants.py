@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from prunus.compression.tf import L1FilterPruner  # noqa: E402
-from prunus.layers.tf.constants import BUFFER  # noqa: E402
+from prunus.layers.tf.constants import BUFFER, OFFSET  # noqa: E402
 from prunus.speedup.tf import speedup  # noqa: E402
 
 from .zoo import dead_filters, perturb_batchnorm, rel_error, sample  # noqa: E402
@@ -136,19 +136,22 @@ def test_a_sped_up_model_prunes_and_speeds_up_again(tmp_path):
                   L.Conv2D(6, 3, padding='same', name='c2'))
     small = speedup(model, dead_filters(model, 'c1', [0, 3]))
     c2 = small.get_layer('c2')
-    frozen = next(v for v in c2.weights if v.name == BUFFER)
+    frozen = [v for v in c2.weights if v.name in (BUFFER, OFFSET)]
+    assert len(frozen) == 2
     out = keras.Model(small.inputs, L.Dense(2, name='head')(L.Flatten()(small.outputs[0])))
     mask = np.ones_like(c2.get_weights()[0])
     mask[..., [1, 4]] = 0.0
     masks = {'c2': {'weight': mask, 'bias': np.array([1, 0, 1, 1, 0, 1], np.float32)}}
     # a masked filter whose frozen path adds something still has an output: it stays
     assert speedup(out, masks).get_layer('c2').filters == 6
-    before = frozen.numpy().copy()
-    before[..., [1, 4]] = 0.0
-    frozen.assign(before)  # now filters 1 and 4 output zero; their rows go with them
+    before = [v.numpy().copy() for v in frozen]
+    for variable, value in zip(frozen, before):
+        value[..., [1, 4]] = 0.0
+        variable.assign(value)  # now filters 1 and 4 output zero; their rows go with them
     again = speedup(out, masks)
-    kept = [v.numpy() for v in again.get_layer('c2').weights if v.name == BUFFER][0]
-    np.testing.assert_allclose(kept, before[..., [0, 2, 3, 5]])
+    kept = [v.numpy() for v in again.get_layer('c2').weights if v.name in (BUFFER, OFFSET)]
+    for value, old in zip(kept, before):
+        np.testing.assert_allclose(value, old[..., [0, 2, 3, 5]])
     # and c1 loses more channels into the existing path
     third = speedup(again, dead_filters(again, 'c1', [0]))
     assert third.get_layer('c1').filters == 5

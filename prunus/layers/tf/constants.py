@@ -8,7 +8,17 @@ weight ``carried_constants`` = ``sum_j c_j W_j`` (one input channel) and adding
 ``conv(ones, carried_constants)`` with its own strides, padding and dilation before the
 bias and activation. Exact for any input size; no channel is kept for it, no weight of
 the kept channels changes, and a non-trainable weight gets no gradient, weight decay or
-optimizer state. The handlers (:mod:`.handlers`) compute the kernel; this module holds
+optimizer state.
+
+Which constant? A pruned filter's BatchNorm gives ``beta`` in train mode (its batch of
+zeros has mean 0), but ``beta - gamma * mean / sqrt(var + eps)`` in eval mode, with the
+stale statistics of the channel before it was pruned, which the masked model forgets as
+its moving statistics decay during fine-tuning. So the bias and ``carried_constants``
+take the train-mode constants, and the difference to the eval-mode ones is a second
+non-trainable kernel, ``eval_offset``, added in eval mode only and shrunk by
+``offset_decay`` (one minus the BatchNorm momentum) at every train-mode call: right after
+the speedup the model equals the masked one in eval mode, and under training it computes
+what the masked model computes. The handlers (:mod:`.handlers`) compute the kernel; this module holds
 the layers. Importing it registers them, so ``keras.models.load_model`` reads a saved
 sped-up model once ``prunus.speedup.tf`` (or this module) is imported.
 """
@@ -18,6 +28,8 @@ import keras
 from keras import ops
 
 BUFFER = 'carried_constants'
+OFFSET = 'eval_offset'
+DECAY = 0.01  # 1 - BatchNormalization's default momentum: how fast stale statistics fade
 
 
 def _ones(layer, inputs):
@@ -35,34 +47,55 @@ def _finish(layer, outputs):
 
 
 class _WithConstants:
-    """The conv plus a frozen constant path (see the module docstring)."""
+    """The conv plus its frozen constant paths (see the module docstring)."""
+
+    FROZEN = (BUFFER, OFFSET)  # its non-trainable weights, in this order
+
+    def __init__(self, *args, offset_decay: float = DECAY, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.offset_decay = float(offset_decay)
+
+    def get_config(self):
+        return {**super().get_config(), 'offset_decay': self.offset_decay}
 
     def build(self, input_shape):
         super().build(input_shape)
-        # zeros until the speedup sets it; trainable=False keeps it out of fit's updates
-        self.carried_constants = self.add_weight(
-            name=BUFFER, shape=self.constants_shape(), initializer='zeros', trainable=False,
-            dtype=self.dtype)
+        # zeros until the speedup sets them; trainable=False keeps them out of fit's updates
+        for name in (BUFFER, OFFSET):
+            setattr(self, name, self.add_weight(name=name, shape=self.constants_shape(),
+                                                initializer='zeros', trainable=False,
+                                                dtype=self.dtype))
 
     def constants_shape(self) -> tuple:
-        """Shape of the frozen kernel: the layer's kernel with one input channel."""
+        """Shape of the frozen kernels: the layer's kernel with one input channel."""
         return tuple(self.kernel_size) + (1, self.filters)
+
+    def frozen_kernel(self, training):
+        """The constants in train mode; plus the eval offset in eval mode. A train-mode
+        call shrinks the offset, as the masked model's stale statistics shrink."""
+        if training:
+            self.eval_offset.assign(self.eval_offset * (1.0 - self.offset_decay))
+            return self.carried_constants
+        return ops.add(self.carried_constants, self.eval_offset)
 
 
 class _ConvWithConstants(_WithConstants):
     # Keras's base conv saves and loads its kernel and bias only (by position): the frozen
-    # kernel goes after them
+    # kernels go after them
     def save_own_variables(self, store):
         super().save_own_variables(store)
         if self.built:
-            store[str(1 + bool(self.use_bias))] = self.carried_constants
+            first = 1 + bool(self.use_bias)
+            store[str(first)], store[str(first + 1)] = self.carried_constants, self.eval_offset
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
         if self.built:
-            self.carried_constants.assign(store[str(1 + bool(self.use_bias))])
+            first = 1 + bool(self.use_bias)
+            self.carried_constants.assign(store[str(first)])
+            self.eval_offset.assign(store[str(first + 1)])
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         ones, padding = _ones(self, inputs), self.padding
         if padding == 'causal':  # Conv1D pads on the left itself: the ones must see it too
             pads = self._compute_causal_padding()
@@ -71,36 +104,79 @@ class _ConvWithConstants(_WithConstants):
         def conv(x, kernel):
             return ops.conv(x, kernel, strides=list(self.strides), padding=padding,
                             dilation_rate=self.dilation_rate, data_format=self.data_format)
-        return _finish(self, ops.add(conv(inputs, self.kernel), conv(ones, self.carried_constants)))
+        return _finish(self, ops.add(conv(inputs, self.kernel),
+                                     conv(ones, self.frozen_kernel(training))))
 
 
 class _TransposeWithConstants(_WithConstants):
     def constants_shape(self) -> tuple:
         return tuple(self.kernel_size) + (self.filters, 1)  # transpose kernels are (*k, out, in)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         def conv(x, kernel):
             return ops.conv_transpose(x, kernel, strides=list(self.strides), padding=self.padding,
                                       output_padding=self.output_padding,
                                       dilation_rate=self.dilation_rate, data_format=self.data_format)
         return _finish(self, ops.add(conv(inputs, self.kernel),
-                                     conv(_ones(self, inputs), self.carried_constants)))
+                                     conv(_ones(self, inputs), self.frozen_kernel(training))))
 
 
 class _SeparableWithConstants(_WithConstants):
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         outputs = ops.separable_conv(inputs, self.depthwise_kernel, self.pointwise_kernel,
                                      strides=self.strides, padding=self.padding,
                                      dilation_rate=self.dilation_rate, data_format=self.data_format)
         # depthwise then 1x1 pointwise is one conv of the product kernel on a single channel
-        extra = ops.conv(_ones(self, inputs), self.carried_constants, strides=list(self.strides),
-                         padding=self.padding, dilation_rate=self.dilation_rate,
-                         data_format=self.data_format)
+        extra = ops.conv(_ones(self, inputs), self.frozen_kernel(training),
+                         strides=list(self.strides), padding=self.padding,
+                         dilation_rate=self.dilation_rate, data_format=self.data_format)
         return _finish(self, ops.add(outputs, extra))
 
 
 def _register(cls):
     return keras.saving.register_keras_serializable(package='prunus', name=cls.__name__)(cls)
+
+
+@_register
+class DenseWithConstants(keras.layers.Dense):
+    """keras.layers.Dense with a frozen eval-mode offset (see the module docstring): its
+    train-mode constants are in the bias, so only ``eval_offset`` (one per unit) is kept."""
+
+    FROZEN = (OFFSET,)
+
+    def __init__(self, *args, offset_decay: float = DECAY, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.offset_decay = float(offset_decay)
+
+    def get_config(self):
+        return {**super().get_config(), 'offset_decay': self.offset_decay}
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.eval_offset = self.add_weight(name=OFFSET, shape=(self.units,), initializer='zeros',
+                                           trainable=False, dtype=self.dtype)
+
+    def save_own_variables(self, store):
+        if self.quantization_mode is not None:
+            raise ValueError(f"'{self.name}': a quantized Dense cannot keep an eval offset")
+        super().save_own_variables(store)
+        if self.built:
+            store[str(1 + (self.bias is not None))] = self.eval_offset
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built:
+            self.eval_offset.assign(store[str(1 + (self.bias is not None))])
+
+    def call(self, inputs, training=None):
+        x = ops.matmul(inputs, self.kernel)
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        if training:
+            self.eval_offset.assign(self.eval_offset * (1.0 - self.offset_decay))
+        else:
+            x = ops.add(x, self.eval_offset)
+        return self.activation(x) if self.activation is not None else x
 
 
 @_register
@@ -145,7 +221,7 @@ class SeparableConv2DWithConstants(_SeparableWithConstants, keras.layers.Separab
 
 #: Keras class name -> its subclass with a frozen constant path.
 WITH_CONSTANTS = {cls.__name__.replace('WithConstants', ''): cls for cls in (
-    Conv1DWithConstants, Conv2DWithConstants, Conv3DWithConstants, Conv1DTransposeWithConstants,
+    DenseWithConstants, Conv1DWithConstants, Conv2DWithConstants, Conv3DWithConstants, Conv1DTransposeWithConstants,
     Conv2DTransposeWithConstants, Conv3DTransposeWithConstants, SeparableConv1DWithConstants,
     SeparableConv2DWithConstants)}
 
@@ -153,6 +229,6 @@ WITH_CONSTANTS = {cls.__name__.replace('WithConstants', ''): cls for cls in (
 def with_constants(layer_type: type) -> type | None:
     """The class a layer of ``layer_type`` becomes when it gets a frozen constant path
     (itself if it has one already); None for a type without one (a user's subclass)."""
-    if issubclass(layer_type, _WithConstants):
+    if issubclass(layer_type, (_WithConstants, DenseWithConstants)):
         return layer_type
     return WITH_CONSTANTS.get(layer_type.__name__) if layer_type.__module__.startswith('keras') else None

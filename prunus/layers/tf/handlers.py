@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import BUFFER, with_constants
+from .constants import BUFFER, OFFSET, with_constants
+
+FROZEN = (BUFFER, OFFSET)  # the frozen kernels, laid out by output channel like the kernel
 
 
 def weight_key(layer, variable) -> str:
@@ -92,10 +94,12 @@ def _unpadded(layer) -> bool:
 
 
 def _live(weights: dict, axis: int, n_out: int) -> np.ndarray:
-    """Output channels to which the frozen constant path adds something."""
-    if BUFFER not in weights:
-        return np.zeros(n_out, bool)
-    return np.moveaxis(weights[BUFFER], axis, -1).reshape(-1, n_out).any(axis=0)
+    """Output channels to which a frozen constant path adds something."""
+    live = np.zeros(n_out, bool)
+    for name in FROZEN:
+        if name in weights:
+            live |= np.moveaxis(weights[name], axis, -1).reshape(-1, n_out).any(axis=0)
+    return live
 
 
 class DenseHandler(LayerHandler):
@@ -104,8 +108,9 @@ class DenseHandler(LayerHandler):
     def prune_out(self, layer, config, weights, keep):
         config['units'] = int(keep.sum())
         weights['kernel'] = weights['kernel'][..., keep]
-        if 'bias' in weights:
-            weights['bias'] = weights['bias'][keep]
+        for name in ('bias', OFFSET):
+            if name in weights:
+                weights[name] = weights[name][keep]
 
     def prune_in(self, layer, config, weights, keep):
         weights['kernel'] = weights['kernel'][keep, :]
@@ -117,7 +122,8 @@ class DenseHandler(LayerHandler):
         return const @ weights['kernel']
 
     def dead_out(self, layer, weights):
-        return ~weights['kernel'].any(axis=0)
+        dead = ~weights['kernel'].any(axis=0)
+        return dead & (weights[OFFSET] == 0) if OFFSET in weights else dead
 
 
 class ConvHandler(LayerHandler):
@@ -146,8 +152,9 @@ class ConvHandler(LayerHandler):
         weights['kernel'] = weights['kernel'][..., keep]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
-        if BUFFER in weights:
-            weights[BUFFER] = weights[BUFFER][..., keep]
+        for name in FROZEN:
+            if name in weights:
+                weights[name] = weights[name][..., keep]
 
     def prune_in(self, layer, config, weights, keep):
         g = self.groups(layer)
@@ -197,8 +204,9 @@ class ConvTransposeHandler(ConvHandler):
         weights['kernel'] = weights['kernel'][..., keep, :]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
-        if BUFFER in weights:
-            weights[BUFFER] = weights[BUFFER][..., keep, :]
+        for name in FROZEN:
+            if name in weights:
+                weights[name] = weights[name][..., keep, :]
 
     def prune_in(self, layer, config, weights, keep):
         weights['kernel'] = weights['kernel'][..., keep]
@@ -225,8 +233,9 @@ class SeparableConvHandler(ConvHandler):
         weights['pointwise_kernel'] = weights['pointwise_kernel'][..., keep]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
-        if BUFFER in weights:
-            weights[BUFFER] = weights[BUFFER][..., keep]
+        for name in FROZEN:
+            if name in weights:
+                weights[name] = weights[name][..., keep]
 
     def prune_in(self, layer, config, weights, keep):
         weights['depthwise_kernel'] = weights['depthwise_kernel'][..., keep, :]
@@ -391,7 +400,7 @@ def _named(handler: LayerHandler, *names: str) -> dict[str, LayerHandler]:
 #: Supported layer types (Keras class name -> handler). The docs list from this table;
 #: pass ``custom_handlers={'MyLayer': MyHandler()}`` to ``speedup`` for others.
 HANDLERS: dict[str, LayerHandler] = {
-    'Dense': DenseHandler(),
+    **_named(DenseHandler(), 'Dense', 'DenseWithConstants'),
     **_named(ConvHandler(), 'Conv1D', 'Conv2D', 'Conv3D', 'Conv1DWithConstants',
              'Conv2DWithConstants', 'Conv3DWithConstants'),
     **_named(ConvTransposeHandler(), 'Conv1DTranspose', 'Conv2DTranspose', 'Conv3DTranspose',
