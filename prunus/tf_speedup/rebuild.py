@@ -10,8 +10,8 @@ import numpy as np
 from keras import tree
 
 from prunus.compression.errors import SpeedupError
-from prunus.layers.tf.constants import BUFFER, DECAY, OFFSET, with_constants
-from prunus.layers.tf.handlers import FROZEN, layer_weights, weight_key
+from prunus.layers.tf.constants import BUFFER, DECAY, FROZEN, OFFSET, with_constants
+from prunus.layers.tf.handlers import layer_weights, weight_key
 
 from .analysis import Analysis
 

@@ -138,7 +138,7 @@ def test_a_sped_up_model_prunes_and_speeds_up_again(tmp_path):
     c2 = small.get_layer('c2')
     frozen = [v for v in c2.weights if v.name in (BUFFER, OFFSET)]
     assert len(frozen) == 2
-    out = keras.Model(small.inputs, L.Dense(2, name='head')(L.Flatten()(small.outputs[0])))
+    out = keras.Model(small.inputs[0], L.Dense(2, name='head')(L.Flatten()(small.outputs[0])))
     mask = np.ones_like(c2.get_weights()[0])
     mask[..., [1, 4]] = 0.0
     masks = {'c2': {'weight': mask, 'bias': np.array([1, 0, 1, 1, 0, 1], np.float32)}}

@@ -25,11 +25,30 @@ sped-up model once ``prunus.speedup.tf`` (or this module) is imported.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 BUFFER = 'carried_constants'
 OFFSET = 'eval_offset'
 DECAY = 0.01  # 1 - BatchNormalization's default momentum: how fast stale statistics fade
+FROZEN = (BUFFER, OFFSET)  # the frozen kernels, laid out by output channel like the kernel
+
+
+def add_frozen(weights: dict, kernel: np.ndarray, dtype) -> None:
+    """Adds ``kernel`` (float64) to the frozen constant path in a handler's ``weights``."""
+    if BUFFER in weights:
+        kernel = kernel + weights[BUFFER]
+    weights[BUFFER] = kernel.astype(dtype)
+
+
+def live_outputs(weights: dict, axis: int, n_out: int) -> np.ndarray:
+    """Output channels (along ``axis`` of the frozen kernels) to which a frozen constant
+    path adds something: not dead, even with all-zero filters."""
+    live = np.zeros(n_out, bool)
+    for name in FROZEN:
+        if name in weights:
+            live |= np.moveaxis(weights[name], axis, -1).reshape(-1, n_out).any(axis=0)
+    return live
 
 
 def _ones(layer, inputs):

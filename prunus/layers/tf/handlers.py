@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import BUFFER, OFFSET, with_constants
-
-FROZEN = (BUFFER, OFFSET)  # the frozen kernels, laid out by output channel like the kernel
+from .constants import FROZEN, OFFSET, add_frozen, live_outputs, with_constants
 
 
 def weight_key(layer, variable) -> str:
@@ -60,7 +58,8 @@ class LayerHandler:
         return None
 
     def can_fold(self, layer) -> bool:
-        """Whether a spatially uniform constant input folds into the bias exactly."""
+        """Whether a spatially uniform constant input folds exactly (into the bias, or a
+        frozen constant path)."""
         return False
 
     def groups(self, layer) -> int:
@@ -71,7 +70,7 @@ class LayerHandler:
     def fold_in(self, layer, weights: dict, const: np.ndarray) -> np.ndarray | None:
         """Folds the constant input ``const`` (over the original inputs, zero where nothing
         is removed): returns the bias change over the original outputs, or None after
-        adding it to the frozen constant path ``weights[BUFFER]`` instead (the rebuilt
+        adding it to the frozen path ``weights['carried_constants']`` instead (the rebuilt
         layer then becomes the type's subclass with constants, :mod:`.constants`)."""
         raise NotImplementedError
 
@@ -81,25 +80,9 @@ class LayerHandler:
         return None
 
 
-def _frozen(weights: dict, kernel: np.ndarray, dtype) -> None:
-    """Adds ``kernel`` (float64) to the frozen constant path in ``weights``."""
-    if BUFFER in weights:
-        kernel = kernel + weights[BUFFER]
-    weights[BUFFER] = kernel.astype(dtype)
-
-
 def _unpadded(layer) -> bool:
     # No zero padding reaches the kernel: every output sees the whole constant.
     return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
-
-
-def _live(weights: dict, axis: int, n_out: int) -> np.ndarray:
-    """Output channels to which a frozen constant path adds something."""
-    live = np.zeros(n_out, bool)
-    for name in FROZEN:
-        if name in weights:
-            live |= np.moveaxis(weights[name], axis, -1).reshape(-1, n_out).any(axis=0)
-    return live
 
 
 class DenseHandler(LayerHandler):
@@ -186,13 +169,13 @@ class ConvHandler(LayerHandler):
         per_tap = np.einsum('...jbo,bj->...bo', grouped, const.reshape(g, per_in))
         if _unpadded(layer):
             return per_tap.reshape(-1, out).sum(axis=0)
-        _frozen(weights, per_tap.reshape(kernel.shape[:-2] + (1, out)), weights['kernel'].dtype)
+        add_frozen(weights, per_tap.reshape(kernel.shape[:-2] + (1, out)), weights['kernel'].dtype)
         return None
 
     def dead_out(self, layer, weights):
         kernel = weights['kernel']
         dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
-        return dead & ~_live(weights, -1, kernel.shape[-1])
+        return dead & ~live_outputs(weights, -1, kernel.shape[-1])
 
 
 class ConvTransposeHandler(ConvHandler):
@@ -216,13 +199,13 @@ class ConvTransposeHandler(ConvHandler):
 
     def fold_in(self, layer, weights, const):
         kernel = weights['kernel']
-        _frozen(weights, (kernel.astype(np.float64) @ const)[..., None], kernel.dtype)
+        add_frozen(weights, (kernel.astype(np.float64) @ const)[..., None], kernel.dtype)
         return None
 
     def dead_out(self, layer, weights):
         kernel = np.moveaxis(weights['kernel'], -2, -1)
         dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
-        return dead & ~_live(weights, -2, kernel.shape[-1])
+        return dead & ~live_outputs(weights, -2, kernel.shape[-1])
 
 
 class SeparableConvHandler(ConvHandler):
@@ -251,13 +234,13 @@ class SeparableConvHandler(ConvHandler):
                             point.reshape(-1, mult, out).astype(np.float64))
         if _unpadded(layer):
             return per_tap.reshape(-1, out).sum(axis=0)
-        _frozen(weights, per_tap[..., None, :], point.dtype)
+        add_frozen(weights, per_tap[..., None, :], point.dtype)
         return None
 
     def dead_out(self, layer, weights):
         point = weights['pointwise_kernel']
         dead = ~point.reshape(-1, point.shape[-1]).any(axis=0)
-        return dead & ~_live(weights, -1, point.shape[-1])
+        return dead & ~live_outputs(weights, -1, point.shape[-1])
 
 
 class DepthwiseHandler(LayerHandler):
