@@ -10,9 +10,9 @@ import numpy as np
 
 from prunus.compression.errors import SpeedupError
 from prunus.compression.mask_rules import not_masks
+from prunus.layers.tf.constants import DECAY
 from prunus.layers.tf.masking import masked_variables, load_masks
 from .analysis import Analysis, require_graph
-from prunus.layers.tf.constants import DECAY
 from prunus.layers.tf.handlers import HANDLERS, LayerHandler, layer_weights
 from .inputs import check_custom_handlers, check_example_inputs
 from .rebuild import Rebuilder, from_config

@@ -18,9 +18,10 @@ take the train-mode constants, and the difference to the eval-mode ones is a sec
 non-trainable kernel, ``eval_offset``, added in eval mode only and shrunk by
 ``offset_decay`` (one minus the BatchNorm momentum) at every train-mode call: right after
 the speedup the model equals the masked one in eval mode, and under training it computes
-what the masked model computes. The handlers (:mod:`.handlers`) compute the kernel; this module holds
-the layers. Importing it registers them, so ``keras.models.load_model`` reads a saved
-sped-up model once ``prunus.speedup.tf`` (or this module) is imported.
+what the masked model computes (a Dense only gets the offset, :class:`DenseWithConstants`).
+The handlers (:mod:`.handlers`) compute the kernels; this module holds the layers.
+Importing it registers them, so ``keras.models.load_model`` reads a saved sped-up model
+once ``prunus.speedup.tf`` (or this module) is imported.
 """
 from __future__ import annotations
 
