@@ -177,3 +177,33 @@ def test_constant_channel_kept_for_another_reason_stays_a_channel():
     assert rel_error(model, small, sample(model)) < 1e-4
     assert small.get_layer('c1').filters == 5  # 0, 1, 2 went into c2's frozen path
     assert not any("'c2'" in reason for reason in summary['pruned_but_kept'])
+
+
+def test_dense_keeps_an_eval_offset_that_fades_in_training(tmp_path):
+    """Train mode: a pruned filter's BatchNorm gives its shift; eval mode: the stale
+    statistics' value. The Dense's bias takes the first, an eval-only offset the rest."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 6, 3))
+    y = L.Activation('sigmoid')(L.BatchNormalization(momentum=0.9, name='bn')(
+        L.Conv2D(8, 3, name='c1')(x)))
+    model = keras.Model(x, L.Dense(4, name='fc')(L.GlobalAveragePooling2D()(y)))
+    perturb_batchnorm(model, 4)
+    drop = [0, 3, 4]
+    small = speedup(model, dead_filters(model, 'c1', drop))
+    fc = small.get_layer('fc')
+    assert type(fc).__name__ == 'DenseWithConstants' and fc.offset_decay == pytest.approx(0.1)
+    offset = next(v for v in fc.weights if v.name == OFFSET)
+    assert np.abs(offset.numpy()).max() > 0
+    assert all(v.name != OFFSET for v in fc.trainable_weights)
+    kernel, bias = model.get_layer('c1').get_weights()
+    kernel[..., drop], bias[drop] = 0.0, 0.0
+    model.get_layer('c1').set_weights([kernel, bias])  # the masked model
+    batch = sample(model, 8)
+    path = tmp_path / 'small.keras'
+    small.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(batch), model(batch), atol=1e-5)
+    start = offset.numpy().copy()
+    train_out = np.asarray(small(batch, training=True))  # one train-mode call: the offset fades
+    np.testing.assert_allclose(train_out, model(batch, training=True), atol=1e-5)
+    np.testing.assert_allclose(offset.numpy(), 0.9 * start, rtol=1e-6)
