@@ -90,6 +90,14 @@ class _WithConstants:
         """Shape of the frozen kernels: the layer's kernel with one input channel."""
         return tuple(self.kernel_size) + (1, self.filters)
 
+    def frozen_map(self, ones, training, conv):
+        """What the frozen paths add: ``conv(ones, kernel)``, or, where no padding reaches
+        the kernel (every output sees every tap), the kernel's sum: one add per call."""
+        kernel = self.frozen_kernel(training)
+        if self.padding == 'valid' or all(k == 1 for k in self.kernel_size):
+            return ops.sum(ops.reshape(kernel, (-1, self.filters)), axis=0)
+        return conv(ones, kernel)
+
     def frozen_kernel(self, training):
         """The constants in train mode; plus the eval offset in eval mode. A train-mode
         call shrinks the offset, as the masked model's stale statistics shrink."""
@@ -125,7 +133,7 @@ class _ConvWithConstants(_WithConstants):
             return ops.conv(x, kernel, strides=list(self.strides), padding=padding,
                             dilation_rate=self.dilation_rate, data_format=self.data_format)
         return _finish(self, ops.add(conv(inputs, self.kernel),
-                                     conv(ones, self.frozen_kernel(training))))
+                                     self.frozen_map(ones, training, conv)))
 
 
 class _TransposeWithConstants(_WithConstants):
@@ -146,11 +154,10 @@ class _SeparableWithConstants(_WithConstants):
         outputs = ops.separable_conv(inputs, self.depthwise_kernel, self.pointwise_kernel,
                                      strides=self.strides, padding=self.padding,
                                      dilation_rate=self.dilation_rate, data_format=self.data_format)
-        # depthwise then 1x1 pointwise is one conv of the product kernel on a single channel
-        extra = ops.conv(_ones(self, inputs), self.frozen_kernel(training),
-                         strides=list(self.strides), padding=self.padding,
-                         dilation_rate=self.dilation_rate, data_format=self.data_format)
-        return _finish(self, ops.add(outputs, extra))
+        def conv(x, kernel):  # depthwise then 1x1 pointwise: one conv of the product kernel
+            return ops.conv(x, kernel, strides=list(self.strides), padding=self.padding,
+                            dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return _finish(self, ops.add(outputs, self.frozen_map(_ones(self, inputs), training, conv)))
 
 
 def _register(cls):
