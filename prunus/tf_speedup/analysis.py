@@ -11,13 +11,13 @@ handlers do not support, or a mixing layer (Conv, Dense) that reads it while it 
 constant or cannot fold its constant into the bias exactly. So a channel the masked model
 still uses is never removed, whatever the masks say.
 
-A zero-padded conv cannot fold a non-zero constant (at the borders it meets the padding).
-It keeps one constant input channel instead, the *carrier*, and takes the removed
-constants' kernel slices into the carrier's, scaled by the ratio of the constants.
+A zero-padded conv cannot fold a non-zero constant into its bias (at the borders it meets
+the padding); it gets a frozen constant path instead (a non-trainable weight of the
+rebuilt conv, :mod:`prunus.layers.tf.constants`), so no channel is kept for it.
 
 A BatchNormalization whose scale is zero for a channel (Network Slimming) outputs its
 shift there whatever the input: the position becomes constant at its output, so the
-consumers can fold or carry it, and as the BatchNorm's input and output share the group,
+consumers can fold it, and as the BatchNorm's input and output share the group,
 the filters feeding it go with it unless something else still reads them.
 """
 from __future__ import annotations
@@ -71,7 +71,6 @@ class Plan:
     out_ids: np.ndarray | None = None
     const_in: np.ndarray | None = None
     out_shape: tuple = ()
-    carrier: int | None = None  # input position carrying the removed constants
 
 
 def _uniform(flow: Flow) -> Flow:
@@ -130,13 +129,12 @@ class Analysis:
         self.settle()
 
     def settle(self) -> None:
-        """Keeps extra channels until every grouped conv keeps equal channels per group and
-        every zero-padded conv that loses a non-zero constant input keeps a carrier.
+        """Keeps extra channels until every grouped conv keeps equal channels per group.
 
         A group with all its inputs and outputs removed is dropped; every other group keeps
         the largest kept count of any group (at least one), on the input and output side.
-        Keeping a channel can unbalance another grouped conv or remove a carrier's need, so
-        this runs to a fixpoint (it ends: the kept set only grows).
+        Keeping a channel can unbalance another grouped conv, so this runs to a fixpoint
+        (it ends: the kept set only grows).
         """
         changed = True
         while changed:
@@ -144,30 +142,6 @@ class Analysis:
             for plan in self.plans.values():
                 if plan.role == 'mixing' and plan.handler.groups(plan.layer) > 1:
                     changed |= self._balance(plan, plan.handler.groups(plan.layer))
-            changed |= self._pick_carriers()
-
-    def _pick_carriers(self) -> bool:
-        """One kept non-zero constant input per carrying conv that loses others: one
-        already kept if there is one, else the first of those it would lose."""
-        roots = {self.find(i) for i in self.blocked}
-        changed = False
-        for plan in self.plans.values():
-            if plan.role != 'mixing' or plan.handler.can_fold(plan.layer) \
-                    or not plan.handler.can_carry(plan.layer):
-                continue
-            ids = plan.in_ids[0]
-            keep, nonzero = self.kept(ids, roots), plan.const_in != 0
-            plan.carrier = None
-            if not (nonzero & ~keep).any():
-                continue
-            ready = np.flatnonzero(nonzero & keep)
-            plan.carrier = int(ready[0] if len(ready) else np.flatnonzero(nonzero)[0])
-            if not len(ready):
-                self.block(ids[plan.carrier],
-                           f"carries the constant inputs of '{plan.name}' (zero padding)")
-                roots.add(self.find(int(ids[plan.carrier])))
-                changed = True
-        return changed
 
     def _balance(self, plan: Plan, g: int) -> bool:
         sides = [ids.reshape(g, -1) for ids in (plan.in_ids[0], plan.out_ids)]
@@ -275,15 +249,15 @@ class Analysis:
 
     def _fold_blocks(self, layer, name: str, plan: Plan, flow: Flow, const: np.ndarray,
                      first: bool) -> None:
-        """Blocks the constant inputs that neither fold into the bias nor can be carried.
+        """Blocks the constant inputs that cannot be folded (into the bias or a frozen path).
 
-        The rebuilt layer folds (or carries) the first call's constants, once for every
-        call, so a layer called again keeps what is non-zero or differs in a later call.
+        The rebuilt layer folds the first call's constants, once for every call, so a
+        layer called again keeps what is non-zero or differs in a later call.
         """
         if not first:
             bad = (const != 0) | (const != plan.const_in)
-        elif plan.handler.can_fold(layer) or plan.handler.can_carry(layer):
-            return  # a carrier, if one is needed, is picked once everything is known
+        elif plan.handler.can_fold(layer):
+            return
         else:
             bad = const != 0
         self.block(flow.ids[bad], f"'{name}' cannot fold a constant input exactly")

@@ -10,11 +10,13 @@ import numpy as np
 
 from prunus.compression.errors import SpeedupError
 from prunus.compression.mask_rules import not_masks
+from prunus.layers.tf.constants import DECAY
 from prunus.layers.tf.masking import masked_variables, load_masks
 from .analysis import Analysis, require_graph
 from prunus.layers.tf.handlers import HANDLERS, LayerHandler, layer_weights
 from .inputs import check_custom_handlers, check_example_inputs
 from .rebuild import Rebuilder, from_config
+from .train_constants import offset_decay, train_mode_constants
 from .verify import check_result, synthetic_inputs
 
 
@@ -137,7 +139,9 @@ def speedup(model: keras.Model, masks: Any, custom_handlers: Mapping[str, LayerH
     work = _masked_copy(model, *_as_masks(masks))
     analysis = Analysis(handlers)
     analysis.run(work)
-    small = Rebuilder(analysis).build(work)
+    mixing = {key for key, plan in analysis.plans.items() if plan.role == 'mixing'}
+    train = train_mode_constants(work, mixing)
+    small = Rebuilder(analysis, train, offset_decay(work, DECAY)).build(work)
     if check:
         check_result(work, small, inputs, tolerance, synthetic=example_inputs is None)
     if return_summary:

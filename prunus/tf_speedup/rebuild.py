@@ -1,5 +1,6 @@
 """Building the smaller model from an :class:`~.analysis.Analysis`: new configs, sliced
-weights and folded (or carried) constants, layer by layer through the same graph."""
+weights and folded constants (into the bias, or a frozen constant path), layer by layer
+through the same graph."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +10,7 @@ import numpy as np
 from keras import tree
 
 from prunus.compression.errors import SpeedupError
+from prunus.layers.tf.constants import BUFFER, DECAY, FROZEN, OFFSET, with_constants
 from prunus.layers.tf.handlers import layer_weights, weight_key
 
 from .analysis import Analysis
@@ -17,8 +19,11 @@ from .analysis import Analysis
 class Rebuilder:
     """Clones every layer with its channels removed; weights are set once all are built."""
 
-    def __init__(self, analysis: Analysis):
+    def __init__(self, analysis: Analysis, train: dict[int, np.ndarray] | None = None,
+                 decay: float = DECAY):
         self.analysis = analysis
+        self.train = train or {}  # id(layer) -> train-mode input constants (NaN: none)
+        self.decay = decay
         self.clones: dict[int, Any] = {}
         self.pending: list[tuple[Any, Any, dict[str, np.ndarray]]] = []
 
@@ -75,9 +80,11 @@ class Rebuilder:
             else:
                 weights = {n: v.numpy() for n, v in zip(names, variables)} if pruned \
                     else [v.numpy() for v in variables]
+            frozen = False
             if pruned:
                 self._prune(layer, plan, config, weights)
-            new = from_config(layer, config)
+                frozen = _complete_frozen(layer, config, weights, self.decay)
+            new = from_config(layer, config, frozen=frozen)
         except Exception as exc:
             raise SpeedupError(f"speedup cannot rebuild layer '{layer.name}' "
                                f'({type(layer).__name__}): {exc}') from exc
@@ -90,12 +97,16 @@ class Rebuilder:
         if plan.role == 'mixing':
             in_keep, out_keep = kept(plan.in_ids[0]), kept(plan.out_ids)
             removed_const = np.where(in_keep, 0.0, plan.const_in)
-            delta = None
-            if plan.carrier is not None:  # zero padding: the constants ride on the carrier
-                plan.handler.carry_in(layer, weights, removed_const, plan.carrier,
-                                   float(plan.const_in[plan.carrier]))
-            elif removed_const.any():
-                delta = plan.handler.fold_in(layer, weights, removed_const)
+            train = self.train.get(id(plan.layer))
+            if train is not None and len(train) == len(removed_const) \
+                    and with_constants(type(layer)) is not None:
+                # the trainable part takes the train-mode constants, an eval-only offset the rest
+                train = np.where(in_keep, 0.0, np.where(np.isnan(train), plan.const_in, train))
+                _eval_offset(layer, plan.handler, weights, removed_const - train)
+                removed_const = train
+            # None: zero padding, so the handler put them in the frozen path (weights[BUFFER])
+            delta = plan.handler.fold_in(layer, weights, removed_const) \
+                if removed_const.any() else None
             plan.handler.prune_in(layer, config, weights, in_keep)
             if delta is not None:
                 if 'bias' not in weights:
@@ -110,13 +121,47 @@ class Rebuilder:
             config['target_shape'] = tuple(plan.out_shape[1:-1]) + (n_out,)
 
 
-def from_config(layer: keras.layers.Layer, config: dict) -> keras.layers.Layer:
-    """A new layer like ``layer``. A ``Lambda`` is the same object again: it is stateless,
-    and rebuilding it would mean deserializing Python bytecode (Keras refuses that
-    outside ``safe_mode=False``, rightly, for files)."""
+def _eval_offset(layer, handler, weights: dict, offset: np.ndarray) -> None:
+    """Adds what the constants ``offset`` contribute to ``weights[OFFSET]``, in the layout
+    of the frozen kernel (a bias change goes to its first tap: with no padding reaching
+    the kernel, every output sees every tap)."""
+    if not offset.any():
+        return
+    scratch = {k: v for k, v in weights.items() if k not in FROZEN}
+    delta = handler.fold_in(layer, scratch, offset)
+    if delta is None:
+        kernel = scratch[BUFFER]
+    elif not hasattr(layer, 'kernel_size'):  # Dense: one offset per unit
+        kernel = delta
+    else:
+        kernel = np.zeros(tuple(layer.kernel_size) + (1, len(delta)), np.float32)
+        kernel[(0,) * (kernel.ndim - 1)] = delta
+    weights[OFFSET] = (kernel + weights[OFFSET] if OFFSET in weights else kernel).astype(np.float32)
+
+
+def _complete_frozen(layer, config: dict, weights: dict, decay: float) -> bool:
+    """Whether the rebuilt layer has frozen paths; if so, both frozen kernels get a value
+    (zeros for the one not used) and the config its offset decay."""
+    present = [name for name in FROZEN if name in weights]
+    if not present:
+        return False
+    for name in with_constants(type(layer)).FROZEN:
+        weights.setdefault(name, np.zeros_like(weights[present[0]]))
+    config.setdefault('offset_decay', decay)
+    return True
+
+
+def from_config(layer: keras.layers.Layer, config: dict, frozen: bool = False) -> keras.layers.Layer:
+    """A new layer like ``layer`` (``frozen``: its subclass with a frozen constant path).
+    A ``Lambda`` is the same object again: it is stateless, and rebuilding it would mean
+    deserializing Python bytecode (Keras refuses that outside ``safe_mode=False``,
+    rightly, for files)."""
     if isinstance(layer, keras.layers.Lambda):
         return layer
-    return type(layer).from_config(config)
+    cls = with_constants(type(layer)) if frozen else type(layer)
+    if cls is None:  # the handler said it can fold, but this type has no frozen path
+        raise SpeedupError(f'{type(layer).__name__} has no subclass with frozen constants')
+    return cls.from_config(config)
 
 
 def _in_order(layer: keras.layers.Layer, weights: dict[str, np.ndarray]) -> list[np.ndarray]:

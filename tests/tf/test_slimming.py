@@ -54,16 +54,17 @@ def test_slim_pruner_shrinks_the_producing_convs():
     assert small.count_params() < model.count_params()
 
 
-def test_scale_only_constants_are_carried_or_folded():
+def test_scale_only_constants_take_a_frozen_path_or_fold():
     model = cnn()
-    # bn1's shifts pass the ReLU into the padded c2, which keeps one of them to carry the
-    # others; bn2's reach the pooling and the Dense, which folds them into its bias
+    # bn1's shifts pass the ReLU into the padded c2, which adds them through a frozen
+    # constant path; bn2's reach the pooling and the Dense, which folds them into its bias
     masks = {**zero_scale(model, 'bn1', [1, 2, 5], shift=0.7),
              **zero_scale(model, 'bn2', [0, 3], shift=0.4)}
     small, summary = speedup(model, masks, return_summary=True)
     assert rel_error(model, small, sample(model)) < 1e-4
-    assert small.get_layer('c1').filters == 6 and small.get_layer('c2').filters == 6
-    assert summary['pruned_but_kept'] == {"carries the constant inputs of 'c2' (zero padding)": 1}
+    assert small.get_layer('c1').filters == 5 and small.get_layer('c2').filters == 6
+    assert type(small.get_layer('c2')).__name__ == 'Conv2DWithConstants'
+    assert summary['pruned_but_kept'] == {}
 
 
 def residual() -> keras.Model:

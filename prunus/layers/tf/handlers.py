@@ -3,10 +3,10 @@
 A handler answers four questions about its layer type: how to remove output channels
 (:meth:`LayerHandler.prune_out`), how to remove input channels (:meth:`prune_in`), how
 channels flow through it (:attr:`role`), and whether a constant arriving on a removed
-input channel can be folded into its bias exactly (:meth:`can_fold`, :meth:`fold_in`) or,
-where zero padding forbids that, carried by one kept constant input channel
-(:meth:`can_carry`, :meth:`carry_in`). The method names are those of the PyTorch handlers
-(:mod:`prunus.layers.torch.handlers`).
+input channel can be folded exactly (:meth:`can_fold`, :meth:`fold_in`): into the bias,
+or, where zero padding makes its effect vary at the borders, into a frozen constant path
+(a non-trainable weight of the rebuilt conv, :mod:`.constants`). The method names are
+those of the PyTorch handlers (:mod:`prunus.layers.torch.handlers`).
 ``weights`` are dicts of numpy arrays by variable name (``'kernel'``, ``'bias'``, ...);
 ``config`` is the layer's ``get_config()`` dict; ``keep`` is a boolean vector.
 
@@ -21,6 +21,8 @@ Roles:
 from __future__ import annotations
 
 import numpy as np
+
+from .constants import FROZEN, OFFSET, add_frozen, live_outputs, with_constants
 
 
 def weight_key(layer, variable) -> str:
@@ -56,7 +58,8 @@ class LayerHandler:
         return None
 
     def can_fold(self, layer) -> bool:
-        """Whether a spatially uniform constant input folds into the bias exactly."""
+        """Whether a spatially uniform constant input folds exactly (into the bias, or a
+        frozen constant path)."""
         return False
 
     def groups(self, layer) -> int:
@@ -64,19 +67,11 @@ class LayerHandler:
         output block ``b``, and every kept block must keep as many channels as the others."""
         return 1
 
-    def fold_in(self, layer, weights: dict, const: np.ndarray) -> np.ndarray:
-        """Bias change (over the original outputs) equal to the constant input ``const``."""
-        raise NotImplementedError
-
-    def can_carry(self, layer) -> bool:
-        """Whether :meth:`carry_in` works: a layer that cannot fold a non-zero constant into
-        its bias (zero padding makes its effect vary at the borders) may still route it
-        through one kept input channel holding another non-zero constant."""
-        return False
-
-    def carry_in(self, layer, weights: dict, const: np.ndarray, carrier: int, value: float) -> None:
-        """Makes input channel ``carrier`` (the constant ``value`` != 0) also stand for the
-        removed constant inputs ``const`` (zero where nothing is removed)."""
+    def fold_in(self, layer, weights: dict, const: np.ndarray) -> np.ndarray | None:
+        """Folds the constant input ``const`` (over the original inputs, zero where nothing
+        is removed): returns the bias change over the original outputs, or None after
+        adding it to the frozen path ``weights['carried_constants']`` instead (the rebuilt
+        layer then becomes the type's subclass with constants, :mod:`.constants`)."""
         raise NotImplementedError
 
     def dead_out(self, layer, weights: dict) -> np.ndarray | None:
@@ -85,17 +80,9 @@ class LayerHandler:
         return None
 
 
-def _carry(kernel: np.ndarray, axis: int, const: np.ndarray, carrier: int,
-           value: float) -> np.ndarray:
-    """``kernel`` with each input slice along ``axis`` scaled by const / value and added to
-    the carrier's slice. Exact for any zero padding, stride or dilation: a linear layer maps
-    the constant input c_j (zero in the padding) through W_j exactly as it maps the
-    carrier's c_r through (c_j / c_r) * W_j."""
-    slices = np.moveaxis(kernel, axis, 0).astype(np.float64)
-    scale = const / value
-    scale[carrier] = 0.0
-    slices[carrier] += np.tensordot(scale, slices, axes=1)
-    return np.moveaxis(slices, 0, axis).astype(kernel.dtype)
+def _unpadded(layer) -> bool:
+    # No zero padding reaches the kernel: every output sees the whole constant.
+    return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
 
 
 class DenseHandler(LayerHandler):
@@ -104,8 +91,9 @@ class DenseHandler(LayerHandler):
     def prune_out(self, layer, config, weights, keep):
         config['units'] = int(keep.sum())
         weights['kernel'] = weights['kernel'][..., keep]
-        if 'bias' in weights:
-            weights['bias'] = weights['bias'][keep]
+        for name in ('bias', OFFSET):
+            if name in weights:
+                weights[name] = weights[name][keep]
 
     def prune_in(self, layer, config, weights, keep):
         weights['kernel'] = weights['kernel'][keep, :]
@@ -117,7 +105,8 @@ class DenseHandler(LayerHandler):
         return const @ weights['kernel']
 
     def dead_out(self, layer, weights):
-        return ~weights['kernel'].any(axis=0)
+        dead = ~weights['kernel'].any(axis=0)
+        return dead & (weights[OFFSET] == 0) if OFFSET in weights else dead
 
 
 class ConvHandler(LayerHandler):
@@ -146,6 +135,9 @@ class ConvHandler(LayerHandler):
         weights['kernel'] = weights['kernel'][..., keep]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
+        for name in FROZEN:
+            if name in weights:
+                weights[name] = weights[name][..., keep]
 
     def prune_in(self, layer, config, weights, keep):
         g = self.groups(layer)
@@ -166,49 +158,54 @@ class ConvHandler(LayerHandler):
         weights['kernel'] = np.concatenate(parts, axis=-1)
 
     def can_fold(self, layer):
-        # No zero padding reaches the kernel: every output sees the whole constant.
-        return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
+        return _unpadded(layer) or with_constants(type(layer)) is not None
 
     def fold_in(self, layer, weights, const):
-        kernel = weights['kernel']
+        kernel = weights['kernel'].astype(np.float64)
         g = self.groups(layer)
         per_in, out = kernel.shape[-2], kernel.shape[-1]
-        summed = kernel.reshape(-1, per_in, g, out // g).sum(axis=0)  # (in/g, g, out/g)
-        return np.einsum('jbo,bj->bo', summed, const.reshape(g, per_in)).reshape(-1)
-
-    def can_carry(self, layer):
-        return self.groups(layer) == 1  # a carrier per group would cost a channel per group
-
-    def carry_in(self, layer, weights, const, carrier, value):
-        weights['kernel'] = _carry(weights['kernel'], -2, const, carrier, value)
+        # each output sums the constants of its own group's inputs: (*k, in/g, g, out/g)
+        grouped = kernel.reshape(kernel.shape[:-1] + (g, out // g))
+        per_tap = np.einsum('...jbo,bj->...bo', grouped, const.reshape(g, per_in))
+        if _unpadded(layer):
+            return per_tap.reshape(-1, out).sum(axis=0)
+        add_frozen(weights, per_tap.reshape(kernel.shape[:-2] + (1, out)), weights['kernel'].dtype)
+        return None
 
     def dead_out(self, layer, weights):
         kernel = weights['kernel']
-        return ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+        dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+        return dead & ~live_outputs(weights, -1, kernel.shape[-1])
 
 
 class ConvTransposeHandler(ConvHandler):
     """Conv1D/2D/3DTranspose: kernel ``(*k, out, in)``; overlapping outputs are never
-    uniform, so constants are never folded into the bias, only carried."""
+    uniform, so constants never fold into the bias, always into a frozen constant path."""
 
     def prune_out(self, layer, config, weights, keep):
         config['filters'] = int(keep.sum())
         weights['kernel'] = weights['kernel'][..., keep, :]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
+        for name in FROZEN:
+            if name in weights:
+                weights[name] = weights[name][..., keep, :]
 
     def prune_in(self, layer, config, weights, keep):
         weights['kernel'] = weights['kernel'][..., keep]
 
     def can_fold(self, layer):
-        return False
+        return with_constants(type(layer)) is not None
 
-    def carry_in(self, layer, weights, const, carrier, value):
-        weights['kernel'] = _carry(weights['kernel'], -1, const, carrier, value)
+    def fold_in(self, layer, weights, const):
+        kernel = weights['kernel']
+        add_frozen(weights, (kernel.astype(np.float64) @ const)[..., None], kernel.dtype)
+        return None
 
     def dead_out(self, layer, weights):
         kernel = np.moveaxis(weights['kernel'], -2, -1)
-        return ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+        dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+        return dead & ~live_outputs(weights, -2, kernel.shape[-1])
 
 
 class SeparableConvHandler(ConvHandler):
@@ -219,26 +216,31 @@ class SeparableConvHandler(ConvHandler):
         weights['pointwise_kernel'] = weights['pointwise_kernel'][..., keep]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
+        for name in FROZEN:
+            if name in weights:
+                weights[name] = weights[name][..., keep]
 
     def prune_in(self, layer, config, weights, keep):
         weights['depthwise_kernel'] = weights['depthwise_kernel'][..., keep, :]
         inner = np.repeat(keep, layer.depth_multiplier)
         weights['pointwise_kernel'] = weights['pointwise_kernel'][..., inner, :]
 
-    def can_carry(self, layer):
-        return False  # each input has its own depthwise filter: no kernel to share
-
-
     def fold_in(self, layer, weights, const):
-        depth = weights['depthwise_kernel']
-        per_in = depth.reshape(-1, depth.shape[-2], depth.shape[-1]).sum(axis=0)  # (in, mult)
-        inner = (per_in * const[:, None]).reshape(-1)
-        point = weights['pointwise_kernel'].reshape(-1, weights['pointwise_kernel'].shape[-1])
-        return inner @ point
+        depth, point = weights['depthwise_kernel'], weights['pointwise_kernel']
+        mult, out = depth.shape[-1], point.shape[-1]
+        # depthwise then pointwise, per tap: (*k, in, mult) x (in * mult, out) -> (*k, out)
+        scaled = depth.astype(np.float64) * const[:, None]
+        per_tap = np.einsum('...jm,jmo->...o', scaled,
+                            point.reshape(-1, mult, out).astype(np.float64))
+        if _unpadded(layer):
+            return per_tap.reshape(-1, out).sum(axis=0)
+        add_frozen(weights, per_tap[..., None, :], point.dtype)
+        return None
 
     def dead_out(self, layer, weights):
         point = weights['pointwise_kernel']
-        return ~point.reshape(-1, point.shape[-1]).any(axis=0)
+        dead = ~point.reshape(-1, point.shape[-1]).any(axis=0)
+        return dead & ~live_outputs(weights, -1, point.shape[-1])
 
 
 class DepthwiseHandler(LayerHandler):
@@ -381,10 +383,14 @@ def _named(handler: LayerHandler, *names: str) -> dict[str, LayerHandler]:
 #: Supported layer types (Keras class name -> handler). The docs list from this table;
 #: pass ``custom_handlers={'MyLayer': MyHandler()}`` to ``speedup`` for others.
 HANDLERS: dict[str, LayerHandler] = {
-    'Dense': DenseHandler(),
-    **_named(ConvHandler(), 'Conv1D', 'Conv2D', 'Conv3D'),
-    **_named(ConvTransposeHandler(), 'Conv1DTranspose', 'Conv2DTranspose', 'Conv3DTranspose'),
-    **_named(SeparableConvHandler(), 'SeparableConv1D', 'SeparableConv2D'),
+    **_named(DenseHandler(), 'Dense', 'DenseWithConstants'),
+    **_named(ConvHandler(), 'Conv1D', 'Conv2D', 'Conv3D', 'Conv1DWithConstants',
+             'Conv2DWithConstants', 'Conv3DWithConstants'),
+    **_named(ConvTransposeHandler(), 'Conv1DTranspose', 'Conv2DTranspose', 'Conv3DTranspose',
+             'Conv1DTransposeWithConstants', 'Conv2DTransposeWithConstants',
+             'Conv3DTransposeWithConstants'),
+    **_named(SeparableConvHandler(), 'SeparableConv1D', 'SeparableConv2D',
+             'SeparableConv1DWithConstants', 'SeparableConv2DWithConstants'),
     **_named(DepthwiseHandler(), 'DepthwiseConv1D', 'DepthwiseConv2D'),
     **_named(ChannelVectorHandler(), 'BatchNormalization', 'PReLU'),
     **_named(NoWeightHandler(), 'Activation', 'ReLU', 'LeakyReLU', 'ELU', 'ThresholdedReLU',
