@@ -64,9 +64,7 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None
                 if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                     h.prune_in(m, sp.keep_in)
                 continue
-            if sp.carrier is not None:
-                h.carry_in(m, sp.fold_idx, sp.fold_val, sp.carrier, sp.carrier_val)
-            elif sp.fold_idx is not None:
+            if sp.fold_idx is not None:
                 _fold(name, h, m, sp, train)
             if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                 h.prune_in(m, sp.keep_in)

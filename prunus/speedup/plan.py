@@ -10,12 +10,10 @@ removed only when
    lose it although their masks keep it, and the BatchNorm loses it on both sides;
 2. no operator that cannot drop channels uses it (``Trace.blocked``), it is not part of
    the model output;
-3. wherever a layer consumes it, its value is a constant that the layer can fold into
-   its bias (a BatchNorm shift after a pruned conv is a non-zero constant; a Linear
-   folds any constant). A zero-padded conv cannot: at the borders the constant meets
-   the padding. It keeps one constant input channel per group instead (the *carrier*)
-   and takes the others' weights into the carrier's, scaled by the ratio of the
-   constants;
+3. wherever a layer consumes it, its value is a constant that the layer can fold (a
+   BatchNorm shift after a pruned conv is a non-zero constant; a Linear folds any
+   constant into its bias, a zero-padded conv into a frozen constant path, exact at the
+   borders); a layer that cannot (a depthwise conv reading it) keeps the channel;
 4. grouped convolutions lose the same number of channels in every group, GroupNorm only
    whole groups, a layer called twice loses the same positions at every call, and every
    layer keeps at least one channel.
@@ -42,8 +40,6 @@ class SitePlan:
     keep_out: torch.Tensor | None = None
     fold_idx: torch.Tensor | None = None
     fold_val: torch.Tensor | None = None
-    carrier: torch.Tensor | None = None
-    carrier_val: torch.Tensor | None = None
 
 
 @dataclass
@@ -172,37 +168,10 @@ class _Decider:
         ok = ~varying
         if not site.handler.can_fold(site.module, vals[0][ok]):
             nonzero = ok & (vals[0] != 0)
-            if site.handler.can_carry(site.module) and bool(nonzero.any()):
-                # groups that lost a non-zero constant but have no carrier keep one
-                need = idx[nonzero]  # ascending, so their groups are too
-                group = need // (len(roots) // site.handler.groups(site.module)[0])
-                bare = self.carriers(site, calls)[group] < 0
-                need, group = need[bare], group[bare]
-                changed |= self.keep(roots[need[_first_of_runs(group)]],
-                                     f"carries the constant inputs of '{name}' "
-                                     '(zero padding), which lost the others')
-            else:
-                changed |= self.keep(roots[idx[nonzero]],
-                                     f"a non-zero constant reaches '{name}', which cannot "
-                                     'fold it exactly (zero padding)')
+            changed |= self.keep(roots[idx[nonzero]],
+                                 f"a non-zero constant reaches '{name}', which cannot "
+                                 'fold it exactly')
         return changed
-
-    def carriers(self, site: Site, calls: list) -> torch.Tensor:
-        """Per input group of ``site``: the position of a kept input channel that is the
-        same non-zero constant in every call by construction (a carrier), or -1."""
-        roots = calls[0][1]
-        groups = site.handler.groups(site.module)[0]
-        found = torch.full((groups,), -1, dtype=torch.long)
-        cand = ~self.gone(roots) & self.constant[roots]
-        if not bool(cand.any()):
-            return found
-        idx = cand.nonzero().flatten()
-        vals = torch.stack([c.const[idx] for c, _ in calls])
-        good = idx[~torch.isnan(vals).any(0) & (vals == vals[:1]).all(0) & (vals[0] != 0)]
-        group = good // (len(roots) // groups)  # ascending, as ``good`` is
-        first = _first_of_runs(group)
-        found[group[first]] = good[first]
-        return found
 
     def _check_groups(self, name: str, site: Site) -> bool:
         g_in, g_out, whole = site.handler.groups(site.module)
@@ -257,28 +226,6 @@ def make_plan(trace: Trace) -> Plan:
     return _build(trace, dec)
 
 
-def _first_of_runs(sorted_values: torch.Tensor) -> torch.Tensor:
-    """Bool per entry of an ascending tensor: the first of its value (one per group)."""
-    first = torch.ones_like(sorted_values, dtype=torch.bool)
-    first[1:] = sorted_values[1:] != sorted_values[:-1]
-    return first
-
-
-def _carry_plan(dec: _Decider, name: str, site: Site, sp: SitePlan) -> None:
-    """Each removed input's carrier (itself, with value 1, for a zero constant: it adds
-    nothing, and its row goes anyway)."""
-    calls = [(c, r) for c, r in zip(site.calls, dec.in_roots[name]) if r is not None]
-    found = dec.carriers(site, calls)
-    per = len(calls[0][1]) // len(found)
-    carrier = found[sp.fold_idx // per]
-    zero = sp.fold_val == 0
-    if bool((carrier[~zero] < 0).any()):
-        raise AssertionError(f"no carrier for a non-zero constant input of '{name}'")
-    sp.carrier = torch.where(zero, sp.fold_idx, carrier)
-    const = calls[0][0].const
-    sp.carrier_val = torch.where(zero, torch.ones_like(sp.fold_val), const[sp.carrier])
-
-
 def _build(trace: Trace, dec: _Decider) -> Plan:
     plan = Plan()
     for name, site in trace.sites.items():
@@ -296,8 +243,6 @@ def _build(trace: Trace, dec: _Decider) -> Plan:
             if not site.handler.tied(site.module) and bool(gone.any()):
                 sp.fold_idx = gone.nonzero().flatten()
                 sp.fold_val = call[0].const[sp.fold_idx]
-                if not site.handler.can_fold(site.module, sp.fold_val):
-                    _carry_plan(dec, name, site, sp)
         if site.handler.tied(site.module):
             sp.keep_out = sp.keep_in
         plan.sites[name] = sp

@@ -37,7 +37,7 @@ def train_mode_constants(work: nn.Module, trace: Trace, plan: Plan, inputs: Any
     norms = [m for m in work.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]
     wanted = {n: sp for n, sp in plan.sites.items()
-              if sp.fold_idx is not None and sp.carrier is None}
+              if sp.fold_idx is not None}
     if not norms or not wanted:
         return {}
     values: dict[str, torch.Tensor] = {}

@@ -131,19 +131,6 @@ class Handler:
         if bool((values != 0).any()):
             raise NotImplementedError(f'{type(self).__name__} cannot fold non-zero inputs')
 
-    def can_carry(self, module: nn.Module) -> bool:
-        """Whether :meth:`carry_in` works: a layer that cannot fold non-zero constants
-        into its bias (zero padding makes their effect vary at the borders) may still
-        route them through one kept constant input channel per group."""
-        return False
-
-    def carry_in(self, module: nn.Module, removed: torch.Tensor, values: torch.Tensor,
-                 carriers: torch.Tensor, carrier_values: torch.Tensor) -> None:
-        """Make kept input channel ``carriers[i]`` (constant ``carrier_values[i]`` != 0, in
-        the same group) also carry the contribution of removed constant input channel
-        ``removed[i]`` (constant ``values[i]``)."""
-        raise NotImplementedError(f'{type(self).__name__} cannot carry constants')
-
 
 class LinearHandler(Handler):
     """nn.Linear: weight (out, in); features on the last dim."""

@@ -9,8 +9,8 @@ Example::
 The result computes, in inference mode, what the masked model computes: a channel is
 removed only where nothing downstream still depends on it, and a removed channel that
 carries a constant (a BatchNorm shift through an activation) has that constant folded into
-the next layer's bias; a zero-padded conv, where folding is not exact, keeps one such
-constant channel to carry the others instead. A zero BatchNorm scale (Network Slimming
+the next layer's bias, or, for a zero-padded conv, where the constant meets the padding at
+the borders, into a frozen (non-trainable) constant path of that conv. A zero BatchNorm scale (Network Slimming
 masks) makes its channel such a constant, so the filters feeding it go too. Supported layer
 types are the keys of :data:`HANDLERS` (and ``keras.ops`` calls those of
 :data:`OP_HANDLERS`); any other layer is kept as it is, together with the channels it
