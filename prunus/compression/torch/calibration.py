@@ -72,6 +72,14 @@ def call_model(model: nn.Module, batch: Any, device: torch.device | None = None)
     return model(batch, **extra)
 
 
+def call_until_stopped(model: nn.Module, batch: Any) -> None:
+    """Runs ``model`` on ``batch``; a hook may end the pass early with :class:`StopForward`."""
+    try:
+        call_model(model, batch, input_device(model))
+    except StopForward:
+        pass
+
+
 def input_device(model: nn.Module) -> torch.device | None:
     first = next(model.parameters(), None)
     return None if first is None else first.device
@@ -165,10 +173,7 @@ def run_until_done(model: nn.Module, batches: list[Any], modules: list[nn.Module
     handle = calls[-1].register_forward_hook(_raise_stop) if once else None
     try:
         for batch in batches[1:]:
-            try:
-                call_model(model, batch, input_device(model))
-            except StopForward:
-                pass
+            call_until_stopped(model, batch)
     finally:
         if handle is not None:
             handle.remove()
@@ -200,10 +205,7 @@ class BlockInputs:
         handle = first_block.register_forward_pre_hook(grab, with_kwargs=True)
         try:
             for batch in batches:
-                try:
-                    call_model(model, batch, input_device(model))
-                except StopForward:
-                    pass
+                call_until_stopped(model, batch)
         finally:
             handle.remove()
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .calibration import StopForward, as_batches, call_model, input_device
+from .calibration import StopForward, as_batches, call_model, call_until_stopped, input_device
 from .criteria import from_matrix, matrix_view
 from .layer_inputs import CONV, input_columns, is_hf_conv1d
 
@@ -143,9 +143,7 @@ def _capture(model: nn.Module, module: nn.Module, batch: Any, calls: int) -> lis
             raise StopForward
     handle = module.register_forward_hook(hook)
     try:
-        call_model(model, batch, input_device(model))
-    except StopForward:
-        pass
+        call_until_stopped(model, batch)
     finally:
         handle.remove()
     return got

@@ -66,10 +66,8 @@ def _finish(layer, outputs):
     return layer.activation(outputs) if layer.activation is not None else outputs
 
 
-class _WithConstants:
-    """The conv plus its frozen constant paths (see the module docstring)."""
-
-    FROZEN = (BUFFER, OFFSET)  # its non-trainable weights, in this order
+class _DecayingOffset:
+    """The ``offset_decay`` setting shared by every layer with an eval offset."""
 
     def __init__(self, *args, offset_decay: float = DECAY, **kwargs):
         super().__init__(*args, **kwargs)
@@ -77,6 +75,12 @@ class _WithConstants:
 
     def get_config(self):
         return {**super().get_config(), 'offset_decay': self.offset_decay}
+
+
+class _WithConstants(_DecayingOffset):
+    """The conv plus its frozen constant paths (see the module docstring)."""
+
+    FROZEN = (BUFFER, OFFSET)  # its non-trainable weights, in this order
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -165,18 +169,11 @@ def _register(cls):
 
 
 @_register
-class DenseWithConstants(keras.layers.Dense):
+class DenseWithConstants(_DecayingOffset, keras.layers.Dense):
     """keras.layers.Dense with a frozen eval-mode offset (see the module docstring): its
     train-mode constants are in the bias, so only ``eval_offset`` (one per unit) is kept."""
 
     FROZEN = (OFFSET,)
-
-    def __init__(self, *args, offset_decay: float = DECAY, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.offset_decay = float(offset_decay)
-
-    def get_config(self):
-        return {**super().get_config(), 'offset_decay': self.offset_decay}
 
     def build(self, input_shape):
         super().build(input_shape)
