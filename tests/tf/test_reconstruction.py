@@ -2,13 +2,16 @@
 import pytest
 
 pytest.importorskip('tensorflow')
+pytest.importorskip('sklearn')
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
 
 from prunus.compression.tf import L1FilterPruner, LevelPruner, Refit, reconstruct  # noqa: E402
 from prunus.layers.tf.masking import MaskConstraint, attach_masks  # noqa: E402
 from prunus.speedup.tf import speedup  # noqa: E402
+from tests.tf.test_finetune import accuracy, masked_copy, residual, train  # noqa: E402
 
 L = keras.layers
 
@@ -202,3 +205,37 @@ def test_a_reference_of_another_shape_is_refused():
     small = speedup(model, _pruned(model))
     with pytest.raises(ValueError, match="layer 'c0' has kernel shape"):
         reconstruct(small, dense, _batches(2))
+
+
+def test_on_digits_refit_helps_the_masked_model_and_never_hurts_the_sped_up_one():
+    """75% dependency-aware L1 on a conv+BN+ReLU residual net, fine-tuned 3 epochs from
+    each start (means over 3 data orders). Refit, the masked model fine-tunes clearly
+    better (measured 65.4 -> 73.9); its sped-up twin (exactly equal at the start) is not
+    hurt by the refit (60.4 -> 60.5), but still fine-tunes about 5 points below the masked
+    model at this sparsity, refit or not: a gap of the Keras speedup's training, not of
+    the refit (tests/tf/test_finetune.py checks the two agree at 50%)."""
+    data = load_digits()
+    x = (data.images[..., None] / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], data.target[order]
+    train_set, test_set = (x[:1400], y[:1400]), (x[1400:], y[1400:])
+    keras.utils.set_random_seed(0)
+    dense = train(residual(), train_set, 5, seed=0)
+    calibration = [x[i:i + 256] for i in range(0, 1024, 256)]
+    tuned = {'masked': [], 'sped': [], 'masked refit': [], 'sped refit': []}
+    for seed in (1, 2, 3):
+        for refit in (False, True):
+            masked, pruner = masked_copy(dense, 0.75)
+            if refit:
+                reconstruct(masked, dense, calibration)
+            small = speedup(masked, pruner)
+            if seed == 1:
+                np.testing.assert_allclose(small.predict(test_set[0], verbose=0),
+                                           masked.predict(test_set[0], verbose=0), atol=1e-4)
+            suffix = ' refit' if refit else ''
+            tuned['sped' + suffix].append(accuracy(train(small, train_set, 3, seed), test_set))
+            tuned['masked' + suffix].append(accuracy(train(masked, train_set, 3, seed), test_set))
+    means = {k: float(np.mean(v)) for k, v in tuned.items()}
+    print('digits 75%, fine-tuned 3 epochs:', {k: f'{means[k]:.1f} {np.round(v, 1)}' for k, v in tuned.items()})
+    assert means['masked refit'] >= means['masked'], tuned
+    assert means['sped refit'] >= means['sped'] - 1.0, tuned
