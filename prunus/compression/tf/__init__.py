@@ -18,6 +18,7 @@ from .base import MaskCallback, Pruner
 from .data_driven import (ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
                           DataDrivenPruner, TaylorFOWeightFilterPruner)
 from prunus.layers.tf.masking import Masks, apply_masks, load_masks, save_masks, strip
+from .reconstruction import Refit, reconstruct
 from .pruners import (FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner, SlimPruner,
                       slim_regularizer)
 
@@ -27,4 +28,5 @@ __all__ = [
     'ActivationAPoZRankFilterPruner', 'ActivationMeanRankFilterPruner',
     'TaylorFOWeightFilterPruner', 'AGPPruner',
     'apply_masks', 'strip', 'save_masks', 'load_masks', 'slim_regularizer',
+    'reconstruct', 'Refit',
 ]

@@ -22,31 +22,17 @@ removal and after a short fine-tune both improve over magnitude choice alone.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
+from prunus.compression.least_squares import Refit
 from .calibration import StopForward, as_batches, call_model, call_until_stopped, input_device
 from .criteria import from_matrix, matrix_view
 from .layer_inputs import CONV, input_columns, is_hf_conv1d
 
 _OWNER = 'reconstruct'
-
-
-@dataclass
-class Refit:
-    """One layer's relative output error ``||y_dense - y|| / ||y_dense||`` on the
-    calibration data, before and after its refit (over the output features its masks keep).
-
-    Example::
-
-        for name, refit in reconstruct(model, dense, batches).items():
-            print(f'{name}: {refit.before:.3f} -> {refit.after:.3f}')
-    """
-    before: float
-    after: float
 
 
 def _refittable(module: nn.Module) -> bool:
