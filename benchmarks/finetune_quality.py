@@ -294,7 +294,8 @@ def main() -> None:
     command = '; '.join(f'OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/finetune_quality.py '
                         f'{p}'.strip() for p in parts)
     if args.combine:
-        command += f'; then `--combine {" ".join(args.combine)}`'
+        # the fine-tune flags go along: the joined document's header is written from them
+        command += f'; then `... {" ".join(sys.argv[1:])}`'
     doc = _document(data, args, command)
     with open(args.out, 'w') as f:
         f.write('\n'.join(doc) + '\n')

@@ -246,3 +246,16 @@ def test_a_hugging_face_classifier_with_keyword_batches():
     assert 'classifier' in report  # the head: turned, lengths kept
     assert torch.allclose(lengths(), before, rtol=1e-5)
     assert all(r.after <= r.before for r in report.values())
+
+
+def test_a_failure_part_way_leaves_every_layer_as_it_was():
+    dense = _cnn()
+    _randomize_norms(dense)
+    model = copy.deepcopy(dense)
+    _pruned(model)
+    # the reference's classifier sees (N, 1, 12): it fails there, after layer '4' was refit
+    dense[8] = nn.Sequential(nn.Flatten(), nn.Unflatten(1, (1, 12)))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="layer '9' outputs"):
+        reconstruct(model, dense, _batches(2))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

@@ -27,7 +27,8 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from prunus.compression.least_squares import Refit
+from prunus.compression.least_squares import (Refit, check_ridge, keep_row_lengths,
+                                              residual_left, solve_update)
 from .calibration import StopForward, as_batches, call_model, call_until_stopped, input_device
 from .criteria import from_matrix, matrix_view
 from .layer_inputs import CONV, input_columns, is_hf_conv1d
@@ -151,6 +152,12 @@ def _matrices(module: nn.Module, tensor: torch.Tensor) -> list[torch.Tensor]:
     return list(matrix.chunk(groups, dim=0))
 
 
+def _refit_params(module: nn.Module) -> list[torch.Tensor]:
+    """What a refit changes: the weight and, if any, the bias."""
+    bias = getattr(module, 'bias', None)
+    return [module.weight] + ([bias] if isinstance(bias, torch.Tensor) else [])
+
+
 def _kept_outputs(module: nn.Module) -> torch.Tensor:
     """Bool per output feature: not masked away (a pruned row stays zero, nothing to fit)."""
     weight = module.weight
@@ -209,61 +216,32 @@ def _supports(module: nn.Module, group: int, rows: int, cols: int, bias: bool) -
     return keep
 
 
-def _solve(normal: _Normal, ridge: float) -> list[torch.Tensor]:
-    """Per group the update ``(rows, cols [+ bias])``."""
+def _numpy(t: torch.Tensor):
+    return t.detach().cpu().numpy()
+
+
+def _solve(normal: _Normal, ridge: float, head: bool) -> tuple[list[torch.Tensor], float]:
+    """Per group the update ``(rows, cols [+ bias])`` (the core's masked ridge solve; a
+    head's rows keep their lengths), and the residual it leaves."""
     module = normal.module
-    updates = []
-    for g, (gram, cross) in enumerate(zip(normal.gram, normal.cross)):
+    device = module.weight.device
+    biases = module.bias.detach().double().reshape(len(normal.gram), -1) if normal.bias else None
+    updates, left = [], normal.residual
+    for g, (gram, cross, matrix) in enumerate(zip(normal.gram, normal.cross,
+                                                  _matrices(module, module.weight.detach()))):
         rows, size = cross.shape[1], gram.shape[0]
         cols = size - 1 if normal.bias else size
-        update = gram.new_zeros(rows, size)
-        energy = float(gram.diagonal()[:cols].mean()) if cols else 0.0
-        # a floor keeps all-zero columns (inputs a removed channel left at zero) solvable
-        strength = (ridge + 1e-9) * energy if energy > 0 else 1.0
         keep = _supports(module, g, rows, cols, normal.bias)
-        patterns, which = torch.unique(keep, dim=0, return_inverse=True)
-        for p, pattern in enumerate(patterns):
-            idx = pattern.nonzero().flatten()
-            members = (which == p).nonzero().flatten()
-            if idx.numel() == 0:
-                continue
-            a = gram[idx][:, idx] + strength * torch.eye(idx.numel(), dtype=gram.dtype, device=gram.device)
-            step = torch.linalg.solve(a, cross[idx][:, members])
-            update[members.unsqueeze(1), idx.unsqueeze(0)] = step.t()
-        updates.append(update)
-    return updates
-
-
-def _keep_row_lengths(module: nn.Module, updates: list[torch.Tensor], bias: bool) -> list[torch.Tensor]:
-    """The updates rescaled so that every output row (weights and bias) keeps its length.
-
-    A head's row lengths set how confident its outputs are. Refit to the dense logits from
-    fewer features, a classifier's rows grow about 2x, and the model then fine-tunes worse
-    than not refitting it at all; with its rows' lengths kept it fine-tunes better than
-    both (measured on the digits CNNs). The refit then chooses the rows' directions only."""
-    out = []
-    cols = updates[0].shape[1] - (1 if bias else 0)
-    biases = module.bias.detach().double().reshape(len(updates), -1) if bias else None
-    for g, (matrix, update) in enumerate(zip(_matrices(module, module.weight.detach()), updates)):
-        old = matrix.double()
-        if bias:
-            old = torch.cat([old, biases[g].unsqueeze(1)], dim=1)
-        new = old.clone()
-        new[:, :cols] += update[:, :cols]
-        if bias:
-            new[:, -1] += update[:, -1]
-        length, grown = old.norm(dim=1, keepdim=True), new.norm(dim=1, keepdim=True)
-        new = new * torch.where(grown > 0, length / grown.clamp_min(1e-30), torch.ones_like(grown))
-        out.append(new - old)
-    return out
-
-
-def _residual_left(normal: _Normal, updates: list[torch.Tensor]) -> float:
-    """``||R - X dW^T||^2 = ||R||^2 - 2 <dW, (X^T R)^T> + <dW, dW X^T X>`` over all groups."""
-    left = normal.residual
-    for gram, cross, update in zip(normal.gram, normal.cross, updates):
-        left += float(-2 * (update * cross.t()).sum() + ((update @ gram) * update).sum())
-    return max(left, 0.0)
+        gram_np, cross_np = _numpy(gram), _numpy(cross)
+        update = solve_update(gram_np, cross_np, _numpy(keep), ridge, normal.bias)
+        if head:
+            old = matrix.double()
+            if normal.bias:
+                old = torch.cat([old, biases[g].unsqueeze(1)], dim=1)
+            update = keep_row_lengths(_numpy(old), update)
+        left = residual_left(left, gram_np, cross_np, update)
+        updates.append(torch.from_numpy(update).to(device))
+    return updates, left
 
 
 def _apply(module: nn.Module, updates: list[torch.Tensor], bias: bool) -> None:
@@ -293,11 +271,9 @@ def _refit_layer(model, reference, name, batches, calls, ridge, head: bool) -> R
     scale = max(normal.target, 1e-30)
     if normal.residual <= 1e-12 * scale:
         return None  # this layer already computes what the dense one does
-    updates = _solve(normal, ridge)
-    if head:
-        updates = _keep_row_lengths(module, updates, normal.bias)
+    updates, left = _solve(normal, ridge, head)
     _apply(module, updates, normal.bias)
-    return Refit((normal.residual / scale) ** 0.5, (_residual_left(normal, updates) / scale) ** 0.5)
+    return Refit((normal.residual / scale) ** 0.5, (left / scale) ** 0.5)
 
 
 def reconstruct(model: nn.Module, reference: nn.Module, calibration_data: Iterable[Any], *,
@@ -316,7 +292,7 @@ def reconstruct(model: nn.Module, reference: nn.Module, calibration_data: Iterab
         exact_heads: the model's heads (layers whose output the model returns: a
             classifier, an LM head) are refit like every layer. By default their output
             rows keep their lengths (only their directions are fit), which fine-tunes
-            better: see :func:`_keep_row_lengths`.
+            better: see :func:`prunus.compression.least_squares.keep_row_lengths`.
         ridge: the regularization, relative to the mean input energy (the mean diagonal
             of ``X^T X``): smaller fits the calibration data closer (best when there is no
             fine-tuning), larger moves the weights less. The default, 0.3, fine-tuned best
@@ -335,8 +311,7 @@ def reconstruct(model: nn.Module, reference: nn.Module, calibration_data: Iterab
         reconstruct(model, dense, [images[i:i + 256] for i in range(0, 1024, 256)])
         model = speedup(model, x, pruner)   # still equals the (refit) masked model
     """
-    if not isinstance(ridge, (int, float)) or isinstance(ridge, bool) or not ridge >= 0:
-        raise ValueError(f'{_OWNER}: ridge must be a number >= 0; got {ridge!r}.')
+    ridge = check_ridge(ridge, _OWNER)
     batches = as_batches(calibration_data, _OWNER)
     names = _select(model, reference, layers)
     _check_reference(model, reference, names)
@@ -347,12 +322,21 @@ def reconstruct(model: nn.Module, reference: nn.Module, calibration_data: Iterab
         with torch.no_grad():
             order, calls, heads = _call_order(model, batches[0], names)
             _call_order(reference, batches[0], names)
+        modules = dict(model.named_modules())
+        saved = {n: [p.detach().clone() for p in _refit_params(modules[n])] for n in order}
         report = {}
-        for name in order:
-            refit = _refit_layer(model, reference, name, batches, calls[name], float(ridge),
-                                 head=name in heads and not exact_heads)
-            if refit is not None:
-                report[name] = refit
+        try:
+            for name in order:
+                refit = _refit_layer(model, reference, name, batches, calls[name], ridge,
+                                     head=name in heads and not exact_heads)
+                if refit is not None:
+                    report[name] = refit
+        except BaseException:
+            with torch.no_grad():  # a failure part-way leaves the model as it came
+                for name, values in saved.items():
+                    for param, value in zip(_refit_params(modules[name]), values):
+                        param.copy_(value)
+            raise
         return report
     finally:
         for module, training in modes:
