@@ -39,8 +39,9 @@ def _param_count(model: nn.Module) -> int:
 
 
 def _fold(name: str, handler: Handler, module: nn.Module, sp, train: dict) -> None:
-    """Fold removed constant inputs: the train-mode constants into the trainable bias
-    (or frozen path), the eval-mode difference into a decaying eval-only buffer."""
+    """Fold removed constant inputs: the train-mode constants into the layer's learnable
+    constant path (a bias for the few handlers without one), the eval-mode difference
+    into a decaying eval-only buffer."""
     values = sp.fold_val
     measured = train.get(name)
     if measured is not None and isinstance(handler, _OFFSET_HANDLERS):

@@ -8,7 +8,8 @@ and the shape of each parameter and buffer. :func:`load` takes a fresh instance 
 original architecture, gives every layer the saved shapes and attributes, then loads the
 weights, so the file opens with ``torch.load(path, weights_only=True)``. Layers the
 speedup gave another class (a layer carrying removed channels' constants, e.g.
-``Conv2dWithConstants`` with its ``carried_constants`` / ``eval_offset`` buffers, a
+``Conv2dWithConstants`` with its ``carried_constants`` path and ``carried_scale`` /
+``eval_offset`` buffers, a
 ``PrunedMultiheadAttention`` in place of ``nn.MultiheadAttention``, head-pruned Swin
 attention) get that class back on load, by its saved name, from prunus' own classes only.
 """
@@ -28,7 +29,7 @@ from prunus.layers.torch.masking import is_masked
 
 def _stand_ins() -> dict[str, type]:
     """Classes the speedup may give a layer in place of the original's: the layer with
-    frozen constant paths (a subclass), head-pruned Swin attention (a subclass) and
+    constant paths (a subclass), head-pruned Swin attention (a subclass) and
     PrunedMultiheadAttention (in place of nn.MultiheadAttention)."""
     table = {cls.__qualname__: cls for cls in WITH_CONSTANTS.values()}
     table['PrunedMultiheadAttention'] = _modules.PrunedMultiheadAttention

@@ -12,8 +12,8 @@ removed only when
    the model output;
 3. wherever a layer consumes it, its value is a constant that the layer can fold (a
    BatchNorm shift after a pruned conv is a non-zero constant; a Linear folds any
-   constant into its bias, a zero-padded conv into a frozen constant path, exact at the
-   borders); a layer that cannot (a depthwise conv reading it) keeps the channel;
+   constant into a bias-like constant path, a zero-padded conv into a kernel applied to
+   ones, exact at the borders); a layer that cannot (a depthwise conv reading it) keeps the channel;
 4. grouped convolutions lose the same number of channels in every group, GroupNorm only
    whole groups, a layer called twice loses the same positions at every call, and every
    layer keeps at least one channel.

@@ -1,5 +1,6 @@
 """Non-zero constants into zero-padded layers: every constant channel goes, its effect (the
-borders included) rides on a frozen buffer of the consumer, exactly, and no weight grows."""
+borders included) rides on a small constant path of the consumer, exactly, no weight grows,
+and under Adam the path learns as the masked model's weights on the removed inputs do."""
 import io
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from prunus.speedup import speedup
-from prunus.layers.torch.constants import BUFFER, DECAY, OFFSET
+from prunus.layers.torch.constants import DECAY, OFFSET, PATH, SCALE
 from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
 
 
@@ -34,6 +35,12 @@ CASES = {
                torch.randn(2, 3, 20)),
     'conv3d': (block(nn.Conv3d(3, 8, 1), nn.BatchNorm3d(8), nn.Conv3d(8, 4, 3, padding=1)),
                torch.randn(1, 3, 4, 5, 5)),
+    # bias-like: the constant reaches every output position alike (one value per output)
+    'conv2d_1x1': (block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 6, 1)),
+                   torch.randn(2, 3, 9, 9)),
+    'conv2d_reflect': (block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8),
+                             nn.Conv2d(8, 6, 3, padding=1, padding_mode='reflect')),
+                       torch.randn(2, 3, 9, 9)),
     'conv_transpose2d': (block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8),
                                nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1)),
                          torch.randn(2, 3, 9, 9)),
@@ -51,8 +58,10 @@ def test_constants_go_and_the_result_stays_exact(case):
     assert max_rel_error(masked(x[:1]), small(x[:1])) < 1e-4  # any batch size
     assert small[0].out_channels == 3 and summary.kept == {}
     assert small[3].weight.abs().max() <= masked[3].weight.abs().max()
-    assert BUFFER in dict(small[3].named_buffers())
-    assert all(BUFFER not in n for n, _ in small.named_parameters())
+    assert PATH in dict(small[3].named_parameters())
+    assert SCALE in dict(small[3].named_buffers())
+    # the learnable part is K / sum|c_j|: never above the masked model's largest weight
+    assert small[3].carried_constants.abs().max() <= masked[3].weight.abs().max() + 1e-6
 
 
 @pytest.mark.parametrize('layer', [nn.Conv2d(12, 6, 3, padding=1, groups=3),
@@ -118,3 +127,40 @@ def test_the_frozen_paths_survive_saving_and_a_second_speedup():
     again = speedup(loaded, x, masks)
     assert again[0].out_channels == 2 and again[3].in_channels == 2
     assert max_rel_error(masked_copy(loaded, masks)(x), again(x)) < 1e-4
+
+
+def _adam_steps(net, x, target, consumer):
+    net.train()
+    for name, p in net.named_parameters():
+        p.requires_grad_(name.startswith(consumer + '.'))
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.02)
+    for _ in range(3):
+        opt.zero_grad()
+        (net(x) * target).sum().backward()
+        opt.step()
+
+
+LINEAR = (nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Hardtanh(0.1, 6.0),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)),
+          torch.randn(4, 3, 9, 9), '5')
+
+
+@pytest.mark.parametrize('case', sorted(CASES) + ['linear'])
+def test_under_adam_the_path_follows_the_masked_models_weights(case):
+    # only the consumer learns, in both models: its weights on the removed inputs (masked)
+    # against the path K / sum|c_j| (sped up); Adam's steps are scale-free, so K moves alike
+    if case == 'linear':
+        model, x, consumer = LINEAR
+        model = randomize_norms(model.eval())
+    else:
+        (model, x), consumer = CASES[case], '3'
+    masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
+    small = speedup(model, x, masks)
+    masked = masked_copy(model, masks)
+    target = torch.randn_like(masked.train()(x))
+    for net in (masked, small):
+        _adam_steps(net, x, target, consumer)
+    moved = max_rel_error(model.train()(x), masked(x))
+    assert moved > 1e-2  # the steps did change the masked model
+    with torch.no_grad():
+        assert max_rel_error(masked(x), small(x)) < 1e-3 * max(1.0, moved)

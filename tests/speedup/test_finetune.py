@@ -1,5 +1,6 @@
 """A sped-up model fine-tunes as well as the masked model it equals: the constants that
-removed channels leave behind are frozen, never a trainable channel with inflated weights."""
+removed channels leave behind ride on small paths fed by ones (never a channel with
+inflated weights), which learn as the masked model's weights on removed inputs do."""
 import copy
 
 import pytest
@@ -9,7 +10,7 @@ from torch import nn
 
 from prunus.compression.torch import L1FilterPruner
 from prunus.speedup import speedup
-from prunus.layers.torch.constants import BUFFER, OFFSET
+from prunus.layers.torch.constants import OFFSET, PATH
 
 
 class Residual(nn.Module):
@@ -77,12 +78,12 @@ def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity):
     with torch.no_grad():
         assert torch.allclose(small.eval()(test_set[0]), masked.eval()(test_set[0]), atol=1e-4)
     masked_max = max_weights(masked)
-    for name, value in max_weights(small).items():  # no weight grows
-        assert value <= masked_max[name] + 1e-6, name
-    frozen = {n: b.clone() for n, b in small.named_buffers() if n.endswith(BUFFER)}
+    for name, value in max_weights(small).items():  # no weight grows (the paths: K/sum|c|)
+        layer = name.removesuffix('.' + PATH).removesuffix('.weight')
+        assert value <= masked_max[layer + '.weight'] + 1e-6, name
+    paths = {n: p.detach().clone() for n, p in small.named_parameters() if n.endswith(PATH)}
     offsets = {n: b.clone() for n, b in small.named_buffers() if n.endswith(OFFSET)}
-    assert frozen, 'the example is meant to leave constants for padded convs'
-    assert not any(n.endswith(BUFFER) for n, _ in small.named_parameters())
+    assert any(p.dim() == 4 for p in paths.values()), 'meant to leave paths for padded convs'
     # in train mode too it computes what the masked model computes (BatchNorm batch stats)
     batch = train_set[0][:32]
     with torch.no_grad():
@@ -97,8 +98,10 @@ def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity):
             model = train(copy.deepcopy(start), train_set, 4, seed=seed)
             tuned[key].append((model, accuracy(model, test_set)))
     small = tuned['small'][0][0]
-    for name, before in frozen.items():  # inert: no gradient, decay or Adam state moves it
-        assert torch.equal(dict(small.named_buffers())[name], before)
+    for name, before in paths.items():  # fed by ones: it learns a bias, not a channel
+        after = dict(small.named_parameters())[name]
+        assert not torch.equal(after, before)
+        assert float(after.detach().abs().max()) <= max(masked_max.values())
     for name, before in offsets.items():  # stale eval statistics are forgotten
         after = dict(small.named_buffers())[name]
         assert float(after.abs().max()) <= 0.01 * float(before.abs().max())

@@ -51,12 +51,13 @@ def test_scale_only_leaves_a_constant_folded_where_it_can_be():
     model = randomize_norms(Plain().eval())
     with torch.no_grad():
         model.a[1].bias[[1, 2]] = 0.5  # positive: it passes the ReLU
-    # a.1's shifts reach the padded conv b.0, which carries them in a frozen buffer;
-    # b.1's reach the mean and the Linear, which folds them into its bias
+    # a.1's shifts reach the padded conv b.0, which carries them on a constant path;
+    # b.1's reach the mean and the Linear, which gets the bias-like (one value per output) path
     small, summary = check(model, bn_masks(model, ['a.1', 'b.1'], [1, 2], shift=False))
     assert small.a[0].out_channels == 14
     assert small.b[0].out_channels == 14 and small.fc.in_features == 14
-    assert 'carried_constants' in dict(small.b[0].named_buffers())
+    assert small.b[0].carried_constants.dim() == 4
+    assert small.fc.carried_constants.shape == (small.fc.out_features,)
 
 
 def test_channel_read_elsewhere_is_kept():

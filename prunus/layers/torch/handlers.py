@@ -3,8 +3,9 @@
 A handler answers four symmetric questions about a module (count/prune its input
 channels, count/prune its output channels) plus two that keep the result exact: which
 output channels are already dead (all-zero weights, the pruner's mask) and how to fold a
-removed input channel's constant value into the bias (or, for a zero-padded convolution,
-into a frozen buffer: :mod:`prunus.layers.torch.constants`). Layers whose output channel ``i``
+removed input channel's constant value into a constant path of the consumer, a bias-like
+one or, for a zero-padded convolution, a small kernel applied to ones
+(:mod:`prunus.layers.torch.constants`). Layers whose output channel ``i``
 *is* input channel ``i`` (BatchNorm, depthwise conv, PReLU) say ``tied`` once; pruning
 either side then prunes both.
 
@@ -162,11 +163,7 @@ class LinearHandler(Handler):
         return True
 
     def fold_in(self, module, removed, values):
-        if not bool(values.any()):
-            return
-        w = module.weight.data
-        extra = w[:, removed.to(w.device)] @ values.to(w.device, w.dtype)
-        _add_bias(module, extra)
+        constants.add_constants(module, removed, values)
 
 
 def _take(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
@@ -237,25 +234,12 @@ class ConvHandler(Handler):
         return not self.tied(module)
 
     def fold_in(self, module, removed, values):
-        if not bool(values.any()):  # zeros add nothing; skip summing the whole weight
-            return
-        padding = module.padding
-        unpadded = padding == 'valid' or (not isinstance(padding, str) and not any(padding))
-        if not unpadded and module.padding_mode == 'zeros':
-            # the borders see padding, not the constant: a frozen path, not the bias
-            constants.add_constants(module, removed, values)
-            return
-        g = module.groups
-        sums = module.weight.data.flatten(2).sum(2)  # (out, in/groups)
-        dense = torch.zeros(module.in_channels, dtype=sums.dtype, device=sums.device)
-        dense[removed.to(sums.device)] = values.to(sums.device, sums.dtype)
-        # each output sums the constants of the removed inputs of its own group
-        extra = torch.einsum('goi,gi->go', sums.view(g, -1, sums.shape[1]), dense.view(g, -1))
-        _add_bias(module, extra.reshape(-1))
+        # a path that learns as the masked model's weights on the removed inputs would
+        constants.add_constants(module, removed, values)
 
 
 class ConvTransposeHandler(Handler):
-    """nn.ConvTranspose{1,2,3}d: weight (in, out/groups, *k); constants take a frozen path."""
+    """nn.ConvTranspose{1,2,3}d: weight (in, out/groups, *k); constants take a constant path."""
 
     def count_in(self, module):
         return module.in_channels
@@ -412,7 +396,7 @@ HANDLERS: dict[type, Handler] = {
     nn.MultiheadAttention: KeepChannelsHandler(),
 }
 SUPPORTED_LAYERS = tuple(t.__name__ for t in HANDLERS)
-# the layers a speedup gave frozen constant paths are pruned like their base layers
+# the layers a speedup gave constant paths are pruned like their base layers
 HANDLERS.update({swapped: HANDLERS[base] for base, swapped in constants.WITH_CONSTANTS.items()})
 #: Functions ``module -> Handler | None`` tried for modules the table does not know:
 #: layers recognized by their structure rather than their class (attention modules, see
