@@ -9,9 +9,11 @@ fine-tune (``finetune_models.train``: Adam, batch 32, same epochs and learning r
 * ``speedup``: the same masks, ``prunus.speedup``, then the fine-tune;
 * ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (defaults: reduction
   ``'mean'`` over raw L1 magnitudes, no normalization), speedup, fine-tune;
-* ``speedup-recon``: the same group choice, then ``reconstruct`` with its defaults
+* ``masked-recon``: the same group choice, then ``reconstruct`` with its defaults
   (least-squares refit of every conv against the dense model on 1,024 training images;
-  the classifier, the model's head, left alone), then speedup and fine-tune;
+  the classifier, the model's head, keeps its row lengths), masks held through the fine-tune;
+* ``speedup-recon``: that same refit masked model, sped up, then the fine-tune (its twin is
+  ``masked-recon``, as ``masked`` is the twin of ``speedup``);
 * ``tp``: Torch-Pruning ``MetaPruner`` with ``MagnitudeImportance(p=1)``, the same
   pruning ratio per layer and the same ignored layers (every Linear), then the fine-tune.
 
@@ -52,8 +54,10 @@ from finetune_models import MODELS, accuracy, digits, train  # noqa: E402
 from prunus.compression.torch import L1FilterPruner, reconstruct  # noqa: E402
 from prunus.speedup import speedup  # noqa: E402
 
-FLOWS = ['dense+ft', 'masked', 'speedup', 'speedup-group', 'speedup-recon', 'tp']
+FLOWS = ['dense+ft', 'masked', 'speedup', 'speedup-group', 'masked-recon', 'speedup-recon',
+         'tp']
 SPED = ('speedup', 'speedup-group', 'speedup-recon')
+TWIN = {'speedup-recon': 'masked-recon'}  # the masked model it was sped up from, if not 'masked'
 CALIBRATION = 1024  # training images the reconstruction fits on, in batches of 256
 
 
@@ -121,13 +125,14 @@ def run_seed(arch: str, seed: int, ratio: float, args) -> dict[str, dict]:
     dense = dense_model(arch, seed, args)
     x = train_set[0][:4]
     one = train_set[0][:1]
+    calibration = list(train_set[0][:CALIBRATION].split(256))
     made = {
         'dense+ft': copy.deepcopy(dense),
         'masked': prunus_flow(dense, x, ratio, None, False),
         'speedup': prunus_flow(dense, x, ratio, None, True),
         'speedup-group': prunus_flow(dense, x, ratio, 'group', True),
-        'speedup-recon': prunus_flow(dense, x, ratio, 'group', True,
-                                     calibration=list(train_set[0][:CALIBRATION].split(256))),
+        'masked-recon': prunus_flow(dense, x, ratio, 'group', False, calibration=calibration),
+        'speedup-recon': prunus_flow(dense, x, ratio, 'group', True, calibration=calibration),
         'tp': tp_flow(dense, x, ratio),
     }
     out = {}
@@ -179,7 +184,7 @@ def table(results: dict, seeds: list[int]) -> list[str]:
              '|---|---|---|---|---|---|---|---|---|']
     for key, per_seed in results.items():
         arch, ratio = key.split('@')[0], float(key.split('@')[1])
-        for flow in FLOWS:
+        for flow in (f for f in FLOWS if f in per_seed[seeds[0]]):
             rows = [per_seed[s][flow] for s in seeds]
             mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != 'dense'}
             finals = [r['final'] for r in rows]
@@ -209,13 +214,19 @@ def verdict(results: dict, seeds: list[int]) -> list[str]:
         for flow in flows:
             vs_tp, err = _paired(per_seed, seeds, flow, 'tp')
             vs_masked, err_masked = _paired(per_seed, seeds, flow, 'masked')
+            twin = TWIN.get(flow)
+            vs_twin, err_twin = (_paired(per_seed, seeds, flow, twin)
+                                 if twin in per_seed[seeds[0]] else (0.0, 0.0))
             fewer = mean(flow, 'macs') <= mean('tp', 'macs')
             missed = [what for what, bad in (('below Torch-Pruning', vs_tp < 0 or not fewer),
-                                             ('> 0.5 pt below masked', vs_masked < -0.5))
+                                             ('> 0.5 pt below masked', vs_masked < -0.5),
+                                             ('> 0.5 pt below its masked twin', vs_twin < -0.5))
                       if bad]
+            twin_text = (f', {vs_twin:+.2f} +- {err_twin:.2f} pt vs its masked twin {twin}'
+                         if twin in per_seed[seeds[0]] else '')
             lines.append(f'- {arch} {ratio:.0%} {flow}: {vs_tp:+.2f} +- {err:.2f} pt vs '
                          f'Torch-Pruning ({"equal or fewer" if fewer else "more"} MACs), '
-                         f'{vs_masked:+.2f} +- {err_masked:.2f} pt vs prunus masked'
+                         f'{vs_masked:+.2f} +- {err_masked:.2f} pt vs prunus masked{twin_text}'
                          f'{" (best prunus flow)" if flow == best else ""}: '
                          + ('targets met' if not missed else 'missed: ' + ', '.join(missed)))
     return lines
