@@ -3,7 +3,8 @@
 ``speedup(model, example_inputs, masks)`` returns a smaller copy of ``model`` whose outputs
 equal the masked model's; ``ModelSpeedup(model, dummy_input, masks).speedup_model()`` does
 the same in place (NNI-compatible). ``save(small, path)`` writes the smaller model so that
-``load(path, OriginalNet())`` rebuilds it (the file opens with ``weights_only=True``).
+``load(path, OriginalNet())`` rebuilds it (the file opens with ``weights_only=True``);
+``fix_constants(small)`` freezes, after fine-tuning, the constant paths it learns with.
 ``channel_groups(model, dummy_input)`` lists the layers whose output channels are tied and
 must be pruned with the same indices.
 
@@ -25,8 +26,10 @@ if find_spec('torch') is not None:
                                            dependency_structure)
     from prunus.speedup.ops import OP_RULES
     from prunus.speedup.persist import load, save
+    from prunus.speedup.fixing import fix_constants
     from prunus.speedup.summary import LayerSummary, SpeedupSummary
 
 __all__ = ['ModelSpeedup', 'speedup', 'SpeedupError', 'SpeedupSummary', 'LayerSummary',
            'Handler', 'HANDLERS', 'SUPPORTED_LAYERS', 'OP_RULES', 'channel_groups',
-           'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit', 'save', 'load']
+           'dependency_groups', 'dependency_structure', 'ChannelGroup', 'EvenSplit', 'save', 'load',
+           'fix_constants']

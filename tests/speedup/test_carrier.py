@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunus.speedup import speedup
+from prunus.speedup import fix_constants, load, save, speedup
 from prunus.layers.torch.constants import DECAY, OFFSET, PATH, SCALE
 from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
 
@@ -164,3 +164,32 @@ def test_under_adam_the_path_follows_the_masked_models_weights(case):
     assert moved > 1e-2  # the steps did change the masked model
     with torch.no_grad():
         assert max_rel_error(masked(x), small(x)) < 1e-3 * max(1.0, moved)
+
+
+@pytest.mark.parametrize('case', sorted(CASES) + ['linear'])
+def test_fixed_paths_compute_the_same_and_leave_only_the_layers_weights(case, tmp_path):
+    if case == 'linear':
+        model, x, consumer = LINEAR
+        model = randomize_norms(model.eval())
+    else:
+        (model, x), consumer = CASES[case], '3'
+    small = speedup(model, x, dead_filters(model, '0', [0, 2, 3, 5, 6]))
+    _adam_steps(small, x, torch.randn_like(small(x)), consumer)  # a fine-tune moved them
+    with torch.no_grad():
+        before = small.eval()(x)
+    assert fix_constants(small) == [consumer]
+    layer = small.get_submodule(consumer)
+    assert not any(n.endswith((PATH, SCALE, OFFSET)) for n, _ in small.named_parameters())
+    assert not any(n.endswith((PATH, SCALE, OFFSET)) for n, _ in small.named_buffers())
+    if isinstance(layer, nn.Linear) or case in ('conv2d_1x1', 'conv2d_reflect'):
+        assert type(layer) in (nn.Linear, nn.Conv2d)  # all in the bias: the plain layer again
+    with torch.no_grad():
+        assert max_rel_error(before, small(x)) < 1e-5
+        layer.train()  # a fixed path does not fade in training (BatchNorms left in eval)
+        small(x)
+        assert max_rel_error(before, small.eval()(x)) < 1e-5
+    save(small, tmp_path / 'fixed.pt')
+    again = load(tmp_path / 'fixed.pt', model)
+    with torch.no_grad():
+        assert max_rel_error(before, again.eval()(x)) < 1e-5
+    assert fix_constants(small) == []

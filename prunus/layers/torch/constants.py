@@ -43,6 +43,7 @@ from torch import nn
 PATH = 'carried_constants'
 SCALE = 'carried_scale'
 OFFSET = 'eval_offset'
+FIXED = 'fixed_constants'  # a path fixed for inference (:func:`fix_paths`)
 DECAY = 0.1  # BatchNorm's default momentum: the masked model forgets stale stats as fast
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -96,8 +97,9 @@ def _kernel_now(module: nn.Module, offset: torch.Tensor | None) -> torch.Tensor 
     """The summed kernel of the paths active now: ``K`` (and the eval offset)."""
     path = module._parameters.get(PATH)
     kernel = None if path is None else path * module._buffers[SCALE]
-    if offset is not None:
-        kernel = offset if kernel is None else kernel + offset
+    for extra in (module._buffers.get(FIXED), offset):
+        if extra is not None:
+            kernel = extra if kernel is None else kernel + extra
     return kernel
 
 
@@ -109,11 +111,12 @@ def _extra(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Te
     training = module.training
     path = module._parameters.get(PATH)
     offset = None if training else module._buffers.get(OFFSET)
-    if path is None and offset is None:
+    fixed = module._buffers.get(FIXED)
+    if path is None and offset is None and fixed is None:
         return None
     if path is not None and path.requires_grad and torch.is_grad_enabled():
         return _map(module, _kernel_now(module, offset).to(output.dtype), x, output)
-    tensors = (path, module._buffers.get(SCALE), offset)
+    tensors = (path, module._buffers.get(SCALE), offset, fixed)
     # a parameter moved by .to() keeps its identity but not its storage
     stamp = (x.shape[1:], output.dtype, output.dim(), *(
         None if t is None else (t._version, t.data_ptr(), t.device) for t in tensors))
@@ -191,7 +194,7 @@ WITH_CONSTANTS = {nn.Conv1d: Conv1dWithConstants, nn.Conv2d: Conv2dWithConstants
 
 
 def _has_paths(module: nn.Module) -> bool:
-    return PATH in module._parameters or OFFSET in module._buffers
+    return PATH in module._parameters or OFFSET in module._buffers or FIXED in module._buffers
 
 
 def _attach(module: nn.Module) -> None:
@@ -281,14 +284,15 @@ def add_constants(module: nn.Module, removed: torch.Tensor, values: torch.Tensor
 def live_rows(module: nn.Module, out_channels: int) -> torch.Tensor:
     """Bool per output channel: a constant path adds something there (so it is not dead)."""
     live = torch.zeros(out_channels, dtype=torch.bool)
-    for kernel in (module._parameters.get(PATH), module._buffers.get(OFFSET)):
+    for kernel in (module._parameters.get(PATH), module._buffers.get(OFFSET),
+                   module._buffers.get(FIXED)):
         if kernel is not None:  # every layout lists the outputs in order
             live |= (kernel.detach().reshape(out_channels, -1) != 0).any(1).cpu()
     return live
 
 
 def _select_rows(module: nn.Module, select) -> None:
-    for name in (SCALE, OFFSET):
+    for name in (SCALE, OFFSET, FIXED):
         kernel = module._buffers.get(name)
         if kernel is not None:
             setattr(module, name, select(kernel))
@@ -308,3 +312,32 @@ def prune_transpose_rows(module: nn.Module, keep: torch.Tensor) -> None:
         flat = t.reshape(-1, *t.shape[2:]).index_select(0, keep.to(t.device))
         return flat.reshape(t.shape[0], -1, *t.shape[2:])
     _select_rows(module, select)
+
+
+_BASE = {swapped: base for base, swapped in WITH_CONSTANTS.items()}
+
+
+def fix_paths(module: nn.Module) -> bool:
+    """Fix ``module``'s constant paths at what they add in eval mode now (``K`` plus the
+    eval offset): one value per output goes into the bias (the layer gets its own class
+    back when nothing else is left), a kernel becomes the buffer ``fixed_constants``.
+    Returns whether ``module`` had paths to fix."""
+    if PATH not in module._parameters and OFFSET not in module._buffers:
+        return False
+    with torch.no_grad():
+        kernel = _kernel_now(module, module._buffers.get(OFFSET))
+    module._parameters.pop(PATH, None)
+    for name in (SCALE, OFFSET, FIXED):
+        module._buffers.pop(name, None)
+    module.__dict__.pop('_constants_cache', None)
+    if kernel.dim() > 1:
+        module.register_buffer(FIXED, kernel)
+        return True
+    bias = module.bias
+    if bias is None:
+        module.bias = nn.Parameter(kernel.clone(), module.weight.requires_grad)
+    else:
+        with torch.no_grad():
+            bias.add_(kernel.to(bias.dtype))
+    module.__class__ = _BASE.get(type(module), type(module))
+    return True
