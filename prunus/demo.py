@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from prunus.compression import get_pruner
 from prunus.compression.torch import get_masks, reconstruct
 from prunus.compression.torch.flops import module_flops
-from prunus.speedup import speedup
+from prunus.speedup import fix_constants, speedup
 
 # Group importance, then the pruned model refit to the dense one (reconstruct): the flow that
 # fine-tunes best in benchmarks/finetune_quality.py.
@@ -152,7 +152,8 @@ def latencies(models: Sequence[nn.Module], example: torch.Tensor, rounds: int = 
 def shrink(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int, int]:
     """Physically removes the pruned channels; returns the small model, params, FLOPs."""
     small, summary = speedup(model, example, get_masks(model), return_summary=True)
-    return small, summary.params_after, summary.flops_after
+    fix_constants(small)  # fine-tuned already: deployed as is, no learnable constant paths
+    return small, sum(p.numel() for p in small.parameters()), summary.flops_after
 
 
 def _pruner_kwargs(name: str, calib: list, model: nn.Module, train_data: tuple) -> dict:
