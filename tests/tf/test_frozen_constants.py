@@ -69,7 +69,7 @@ def _variable(layer, name: str):
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_constant_path_keeps_the_result_exact_and_learns(case):
+def test_constant_path_keeps_the_result_exact_and_learns(case, tmp_path):
     shape, producer, consumer = CASES[case]
     model = block(shape, producer(), consumer())
     drop = [0, 2, 3, 5, 6] if 'grouped' not in case else [0, 1, 4, 5]
@@ -87,6 +87,13 @@ def test_constant_path_keeps_the_result_exact_and_learns(case):
     assert _largest(small, 'c2') <= _largest(model, 'c2')  # the kept slices are unchanged
     if 'separable' not in case:  # there K is bilinear in two kernels: no such bound
         assert np.abs(path[0].numpy()).max() <= _removed_largest(model.get_layer('c2'), drop) + 1e-6
+    small.save(tmp_path / 'small.keras')
+    loaded = keras.models.load_model(tmp_path / 'small.keras')
+    x = sample(model)
+    for training in (False, True):
+        np.testing.assert_allclose(loaded(x, training=training), small(x, training=training),
+                                   atol=1e-6)
+    assert {v.name for v in loaded.get_layer('c2').trainable_weights} == names
 
 
 def _any_size(model: keras.Model) -> keras.Model:

@@ -67,6 +67,27 @@ def add_path(weights: dict, kernel: np.ndarray, scale: np.ndarray, dtype) -> Non
     weights[SCALE] = scale.astype(dtype)
 
 
+def path_or_bias(layer, weights: dict, kernel: np.ndarray, scale: np.ndarray,
+                 dtype) -> np.ndarray | None:
+    """``kernel`` (``K``) with its scale into the layer's constant path (returns None); a
+    user's subclass of a Keras layer has no class with a path, so its handler folds only
+    where :func:`bias_like`, and ``K`` is returned as a bias change."""
+    if with_constants(type(layer)) is None:
+        return kernel
+    add_path(weights, kernel, scale, dtype)
+    return None
+
+
+def conv_path(per_tap: np.ndarray, scale: np.ndarray, layer) -> tuple[np.ndarray, np.ndarray]:
+    """A conv's ``(*k, out)`` kernel and per-output scale in its path's layout: a
+    one-channel kernel ``(*k, 1, out)``, or, where :func:`bias_like`, the sum over the taps
+    with the scale times their number (in the masked model each tap moves on its own)."""
+    out = per_tap.shape[-1]
+    if bias_like(layer):
+        return per_tap.reshape(-1, out).sum(axis=0), scale * np.prod(layer.kernel_size)
+    return per_tap[..., None, :], scale
+
+
 def live_outputs(weights: dict, axis: int, n_out: int) -> np.ndarray:
     """Output channels (along ``axis`` of the path kernels) to which a constant path adds
     something: not dead, even with all-zero filters."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import PATHS, add_path, bias_like, live_outputs, with_constants
+from .constants import PATHS, bias_like, conv_path, live_outputs, path_or_bias, with_constants
 
 
 def weight_key(layer, variable) -> str:
@@ -82,25 +82,6 @@ class LayerHandler:
         return None
 
 
-def _into_path(layer, weights: dict, kernel: np.ndarray, scale: np.ndarray,
-               dtype) -> np.ndarray | None:
-    """``kernel`` (``K``) with its scale into the layer's constant path; a user's subclass
-    (no class with a path, so :meth:`can_fold` only where bias-like) gets a bias change."""
-    if with_constants(type(layer)) is None:
-        return kernel
-    add_path(weights, kernel, scale, dtype)
-    return None
-
-
-def _taps(per_tap: np.ndarray, scale: np.ndarray, layer) -> tuple[np.ndarray, np.ndarray]:
-    """A conv's ``(*k, out)`` kernel and per-output scale in its path's layout: summed over
-    the taps (each moves by its own step in the masked model) where bias-like."""
-    out = per_tap.shape[-1]
-    if bias_like(layer):
-        return per_tap.reshape(-1, out).sum(axis=0), scale * np.prod(layer.kernel_size)
-    return per_tap[..., None, :], scale
-
-
 class DenseHandler(LayerHandler):
     role = 'mixing'
 
@@ -120,7 +101,7 @@ class DenseHandler(LayerHandler):
     def fold_in(self, layer, weights, const):
         kernel = weights['kernel']
         folded = const @ kernel.astype(np.float64)
-        return _into_path(layer, weights, folded, np.full(folded.shape, np.abs(const).sum()),
+        return path_or_bias(layer, weights, folded, np.full(folded.shape, np.abs(const).sum()),
                           kernel.dtype)
 
     def dead_out(self, layer, weights):
@@ -187,8 +168,8 @@ class ConvHandler(LayerHandler):
         grouped = kernel.reshape(kernel.shape[:-1] + (g, out // g))
         per_tap = np.einsum('...jbo,bj->...bo', grouped, const.reshape(g, per_in))
         scale = np.repeat(np.abs(const).reshape(g, per_in).sum(axis=1), out // g)
-        folded, scale = _taps(per_tap.reshape(kernel.shape[:-2] + (out,)), scale, layer)
-        return _into_path(layer, weights, folded, scale, weights['kernel'].dtype)
+        folded, scale = conv_path(per_tap.reshape(kernel.shape[:-2] + (out,)), scale, layer)
+        return path_or_bias(layer, weights, folded, scale, weights['kernel'].dtype)
 
     def dead_out(self, layer, weights):
         kernel = weights['kernel']
@@ -218,7 +199,7 @@ class ConvTransposeHandler(ConvHandler):
     def fold_in(self, layer, weights, const):
         kernel = weights['kernel']
         scale = np.full((kernel.shape[-2], 1), np.abs(const).sum())
-        return _into_path(layer, weights, (kernel.astype(np.float64) @ const)[..., None],
+        return path_or_bias(layer, weights, (kernel.astype(np.float64) @ const)[..., None],
                           scale, kernel.dtype)
 
     def dead_out(self, layer, weights):
@@ -253,8 +234,8 @@ class SeparableConvHandler(ConvHandler):
                             point.reshape(-1, mult, out).astype(np.float64))
         # the masked model's K is bilinear in the two kernels here: one step per input
         # is the closest match
-        folded, scale = _taps(per_tap, np.full(out, np.abs(const).sum()), layer)
-        return _into_path(layer, weights, folded, scale, point.dtype)
+        folded, scale = conv_path(per_tap, np.full(out, np.abs(const).sum()), layer)
+        return path_or_bias(layer, weights, folded, scale, point.dtype)
 
     def dead_out(self, layer, weights):
         point = weights['pointwise_kernel']
