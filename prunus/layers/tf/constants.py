@@ -147,6 +147,7 @@ class _Paths:
             return kernel
         return ops.add(kernel, self.eval_offset)
 
+
 class _Stored:
     """Saving for the layers (Keras's convs and Dense) whose base saves its kernel and bias
     only, by position: the paths' variables go after them."""
