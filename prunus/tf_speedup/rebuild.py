@@ -80,11 +80,11 @@ class Rebuilder:
             else:
                 weights = {n: v.numpy() for n, v in zip(names, variables)} if pruned \
                     else [v.numpy() for v in variables]
-            frozen = False
+            paths = False
             if pruned:
                 self._prune(layer, plan, config, weights)
-                frozen = _complete_paths(config, weights, self.decay)
-            new = from_config(layer, config, frozen=frozen)
+                paths = _complete_paths(config, weights, self.decay)
+            new = from_config(layer, config, paths=paths)
         except Exception as exc:
             raise SpeedupError(f"speedup cannot rebuild layer '{layer.name}' "
                                f'({type(layer).__name__}): {exc}') from exc
@@ -154,14 +154,14 @@ def _complete_paths(config: dict, weights: dict, decay: float) -> bool:
     return True
 
 
-def from_config(layer: keras.layers.Layer, config: dict, frozen: bool = False) -> keras.layers.Layer:
-    """A new layer like ``layer`` (``frozen``: its subclass with a constant path).
+def from_config(layer: keras.layers.Layer, config: dict, paths: bool = False) -> keras.layers.Layer:
+    """A new layer like ``layer`` (``paths``: its subclass with constant paths).
     A ``Lambda`` is the same object again: it is stateless, and rebuilding it would mean
     deserializing Python bytecode (Keras refuses that outside ``safe_mode=False``,
     rightly, for files)."""
     if isinstance(layer, keras.layers.Lambda):
         return layer
-    cls = with_constants(type(layer)) if frozen else type(layer)
+    cls = with_constants(type(layer)) if paths else type(layer)
     if cls is None:  # the handler said it can fold, but this type has no constant path
         raise SpeedupError(f'{type(layer).__name__} has no subclass with constant paths')
     return cls.from_config(config)

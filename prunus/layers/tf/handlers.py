@@ -6,8 +6,8 @@ channels flow through it (:attr:`role`), and whether a constant arriving on a re
 input channel can be folded exactly (:meth:`can_fold`, :meth:`fold_in`): into a constant
 path of the rebuilt layer that learns as the masked model's weights on the removed inputs
 would (:mod:`.constants`; a per-output vector where the constant reaches every output
-alike, a one-channel kernel where zero padding makes it vary at the borders). The method names are
-those of the PyTorch handlers (:mod:`prunus.layers.torch.handlers`).
+alike, a one-channel kernel where zero padding makes it vary at the borders). The method
+names are those of the PyTorch handlers (:mod:`prunus.layers.torch.handlers`).
 ``weights`` are dicts of numpy arrays by variable name (``'kernel'``, ``'bias'``, ...);
 ``config`` is the layer's ``get_config()`` dict; ``keep`` is a boolean vector.
 
@@ -102,7 +102,7 @@ class DenseHandler(LayerHandler):
         kernel = weights['kernel']
         folded = const @ kernel.astype(np.float64)
         return path_or_bias(layer, weights, folded, np.full(folded.shape, np.abs(const).sum()),
-                          kernel.dtype)
+                            kernel.dtype)
 
     def dead_out(self, layer, weights):
         kernel = weights['kernel']
@@ -200,7 +200,7 @@ class ConvTransposeHandler(ConvHandler):
         kernel = weights['kernel']
         scale = np.full((kernel.shape[-2], 1), np.abs(const).sum())
         return path_or_bias(layer, weights, (kernel.astype(np.float64) @ const)[..., None],
-                          scale, kernel.dtype)
+                            scale, kernel.dtype)
 
     def dead_out(self, layer, weights):
         kernel = np.moveaxis(weights['kernel'], -2, -1)
