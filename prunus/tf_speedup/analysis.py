@@ -11,9 +11,9 @@ handlers do not support, or a mixing layer (Conv, Dense) that reads it while it 
 constant or cannot fold its constant into the bias exactly. So a channel the masked model
 still uses is never removed, whatever the masks say.
 
-A zero-padded conv cannot fold a non-zero constant into its bias (at the borders it meets
-the padding); it gets a frozen constant path instead (a non-trainable weight of the
-rebuilt conv, :mod:`prunus.layers.tf.constants`), so no channel is kept for it.
+A folded constant goes into a constant path of the rebuilt layer (one value per output,
+or, for a zero-padded conv, where the constant meets the padding at the borders, a
+one-channel kernel; :mod:`prunus.layers.tf.constants`), so no channel is kept for it.
 
 A BatchNormalization whose scale is zero for a channel (Network Slimming) outputs its
 shift there whatever the input: the position becomes constant at its output, so the
@@ -249,7 +249,7 @@ class Analysis:
 
     def _fold_blocks(self, layer, name: str, plan: Plan, flow: Flow, const: np.ndarray,
                      first: bool) -> None:
-        """Blocks the constant inputs that cannot be folded (into the bias or a frozen path).
+        """Blocks the constant inputs that cannot be folded (into a constant path or the bias).
 
         The rebuilt layer folds the first call's constants, once for every call, so a
         layer called again keeps what is non-zero or differs in a later call.

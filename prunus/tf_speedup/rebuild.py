@@ -1,6 +1,6 @@
 """Building the smaller model from an :class:`~.analysis.Analysis`: new configs, sliced
-weights and folded constants (into the bias, or a frozen constant path), layer by layer
-through the same graph."""
+weights and folded constants (into a constant path, :mod:`prunus.layers.tf.constants`),
+layer by layer through the same graph."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +10,7 @@ import numpy as np
 from keras import tree
 
 from prunus.compression.errors import SpeedupError
-from prunus.layers.tf.constants import BUFFER, DECAY, FROZEN, OFFSET, with_constants
+from prunus.layers.tf.constants import DECAY, OFFSET, PATH, PATHS, SCALE, bias_like, with_constants
 from prunus.layers.tf.handlers import layer_weights, weight_key
 
 from .analysis import Analysis
@@ -80,11 +80,11 @@ class Rebuilder:
             else:
                 weights = {n: v.numpy() for n, v in zip(names, variables)} if pruned \
                     else [v.numpy() for v in variables]
-            frozen = False
+            paths = False
             if pruned:
                 self._prune(layer, plan, config, weights)
-                frozen = _complete_frozen(layer, config, weights, self.decay)
-            new = from_config(layer, config, frozen=frozen)
+                paths = _complete_paths(config, weights, self.decay)
+            new = from_config(layer, config, paths=paths)
         except Exception as exc:
             raise SpeedupError(f"speedup cannot rebuild layer '{layer.name}' "
                                f'({type(layer).__name__}): {exc}') from exc
@@ -104,9 +104,10 @@ class Rebuilder:
                 train = np.where(in_keep, 0.0, np.where(np.isnan(train), plan.const_in, train))
                 _eval_offset(layer, plan.handler, weights, removed_const - train)
                 removed_const = train
-            # None: zero padding, so the handler put them in the frozen path (weights[BUFFER])
+            # None: the handler put them in the constant path (weights[PATH]); with an eval
+            # offset alone it still lays out a zero path next to it
             delta = plan.handler.fold_in(layer, weights, removed_const) \
-                if removed_const.any() else None
+                if removed_const.any() or (OFFSET in weights and PATH not in weights) else None
             plan.handler.prune_in(layer, config, weights, in_keep)
             if delta is not None:
                 if 'bias' not in weights:
@@ -123,44 +124,46 @@ class Rebuilder:
 
 def _eval_offset(layer, handler, weights: dict, offset: np.ndarray) -> None:
     """Adds what the constants ``offset`` contribute to ``weights[OFFSET]``, in the layout
-    of the frozen kernel (a bias change goes to its first tap: with no padding reaching
-    the kernel, every output sees every tap)."""
+    of the constant path (``K``, not ``K / s``: the offset is frozen)."""
     if not offset.any():
         return
-    scratch = {k: v for k, v in weights.items() if k not in FROZEN}
+    scratch = {k: v for k, v in weights.items() if k not in PATHS}
     delta = handler.fold_in(layer, scratch, offset)
     if delta is None:
-        kernel = scratch[BUFFER]
-    elif not hasattr(layer, 'kernel_size'):  # Dense: one offset per unit
+        kernel = scratch[PATH].astype(np.float64) * scratch[SCALE]
+    elif bias_like(layer):  # a custom handler's bias change: the vector path's layout
         kernel = delta
     else:
-        kernel = np.zeros(tuple(layer.kernel_size) + (1, len(delta)), np.float32)
-        kernel[(0,) * (kernel.ndim - 1)] = delta
+        raise ValueError('its handler folds constants into the bias, but zero padding '
+                         'reaches its kernel (the bias cannot take them exactly)')
     weights[OFFSET] = (kernel + weights[OFFSET] if OFFSET in weights else kernel).astype(np.float32)
 
 
-def _complete_frozen(layer, config: dict, weights: dict, decay: float) -> bool:
-    """Whether the rebuilt layer has frozen paths; if so, both frozen kernels get a value
-    (zeros for the one not used) and the config its offset decay."""
-    present = [name for name in FROZEN if name in weights]
+def _complete_paths(config: dict, weights: dict, decay: float) -> bool:
+    """Whether the rebuilt layer has constant paths; if so, every path variable gets a
+    value (zeros for those not used) and the config its offset decay."""
+    present = [name for name in PATHS if name in weights]
     if not present:
         return False
-    for name in with_constants(type(layer)).FROZEN:
-        weights.setdefault(name, np.zeros_like(weights[present[0]]))
+    like = weights[PATH] if PATH in weights else weights[OFFSET]
+    for name in (PATH, OFFSET):
+        weights.setdefault(name, np.zeros_like(like))
+    # only without a path from the handler (bias-like, see _eval_offset): one per output
+    weights.setdefault(SCALE, np.zeros_like(like))
     config.setdefault('offset_decay', decay)
     return True
 
 
-def from_config(layer: keras.layers.Layer, config: dict, frozen: bool = False) -> keras.layers.Layer:
-    """A new layer like ``layer`` (``frozen``: its subclass with a frozen constant path).
+def from_config(layer: keras.layers.Layer, config: dict, paths: bool = False) -> keras.layers.Layer:
+    """A new layer like ``layer`` (``paths``: its subclass with constant paths).
     A ``Lambda`` is the same object again: it is stateless, and rebuilding it would mean
     deserializing Python bytecode (Keras refuses that outside ``safe_mode=False``,
     rightly, for files)."""
     if isinstance(layer, keras.layers.Lambda):
         return layer
-    cls = with_constants(type(layer)) if frozen else type(layer)
-    if cls is None:  # the handler said it can fold, but this type has no frozen path
-        raise SpeedupError(f'{type(layer).__name__} has no subclass with frozen constants')
+    cls = with_constants(type(layer)) if paths else type(layer)
+    if cls is None:  # the handler said it can fold, but this type has no constant path
+        raise SpeedupError(f'{type(layer).__name__} has no subclass with constant paths')
     return cls.from_config(config)
 
 

@@ -1,6 +1,7 @@
 """A sped-up Keras model fine-tunes as well as the masked model it equals: the constants
-that removed channels leave behind take a frozen, non-trainable path, never a trainable
-channel with inflated weights (issue 11, "Exact and trainable")."""
+that removed channels leave behind take a small constant path that learns as the masked
+model's weights on the removed inputs would, never a channel with inflated weights
+(issue 11, "Exact and trainable")."""
 import pytest
 
 pytest.importorskip('tensorflow')
@@ -11,7 +12,7 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from prunus.compression.tf import L1FilterPruner  # noqa: E402
-from prunus.layers.tf.constants import BUFFER, OFFSET  # noqa: E402
+from prunus.layers.tf.constants import OFFSET, PATH, SCALE  # noqa: E402
 from prunus.speedup.tf import speedup  # noqa: E402
 
 L = keras.layers
@@ -89,12 +90,17 @@ def test_sped_up_model_fine_tunes_like_the_masked_model(digits):
     before = largest(masked)
     for name, value in largest(small).items():  # no weight grows
         assert value <= before[name] + 1e-6, name
-    frozen = {layer.name: v.numpy().copy() for layer in small.layers
-              for v in layer.weights if v.name == BUFFER}
-    assert frozen, 'the example is meant to leave constants for padded convs'
+    paths = {layer.name: v.numpy().copy() for layer in small.layers
+             for v in layer.weights if v.name == PATH}
+    scales = {layer.name: v.numpy().copy() for layer in small.layers
+              for v in layer.weights if v.name == SCALE}
+    assert any(len(v.shape) > 1 for v in paths.values()), \
+        'the example is meant to leave constants for padded convs'
     offsets = {layer.name: float(np.abs(v.numpy()).max()) for layer in small.layers
                for v in layer.weights if v.name == OFFSET}
-    assert all(v.name not in (BUFFER, OFFSET) for v in small.trainable_weights)
+    learning = [v for v in small.trainable_weights if v.name == PATH]
+    assert len(learning) == len(paths) and 'fc' in paths  # the classifier's too
+    assert all(v.name not in (SCALE, OFFSET) for v in small.trainable_weights)
     # in train mode too it computes what the masked model computes (batch statistics)
     batch = train_set[0][:64]
     np.testing.assert_allclose(copy_of(small)(batch, training=True),
@@ -109,10 +115,12 @@ def test_sped_up_model_fine_tunes_like_the_masked_model(digits):
         tuned['masked'].append(accuracy(train(start, train_set, 3, seed), test_set))
         model = train(copy_of(small), train_set, 3, seed)
         tuned['small'].append(accuracy(model, test_set))
-        for layer in model.layers:  # inert: no gradient, decay or Adam state moves it
+        for layer in model.layers:  # the path learns; its scale stays; the offset fades
             for v in layer.weights:
-                if v.name == BUFFER:
-                    np.testing.assert_array_equal(v.numpy(), frozen[layer.name])
+                if v.name == PATH and scales[layer.name].any():  # zero train constants: none
+                    assert np.abs(v.numpy() - paths[layer.name]).max() > 0, layer.name
+                if v.name == SCALE:
+                    np.testing.assert_array_equal(v.numpy(), scales[layer.name])
                 if v.name == OFFSET:  # the stale eval statistics are forgotten
                     assert float(np.abs(v.numpy()).max()) <= 0.01 * offsets[layer.name] + 1e-9
     acc_small, acc_masked = (float(np.mean(tuned[k])) for k in ('small', 'masked'))

@@ -3,10 +3,11 @@
 A handler answers four questions about its layer type: how to remove output channels
 (:meth:`LayerHandler.prune_out`), how to remove input channels (:meth:`prune_in`), how
 channels flow through it (:attr:`role`), and whether a constant arriving on a removed
-input channel can be folded exactly (:meth:`can_fold`, :meth:`fold_in`): into the bias,
-or, where zero padding makes its effect vary at the borders, into a frozen constant path
-(a non-trainable weight of the rebuilt conv, :mod:`.constants`). The method names are
-those of the PyTorch handlers (:mod:`prunus.layers.torch.handlers`).
+input channel can be folded exactly (:meth:`can_fold`, :meth:`fold_in`): into a constant
+path of the rebuilt layer that learns as the masked model's weights on the removed inputs
+would (:mod:`.constants`; a per-output vector where the constant reaches every output
+alike, a one-channel kernel where zero padding makes it vary at the borders). The method
+names are those of the PyTorch handlers (:mod:`prunus.layers.torch.handlers`).
 ``weights`` are dicts of numpy arrays by variable name (``'kernel'``, ``'bias'``, ...);
 ``config`` is the layer's ``get_config()`` dict; ``keep`` is a boolean vector.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import FROZEN, OFFSET, add_frozen, live_outputs, with_constants
+from .constants import PATHS, bias_like, conv_path, live_outputs, path_or_bias, with_constants
 
 
 def weight_key(layer, variable) -> str:
@@ -58,8 +59,8 @@ class LayerHandler:
         return None
 
     def can_fold(self, layer) -> bool:
-        """Whether a spatially uniform constant input folds exactly (into the bias, or a
-        frozen constant path)."""
+        """Whether a spatially uniform constant input folds exactly (into a constant path,
+        or the bias)."""
         return False
 
     def groups(self, layer) -> int:
@@ -69,9 +70,10 @@ class LayerHandler:
 
     def fold_in(self, layer, weights: dict, const: np.ndarray) -> np.ndarray | None:
         """Folds the constant input ``const`` (over the original inputs, zero where nothing
-        is removed): returns the bias change over the original outputs, or None after
-        adding it to the frozen path ``weights['carried_constants']`` instead (the rebuilt
-        layer then becomes the type's subclass with constants, :mod:`.constants`)."""
+        is removed): returns None after adding it to the constant path in ``weights``
+        (``carried_constants`` and ``carried_scale``, :func:`.constants.add_path`; the
+        rebuilt layer then becomes the type's subclass with constants), or the bias change
+        over the original outputs where the type has no such subclass."""
         raise NotImplementedError
 
     def dead_out(self, layer, weights: dict) -> np.ndarray | None:
@@ -80,18 +82,13 @@ class LayerHandler:
         return None
 
 
-def _unpadded(layer) -> bool:
-    # No zero padding reaches the kernel: every output sees the whole constant.
-    return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
-
-
 class DenseHandler(LayerHandler):
     role = 'mixing'
 
     def prune_out(self, layer, config, weights, keep):
         config['units'] = int(keep.sum())
         weights['kernel'] = weights['kernel'][..., keep]
-        for name in ('bias', OFFSET):
+        for name in ('bias',) + PATHS:
             if name in weights:
                 weights[name] = weights[name][keep]
 
@@ -102,11 +99,14 @@ class DenseHandler(LayerHandler):
         return True
 
     def fold_in(self, layer, weights, const):
-        return const @ weights['kernel']
+        kernel = weights['kernel']
+        folded = const @ kernel.astype(np.float64)
+        return path_or_bias(layer, weights, folded, np.full(folded.shape, np.abs(const).sum()),
+                            kernel.dtype)
 
     def dead_out(self, layer, weights):
-        dead = ~weights['kernel'].any(axis=0)
-        return dead & (weights[OFFSET] == 0) if OFFSET in weights else dead
+        kernel = weights['kernel']
+        return ~kernel.any(axis=0) & ~live_outputs(weights, -1, kernel.shape[-1])
 
 
 class ConvHandler(LayerHandler):
@@ -135,7 +135,7 @@ class ConvHandler(LayerHandler):
         weights['kernel'] = weights['kernel'][..., keep]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
-        for name in FROZEN:
+        for name in PATHS:
             if name in weights:
                 weights[name] = weights[name][..., keep]
 
@@ -158,7 +158,7 @@ class ConvHandler(LayerHandler):
         weights['kernel'] = np.concatenate(parts, axis=-1)
 
     def can_fold(self, layer):
-        return _unpadded(layer) or with_constants(type(layer)) is not None
+        return bias_like(layer) or with_constants(type(layer)) is not None
 
     def fold_in(self, layer, weights, const):
         kernel = weights['kernel'].astype(np.float64)
@@ -167,10 +167,9 @@ class ConvHandler(LayerHandler):
         # each output sums the constants of its own group's inputs: (*k, in/g, g, out/g)
         grouped = kernel.reshape(kernel.shape[:-1] + (g, out // g))
         per_tap = np.einsum('...jbo,bj->...bo', grouped, const.reshape(g, per_in))
-        if _unpadded(layer):
-            return per_tap.reshape(-1, out).sum(axis=0)
-        add_frozen(weights, per_tap.reshape(kernel.shape[:-2] + (1, out)), weights['kernel'].dtype)
-        return None
+        scale = np.repeat(np.abs(const).reshape(g, per_in).sum(axis=1), out // g)
+        folded, scale = conv_path(per_tap.reshape(kernel.shape[:-2] + (out,)), scale, layer)
+        return path_or_bias(layer, weights, folded, scale, weights['kernel'].dtype)
 
     def dead_out(self, layer, weights):
         kernel = weights['kernel']
@@ -180,14 +179,14 @@ class ConvHandler(LayerHandler):
 
 class ConvTransposeHandler(ConvHandler):
     """Conv1D/2D/3DTranspose: kernel ``(*k, out, in)``; overlapping outputs are never
-    uniform, so constants never fold into the bias, always into a frozen constant path."""
+    uniform, so constants always fold into a one-channel kernel path ``(*k, out, 1)``."""
 
     def prune_out(self, layer, config, weights, keep):
         config['filters'] = int(keep.sum())
         weights['kernel'] = weights['kernel'][..., keep, :]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
-        for name in FROZEN:
+        for name in PATHS:
             if name in weights:
                 weights[name] = weights[name][..., keep, :]
 
@@ -199,8 +198,9 @@ class ConvTransposeHandler(ConvHandler):
 
     def fold_in(self, layer, weights, const):
         kernel = weights['kernel']
-        add_frozen(weights, (kernel.astype(np.float64) @ const)[..., None], kernel.dtype)
-        return None
+        scale = np.full((kernel.shape[-2], 1), np.abs(const).sum())
+        return path_or_bias(layer, weights, (kernel.astype(np.float64) @ const)[..., None],
+                            scale, kernel.dtype)
 
     def dead_out(self, layer, weights):
         kernel = np.moveaxis(weights['kernel'], -2, -1)
@@ -216,7 +216,7 @@ class SeparableConvHandler(ConvHandler):
         weights['pointwise_kernel'] = weights['pointwise_kernel'][..., keep]
         if 'bias' in weights:
             weights['bias'] = weights['bias'][keep]
-        for name in FROZEN:
+        for name in PATHS:
             if name in weights:
                 weights[name] = weights[name][..., keep]
 
@@ -232,10 +232,10 @@ class SeparableConvHandler(ConvHandler):
         scaled = depth.astype(np.float64) * const[:, None]
         per_tap = np.einsum('...jm,jmo->...o', scaled,
                             point.reshape(-1, mult, out).astype(np.float64))
-        if _unpadded(layer):
-            return per_tap.reshape(-1, out).sum(axis=0)
-        add_frozen(weights, per_tap[..., None, :], point.dtype)
-        return None
+        # the masked model's K is bilinear in the two kernels here: one step per input
+        # is the closest match
+        folded, scale = conv_path(per_tap, np.full(out, np.abs(const).sum()), layer)
+        return path_or_bias(layer, weights, folded, scale, point.dtype)
 
     def dead_out(self, layer, weights):
         point = weights['pointwise_kernel']
