@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from prunus.speedup import fix_constants, load, save, speedup
-from prunus.layers.torch.constants import DECAY, OFFSET, PATH, SCALE
+from prunus.layers.torch.constants import DECAY, OFFSET, PATH, SCALE, SQUARES
 from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
 
 
@@ -129,11 +129,16 @@ def test_the_frozen_paths_survive_saving_and_a_second_speedup():
     assert max_rel_error(masked_copy(loaded, masks)(x), again(x)) < 1e-4
 
 
-def _adam_steps(net, x, target, consumer):
+OPTIMIZERS = {'adam': lambda ps: torch.optim.Adam(ps, lr=0.02),
+              'adamw': lambda ps: torch.optim.AdamW(ps, lr=0.02, weight_decay=0.1),
+              'sgd': lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, weight_decay=0.01)}
+
+
+def _adam_steps(net, x, target, consumer, optimizer='adam'):
     net.train()
     for name, p in net.named_parameters():
         p.requires_grad_(name.startswith(consumer + '.'))
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.02)
+    opt = OPTIMIZERS[optimizer]([p for p in net.parameters() if p.requires_grad])
     for _ in range(3):
         opt.zero_grad()
         (net(x) * target).sum().backward()
@@ -145,10 +150,11 @@ LINEAR = (nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Hardtanh(0.1, 
           torch.randn(4, 3, 9, 9), '5')
 
 
+@pytest.mark.parametrize('optimizer', sorted(OPTIMIZERS))
 @pytest.mark.parametrize('case', sorted(CASES) + ['linear'])
-def test_under_adam_the_path_follows_the_masked_models_weights(case):
+def test_under_adam_and_sgd_the_path_follows_the_masked_models_weights(case, optimizer):
     # only the consumer learns, in both models: its weights on the removed inputs (masked)
-    # against the path K / sum|c_j| (sped up); Adam's steps are scale-free, so K moves alike
+    # against the path K / sum|c_j| with its gradient scaled by sum c_j^2 / sum |c_j|
     if case == 'linear':
         model, x, consumer = LINEAR
         model = randomize_norms(model.eval())
@@ -159,7 +165,7 @@ def test_under_adam_the_path_follows_the_masked_models_weights(case):
     masked = masked_copy(model, masks)
     target = torch.randn_like(masked.train()(x))
     for net in (masked, small):
-        _adam_steps(net, x, target, consumer)
+        _adam_steps(net, x, target, consumer, optimizer)
     moved = max_rel_error(model.train()(x), masked(x))
     assert moved > 1e-2  # the steps did change the masked model
     with torch.no_grad():
@@ -180,7 +186,7 @@ def test_fixed_paths_compute_the_same_and_leave_only_the_layers_weights(case, tm
     assert fix_constants(small) == [consumer]
     layer = small.get_submodule(consumer)
     assert not any(n.endswith((PATH, SCALE, OFFSET)) for n, _ in small.named_parameters())
-    assert not any(n.endswith((PATH, SCALE, OFFSET)) for n, _ in small.named_buffers())
+    assert not any(n.endswith((PATH, SCALE, SQUARES, OFFSET)) for n, _ in small.named_buffers())
     if isinstance(layer, nn.Linear) or case in ('conv2d_1x1', 'conv2d_reflect'):
         assert type(layer) in (nn.Linear, nn.Conv2d)  # all in the bias: the plain layer again
     with torch.no_grad():
