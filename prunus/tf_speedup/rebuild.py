@@ -10,7 +10,8 @@ import numpy as np
 from keras import tree
 
 from prunus.compression.errors import SpeedupError
-from prunus.layers.tf.constants import DECAY, OFFSET, PATH, PATHS, SCALE, bias_like, with_constants
+from prunus.layers.tf.constants import (DECAY, OFFSET, PATH, PATHS, SCALE, SQUARES, bias_like,
+                                        with_constants)
 from prunus.layers.tf.handlers import layer_weights, weight_key
 
 from .analysis import Analysis
@@ -150,6 +151,7 @@ def _complete_paths(config: dict, weights: dict, decay: float) -> bool:
         weights.setdefault(name, np.zeros_like(like))
     # only without a path from the handler (bias-like, see _eval_offset): one per output
     weights.setdefault(SCALE, np.zeros_like(like))
+    weights.setdefault(SQUARES, np.zeros_like(weights[SCALE]))
     config.setdefault('offset_decay', decay)
     return True
 

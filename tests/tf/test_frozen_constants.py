@@ -270,15 +270,17 @@ def _consumer(model: keras.Model):
         else model.get_layer('c2')
 
 
-@pytest.mark.parametrize('optimizer', ['adam', 'adamw'])
+@pytest.mark.parametrize('optimizer', ['adam', 'adamw', 'sgd'])
 @pytest.mark.parametrize('case', sorted(STEP_CASES))
-def test_adam_steps_move_the_path_as_they_move_the_masked_weights(case, optimizer):
+def test_optimizer_steps_move_the_path_as_they_move_the_masked_weights(case, optimizer):
     """K = sum_j c_j W_j in the masked model; K = s * path in the sped-up one: after the
-    same Adam(W) steps both models compute the same in train mode."""
+    same Adam(W) or SGD steps both models compute the same in train mode."""
     # Adam's epsilon is the one difference: the masked model adds it to each |c_j g|, the
     # path to s |g|; a tiny one (these gradients are small) makes the claim exact
     make = {'adam': lambda: keras.optimizers.Adam(0.05, epsilon=1e-12),
-            'adamw': lambda: keras.optimizers.AdamW(0.05, weight_decay=0.1, epsilon=1e-12)}[optimizer]
+            'adamw': lambda: keras.optimizers.AdamW(0.05, weight_decay=0.1, epsilon=1e-12),
+            # plain SGD steps by the gradient itself: the path's is scaled to match
+            'sgd': lambda: keras.optimizers.SGD(0.05, momentum=0.9)}[optimizer]
     model = block((8, 8, 3), L.Conv2D(8, 3, padding='same', name='c1'), STEP_CASES[case](),
                   activation='tanh')  # shifts of both signs: constants of both signs
     drop = [0, 2, 3, 5] if 'grouped' in case else [0, 2, 3, 5, 6]

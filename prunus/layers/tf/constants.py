@@ -13,12 +13,15 @@ for it and no weight of the kept channels changes.
 How it trains. In the masked model the weights ``W_j`` on removed inputs stay trainable:
 each gets the gradient ``c_j * dL/dK``, so under Adam each moves one step of
 ``sign(c_j)`` times the same normalized direction and ``K`` moves ``sum_j |c_j|`` such
-steps. So the path is a trainable weight ``carried_constants`` = ``K / s`` (at most the
-largest ``|W_j|``) times a fixed, non-trainable ``carried_scale`` ``s = sum_j |c_j|`` per
-output (over the inputs that feed it; times the number of taps for the bias-like form):
-under Adam and AdamW ``K`` follows the masked model's trajectory (plain SGD moves it
-``(sum |c_j|)^2 / sum c_j^2`` times as fast). Kernel regularizers and constraints do not
-apply to it. Its input is fixed ones, so it only ever learns a (border-dependent) bias.
+steps, while under SGD ``K`` moves ``sum_j c_j^2`` times the gradient. So the path is a
+trainable weight ``carried_constants`` = ``K / s`` (at most the largest ``|W_j|``) times a
+fixed, non-trainable ``carried_scale`` ``s = sum_j |c_j|`` per output (over the inputs
+that feed it; times the number of taps for the bias-like form), and its gradient is
+``q / s`` times ``dL/dK`` with the non-trainable ``carried_squares`` ``q = sum_j c_j^2``
+(likewise): Adam, AdamW and other scale-free optimizers move ``K`` by ``s`` steps and SGD
+by ``q`` times the gradient, both the masked model's trajectory. Kernel regularizers and
+constraints do not apply to it. Its input is fixed ones, so it only ever learns a
+(border-dependent) bias.
 
 Which constant? A pruned filter's BatchNorm gives ``beta`` in train mode (its batch of
 zeros has mean 0), but ``beta - gamma * mean / sqrt(var + eps)`` in eval mode, with the
@@ -40,9 +43,10 @@ from keras import ops
 
 PATH = 'carried_constants'
 SCALE = 'carried_scale'
+SQUARES = 'carried_squares'
 OFFSET = 'eval_offset'
 DECAY = 0.01  # 1 - BatchNormalization's default momentum: how fast stale statistics fade
-PATHS = (PATH, SCALE, OFFSET)  # their variables, laid out by output channel like the kernel
+PATHS = (PATH, SCALE, SQUARES, OFFSET)  # their variables, laid out by output channel like the kernel
 _TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
                keras.layers.Conv3DTranspose)
 
@@ -57,35 +61,42 @@ def bias_like(layer) -> bool:
     return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
 
 
-def add_path(weights: dict, kernel: np.ndarray, scale: np.ndarray, dtype) -> None:
-    """Adds ``kernel`` (``K``, float64) with its per-output ``scale`` (``s``, broadcasting
-    against it) to the learnable path in a handler's ``weights``, stored as ``K / s``."""
+def add_path(weights: dict, kernel: np.ndarray, scale: np.ndarray, squares: np.ndarray,
+             dtype) -> None:
+    """Adds ``kernel`` (``K``, float64) with its per-output ``scale`` (``s = sum |c_j|``)
+    and ``squares`` (``q = sum c_j^2``), both broadcasting against it, to the learnable path
+    in a handler's ``weights``, stored as ``K / s``."""
     if PATH in weights:
         old = weights[SCALE].astype(np.float64)
         kernel, scale = kernel + weights[PATH] * old, scale + old
+        squares = squares + weights[SQUARES]
     weights[PATH] = (kernel / np.where(scale > 0, scale, 1.0)).astype(dtype)
     weights[SCALE] = scale.astype(dtype)
+    weights[SQUARES] = np.broadcast_to(squares, scale.shape).astype(dtype)
 
 
 def path_or_bias(layer, weights: dict, kernel: np.ndarray, scale: np.ndarray,
-                 dtype) -> np.ndarray | None:
+                 squares: np.ndarray, dtype) -> np.ndarray | None:
     """``kernel`` (``K``) with its scale into the layer's constant path (returns None); a
     user's subclass of a Keras layer has no class with a path, so its handler folds only
     where :func:`bias_like`, and ``K`` is returned as a bias change."""
     if with_constants(type(layer)) is None:
         return kernel
-    add_path(weights, kernel, scale, dtype)
+    add_path(weights, kernel, scale, squares, dtype)
     return None
 
 
-def conv_path(per_tap: np.ndarray, scale: np.ndarray, layer) -> tuple[np.ndarray, np.ndarray]:
-    """A conv's ``(*k, out)`` kernel and per-output scale in its path's layout: a
-    one-channel kernel ``(*k, 1, out)``, or, where :func:`bias_like`, the sum over the taps
-    with the scale times their number (in the masked model each tap moves on its own)."""
+def conv_path(per_tap: np.ndarray, scale: np.ndarray, squares: np.ndarray, layer
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A conv's ``(*k, out)`` kernel and per-output scale and squares in its path's layout:
+    a one-channel kernel ``(*k, 1, out)``, or, where :func:`bias_like`, the sum over the
+    taps with scale and squares times their number (in the masked model each tap moves on
+    its own)."""
     out = per_tap.shape[-1]
     if bias_like(layer):
-        return per_tap.reshape(-1, out).sum(axis=0), scale * np.prod(layer.kernel_size)
-    return per_tap[..., None, :], scale
+        taps = np.prod(layer.kernel_size)
+        return per_tap.reshape(-1, out).sum(axis=0), scale * taps, squares * taps
+    return per_tap[..., None, :], scale, squares
 
 
 def live_outputs(weights: dict, axis: int, n_out: int) -> np.ndarray:
@@ -125,7 +136,8 @@ class _Paths:
     def build(self, input_shape):
         super().build(input_shape)
         # zeros until the speedup sets them; only the path itself learns
-        shapes = {PATH: self.path_shape(), SCALE: self.scale_shape(), OFFSET: self.path_shape()}
+        shapes = {PATH: self.path_shape(), SCALE: self.scale_shape(),
+                  SQUARES: self.scale_shape(), OFFSET: self.path_shape()}
         for name in PATHS:
             setattr(self, name, self.add_weight(name=name, shape=shapes[name], initializer='zeros',
                                                 trainable=name == PATH, dtype=self.dtype))
@@ -141,7 +153,13 @@ class _Paths:
     def path_kernel(self, training):
         """``K`` in train mode; plus the eval offset in eval mode. A train-mode call shrinks
         the offset, as the masked model's stale statistics shrink."""
-        kernel = ops.multiply(self.carried_constants, self.carried_scale)
+        # K = s * path, its gradient q / s times dL/dK: scale-free optimizers (Adam) then
+        # step K as the masked model's weights on removed inputs do, and so does SGD
+        scale = self.carried_scale
+        rate = ops.divide(self.carried_squares, ops.where(scale > 0, scale, ops.ones_like(scale)))
+        path = self.carried_constants
+        kernel = ops.add(ops.multiply(ops.subtract(scale, rate), ops.stop_gradient(path)),
+                         ops.multiply(rate, path))
         if training:
             self.eval_offset.assign(self.eval_offset * (1.0 - self.offset_decay))
             return kernel

@@ -102,7 +102,7 @@ class DenseHandler(LayerHandler):
         kernel = weights['kernel']
         folded = const @ kernel.astype(np.float64)
         return path_or_bias(layer, weights, folded, np.full(folded.shape, np.abs(const).sum()),
-                            kernel.dtype)
+                            np.full(folded.shape, np.square(const).sum()), kernel.dtype)
 
     def dead_out(self, layer, weights):
         kernel = weights['kernel']
@@ -168,8 +168,10 @@ class ConvHandler(LayerHandler):
         grouped = kernel.reshape(kernel.shape[:-1] + (g, out // g))
         per_tap = np.einsum('...jbo,bj->...bo', grouped, const.reshape(g, per_in))
         scale = np.repeat(np.abs(const).reshape(g, per_in).sum(axis=1), out // g)
-        folded, scale = conv_path(per_tap.reshape(kernel.shape[:-2] + (out,)), scale, layer)
-        return path_or_bias(layer, weights, folded, scale, weights['kernel'].dtype)
+        squares = np.repeat(np.square(const).reshape(g, per_in).sum(axis=1), out // g)
+        folded, scale, squares = conv_path(per_tap.reshape(kernel.shape[:-2] + (out,)), scale,
+                                           squares, layer)
+        return path_or_bias(layer, weights, folded, scale, squares, weights['kernel'].dtype)
 
     def dead_out(self, layer, weights):
         kernel = weights['kernel']
@@ -199,8 +201,9 @@ class ConvTransposeHandler(ConvHandler):
     def fold_in(self, layer, weights, const):
         kernel = weights['kernel']
         scale = np.full((kernel.shape[-2], 1), np.abs(const).sum())
+        squares = np.full((kernel.shape[-2], 1), np.square(const).sum())
         return path_or_bias(layer, weights, (kernel.astype(np.float64) @ const)[..., None],
-                            scale, kernel.dtype)
+                            scale, squares, kernel.dtype)
 
     def dead_out(self, layer, weights):
         kernel = np.moveaxis(weights['kernel'], -2, -1)
@@ -234,8 +237,9 @@ class SeparableConvHandler(ConvHandler):
                             point.reshape(-1, mult, out).astype(np.float64))
         # the masked model's K is bilinear in the two kernels here: one step per input
         # is the closest match
-        folded, scale = conv_path(per_tap, np.full(out, np.abs(const).sum()), layer)
-        return path_or_bias(layer, weights, folded, scale, point.dtype)
+        folded, scale, squares = conv_path(per_tap, np.full(out, np.abs(const).sum()),
+                                           np.full(out, np.square(const).sum()), layer)
+        return path_or_bias(layer, weights, folded, scale, squares, point.dtype)
 
     def dead_out(self, layer, weights):
         point = weights['pointwise_kernel']
