@@ -145,6 +145,15 @@ def _adam_steps(net, x, target, consumer, optimizer='adam'):
         opt.step()
 
 
+def _case(name):
+    """(model, input, name of the consumer of the constants) for a CASES entry or 'linear'."""
+    if name == 'linear':
+        model, x, consumer = LINEAR
+        return randomize_norms(model.eval()), x, consumer
+    model, x = CASES[name]
+    return model, x, '3'
+
+
 LINEAR = (nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Hardtanh(0.1, 6.0),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)),
           torch.randn(4, 3, 9, 9), '5')
@@ -155,11 +164,7 @@ LINEAR = (nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Hardtanh(0.1, 
 def test_under_adam_and_sgd_the_path_follows_the_masked_models_weights(case, optimizer):
     # only the consumer learns, in both models: its weights on the removed inputs (masked)
     # against the path K / sum|c_j| with its gradient scaled by sum c_j^2 / sum |c_j|
-    if case == 'linear':
-        model, x, consumer = LINEAR
-        model = randomize_norms(model.eval())
-    else:
-        (model, x), consumer = CASES[case], '3'
+    model, x, consumer = _case(case)
     masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
     small = speedup(model, x, masks)
     masked = masked_copy(model, masks)
@@ -174,11 +179,7 @@ def test_under_adam_and_sgd_the_path_follows_the_masked_models_weights(case, opt
 
 @pytest.mark.parametrize('case', sorted(CASES) + ['linear'])
 def test_fixed_paths_compute_the_same_and_leave_only_the_layers_weights(case, tmp_path):
-    if case == 'linear':
-        model, x, consumer = LINEAR
-        model = randomize_norms(model.eval())
-    else:
-        (model, x), consumer = CASES[case], '3'
+    model, x, consumer = _case(case)
     small = speedup(model, x, dead_filters(model, '0', [0, 2, 3, 5, 6]))
     _adam_steps(small, x, torch.randn_like(small(x)), consumer)  # a fine-tune moved them
     with torch.no_grad():

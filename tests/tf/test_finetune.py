@@ -9,65 +9,21 @@ pytest.importorskip('sklearn')
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
 
-from prunus.compression.tf import L1FilterPruner  # noqa: E402
 from prunus.layers.tf.constants import OFFSET, PATH, SCALE  # noqa: E402
 from prunus.speedup.tf import speedup  # noqa: E402
+# the measurement script's models and loop: what it reports is what is tested here
+from tests.tf.finetune_digits import (accuracy, copy_of, masked_copy, residual,  # noqa: E402
+                                      train)
+from tests.tf.finetune_digits import digits as digit_splits  # noqa: E402
 
-L = keras.layers
 FINE_TUNE_SEEDS = (1, 2, 3)
 SPARSITY = 0.5
 
 
-def residual() -> keras.Model:
-    """stem -> [conv -> BN -> ReLU -> conv -> BN] + stem -> strided conv -> head; every
-    conv zero-padded, so a pruned channel's BatchNorm shift meets the padding."""
-    def unit(y, filters, name, strides=1, relu=True):
-        y = L.Conv2D(filters, 3, strides=strides, padding='same', name=name)(y)
-        y = L.BatchNormalization(momentum=0.9, name=f'{name}_bn')(y)
-        return L.ReLU()(y) if relu else y
-    x = keras.Input((8, 8, 1))
-    stem = unit(x, 16, 'stem')
-    y = L.ReLU()(L.Add()([stem, unit(unit(stem, 16, 'a1'), 16, 'a2', relu=False)]))
-    y = L.GlobalAveragePooling2D()(unit(y, 32, 'head', strides=2))
-    return keras.Model(x, L.Dense(10, name='fc')(y))
-
-
 @pytest.fixture(scope='module')
 def digits():
-    data = load_digits()
-    x = (data.images[..., None] / 16.0).astype(np.float32)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], data.target[order]
-    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
-
-
-def train(model: keras.Model, data, epochs: int, seed: int) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    model.compile(keras.optimizers.AdamW(3e-3, weight_decay=1e-4),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(*data, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
-    return model
-
-
-def accuracy(model: keras.Model, data) -> float:
-    return float((np.asarray(model.predict(data[0], verbose=0)).argmax(1) == data[1]).mean()) * 100
-
-
-def copy_of(model: keras.Model) -> keras.Model:
-    twin = keras.models.clone_model(model)
-    twin.set_weights(model.get_weights())
-    return twin
-
-
-def masked_copy(dense: keras.Model, sparsity: float):
-    """A copy of ``dense`` with dependency-aware L1 masks attached (they hold in fit)."""
-    model = copy_of(dense)
-    pruner = L1FilterPruner(model, [{'sparsity': sparsity, 'op_types': ['Conv2D']}],
-                            dependency_aware=True)
-    pruner.compress()
-    return model, pruner
+    return digit_splits()
 
 
 def largest(model: keras.Model) -> dict[str, float]:
