@@ -32,4 +32,6 @@ def fix_constants(model: nn.Module) -> list[str]:
         fix_constants(small)          # then fixed for deployment: ['features.3', 'fc']
         save(small, 'small.pt')
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f'fix_constants: model must be a torch.nn.Module, got {type(model).__name__}')
     return [name for name, module in model.named_modules() if constants.fix_paths(module)]

@@ -200,3 +200,8 @@ def test_fixed_paths_compute_the_same_and_leave_only_the_layers_weights(case, tm
     with torch.no_grad():
         assert max_rel_error(before, again.eval()(x)) < 1e-5
     assert fix_constants(small) == []
+
+
+def test_fix_constants_names_a_wrong_argument():
+    with pytest.raises(TypeError, match='torch.nn.Module, got dict'):
+        fix_constants({'weight': torch.ones(2)})
