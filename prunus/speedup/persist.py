@@ -9,8 +9,8 @@ original architecture, gives every layer the saved shapes and attributes, then l
 weights, so the file opens with ``torch.load(path, weights_only=True)``. Layers the
 speedup gave another class (a layer carrying removed channels' constants, e.g.
 ``Conv2dWithConstants`` with its ``carried_constants`` path and ``carried_scale`` /
-``carried_squares`` / ``eval_offset`` buffers, a ``PrunedMultiheadAttention`` in place of ``nn.MultiheadAttention``, head-pruned Swin
-attention) get that class back on load, by its saved name, from prunus' own classes only.
+``carried_squares`` / ``eval_offset`` buffers, a ``PrunedMultiheadAttention`` in place
+of ``nn.MultiheadAttention``, head-pruned Swin attention) get that class back on load, by its saved name, from prunus' own classes only.
 """
 from __future__ import annotations
 
