@@ -14,7 +14,8 @@ guard_triton_after_tensorflow()  # torch's FLOP counter imports triton
 from prunus.speedup.cache import recall  # noqa: E402
 from prunus.speedup.copying import shared_copy, unshare  # noqa: E402
 from prunus.speedup.flops import FlopCount, unfused_attention  # noqa: E402
-from prunus.layers.torch import constants  # noqa: E402
+from prunus.layers.torch import constant_folding, constants  # noqa: E402
+from prunus.layers.torch.learned_constants import can_learn_sources  # noqa: E402
 from prunus.layers.torch.attention import DETECTED  # noqa: E402
 from prunus.layers.torch.handlers import (HANDLERS, ConvHandler, ConvTransposeHandler,  # noqa: E402
                                           Handler, LinearHandler, check_custom_handlers, find_handler)
@@ -26,6 +27,7 @@ from prunus.speedup.plan import Plan, make_plan
 from prunus.speedup.replay import replay
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
 from prunus.speedup.trace import Trace, trace_model
+from prunus.speedup.sources import Sources, measure_sources
 from prunus.speedup.train_constants import train_mode_constants
 
 _OFFSET_HANDLERS = (ConvHandler, ConvTransposeHandler, LinearHandler)
@@ -38,21 +40,37 @@ def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _fold(name: str, handler: Handler, module: nn.Module, sp, train: dict) -> None:
+def _fold(name: str, handler: Handler, module: nn.Module, sp, train: dict,
+          sources: tuple[Sources, nn.Parameter] | None) -> None:
     """Fold removed constant inputs: the train-mode constants into the layer's learnable
-    constant path (a bias for the few handlers without one), the eval-mode difference
-    into a decaying eval-only buffer."""
+    constant path (a bias for the few handlers without one), with constants that learn
+    where they come from removed BatchNorm shifts; the eval-mode difference into a
+    decaying eval-only buffer."""
     values = sp.fold_val
     measured = train.get(name)
     if measured is not None and isinstance(handler, _OFFSET_HANDLERS):
         values = torch.where(torch.isnan(measured), sp.fold_val, measured)
-    handler.fold_in(module, sp.fold_idx, values)
+    learn = None if sources is None else sources[0].sites.get(name)
+    if learn is not None and isinstance(handler, (ConvHandler, LinearHandler)) \
+            and can_learn_sources(module):
+        rows, index, slopes = learn
+        rest = torch.ones(len(sp.fold_idx), dtype=torch.bool)
+        rest[rows] = False
+        constant_folding.add_sources(module, sp.fold_idx[rows], values[rows], sources[1], index, slopes)
+        handler.fold_in(module, sp.fold_idx[rest], values[rest])
+    else:
+        handler.fold_in(module, sp.fold_idx, values)
     offset = sp.fold_val - values
     if bool(offset.any()):
-        constants.add_constants(module, sp.fold_idx, offset, constants.OFFSET)
+        constant_folding.add_constants(module, sp.fold_idx, offset, constants.OFFSET)
 
 
-def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None:
+def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict,
+                sources: Sources | None = None) -> None:
+    shared = None
+    if sources is not None:  # one vector, registered on every layer that reads it
+        like = next(model.parameters())
+        shared = (sources, nn.Parameter(sources.shifts.to(like.device, like.dtype)))
     for name, site in trace.sites.items():
         sp, h, m = plan.sites[name], site.handler, site.module
         call = site.calls[0] if site.calls else None
@@ -66,7 +84,7 @@ def _apply_plan(trace: Trace, plan: Plan, model: nn.Module, train: dict) -> None
                     h.prune_in(m, sp.keep_in)
                 continue
             if sp.fold_idx is not None:
-                _fold(name, h, m, sp, train)
+                _fold(name, h, m, sp, train, shared)
             if sp.keep_in is not None and len(sp.keep_in) < h.count_in(m):
                 h.prune_in(m, sp.keep_in)
             if sp.keep_out is not None and len(sp.keep_out) < h.count_out(m):
@@ -239,6 +257,7 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     trace, reused = _masked_trace(work, inputs, custom, cached, what)
     plan = make_plan(trace)
     train = train_mode_constants(work, trace, plan, inputs)
+    sources = measure_sources(work, trace, plan, inputs, train)
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
     for n, s in trace.sites.items():
@@ -252,7 +271,7 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
         if id(site.handler) not in builtin:  # a user's handler may write in place
             unshare(site.module, model)
     with torch.no_grad():
-        _apply_plan(trace, plan, work, train)
+        _apply_plan(trace, plan, work, train, sources)
     flops_after = None if tolerance is None else _verify(work, inputs, trace, before, tolerance)
     unshare(work, model)
     work.train(model.training)

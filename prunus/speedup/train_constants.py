@@ -8,7 +8,8 @@ never written), every other layer stays in eval mode (no dropout noise). See
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -29,32 +30,43 @@ def _record(values: dict, name: str, idx: torch.Tensor, dim: int):
     return pre
 
 
+def _norms(work: nn.Module) -> list[nn.Module]:
+    return [m for m in work.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.track_running_stats]
+
+
+@contextmanager
+def train_mode_norms(work: nn.Module) -> Iterator[None]:
+    """BatchNorms normalize with batch statistics and update nothing; the rest as it was."""
+    saved = [(m, m.training) for m in _norms(work)]
+    try:
+        for m, _ in saved:
+            m.training, m.track_running_stats = True, False
+        yield
+    finally:
+        for m, was in saved:
+            m.training, m.track_running_stats = was, True
+
+
 def train_mode_constants(work: nn.Module, trace: Trace, plan: Plan, inputs: Any
                          ) -> dict[str, torch.Tensor]:
     """Per layer folding removed inputs: their train-mode constants at ``fold_idx``
     (NaN where not constant); empty when the run is not possible (a SyncBatchNorm outside
     a process group, a batch of one pixel)."""
-    norms = [m for m in work.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and m.track_running_stats]
     wanted = {n: sp for n, sp in plan.sites.items()
               if sp.fold_idx is not None}
-    if not norms or not wanted:
+    if not _norms(work) or not wanted:
         return {}
     values: dict[str, torch.Tensor] = {}
     handles = [trace.sites[n].module.register_forward_pre_hook(
         _record(values, n, sp.fold_idx, trace.sites[n].handler.in_dim))
         for n, sp in wanted.items()]
-    saved = [(m, m.training) for m in norms]
     try:
-        for m in norms:
-            m.training, m.track_running_stats = True, False
-        with torch.no_grad():
+        with train_mode_norms(work), torch.no_grad():
             call_model(work, inputs)
     except Exception:  # noqa: BLE001 - train mode is optional; eval constants stay exact
         return {}
     finally:
-        for m, was in saved:
-            m.training, m.track_running_stats = was, True
         for h in handles:
             h.remove()
     return values

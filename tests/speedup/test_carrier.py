@@ -1,6 +1,7 @@
 """Non-zero constants into zero-padded layers: every constant channel goes, its effect (the
 borders included) rides on a small constant path of the consumer, exactly, no weight grows,
 and under Adam the path learns as the masked model's weights on the removed inputs do."""
+import copy
 import io
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 from torch import nn
 
 from prunus.speedup import fix_constants, load, save, speedup
-from prunus.layers.torch.constants import DECAY, OFFSET, PATH, SCALE, SQUARES
+from prunus.layers.torch.constants import (DECAY, OFFSET, PATH, SCALE, SHIFTS, SOURCE_WEIGHTS,
+                                          SQUARES)
 from tests.speedup.zoo import masked_copy, max_rel_error, randomize_norms
 
 
@@ -135,9 +137,12 @@ OPTIMIZERS = {'adam': lambda ps: torch.optim.Adam(ps, lr=0.02),
 
 
 def _adam_steps(net, x, target, consumer, optimizer='adam'):
+    """Three steps; ``consumer``: the layer whose own weights alone train (its copy of the
+    removed shifts is the BatchNorm's, which stays), or None for every parameter."""
     net.train()
     for name, p in net.named_parameters():
-        p.requires_grad_(name.startswith(consumer + '.'))
+        p.requires_grad_(consumer is None or (name.startswith(consumer + '.')
+                                              and not name.endswith(SHIFTS)))
     opt = OPTIMIZERS[optimizer]([p for p in net.parameters() if p.requires_grad])
     for _ in range(3):
         opt.zero_grad()
@@ -177,6 +182,38 @@ def test_under_adam_and_sgd_the_path_follows_the_masked_models_weights(case, opt
         assert max_rel_error(masked(x), small(x)) < 1e-3 * max(1.0, moved)
 
 
+LEARNING = sorted(set(CASES) - {'conv_transpose2d'}) + ['linear']
+
+
+@pytest.mark.parametrize('optimizer', sorted(OPTIMIZERS))
+@pytest.mark.parametrize('case', LEARNING)
+def test_the_constants_learn_as_the_masked_models_removed_shifts_do(case, optimizer):
+    # every parameter trains: the removed filters' BatchNorm shifts too (in the masked
+    # model), whose constants reach the consumer through the activation
+    torch.manual_seed(0)
+    model, x, consumer = _case(case)
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # inside Hardtanh's linear range, where the masked model is linear
+        model[1].bias[[0, 2, 3, 5, 6]] = 1.0 + torch.rand(5)
+    masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
+    small = speedup(model, x, masks)
+    assert small.get_submodule(consumer)._parameters.get(SOURCE_WEIGHTS) is not None
+    keep = masks['0']['weight'].flatten(1)[:, 0]
+    masked, frozen = masked_copy(model, masks), masked_copy(model, masks)
+    for net in (masked, frozen):  # the pruner's masks hold in training too
+        net[0].weight.register_hook(lambda g: g * masks['0']['weight'])
+        net[0].bias.register_hook(lambda g: g * keep)
+    frozen[1].bias.register_hook(lambda g: g * keep)  # the removed shifts fixed
+    # small steps: no constant leaves Hardtanh's linear range (where the masked model clamps)
+    target = 0.05 * torch.randn_like(masked.train()(x))
+    for net in (masked, small, frozen):
+        _adam_steps(net, x, target, None, optimizer)
+    with torch.no_grad():
+        learned = max_rel_error(masked(x), frozen(x))
+        assert learned > 1e-4  # the shifts' learning shows
+        assert max_rel_error(masked(x), small(x)) < 1e-2 * learned
+
+
 @pytest.mark.parametrize('case', sorted(CASES) + ['linear'])
 def test_fixed_paths_compute_the_same_and_leave_only_the_layers_weights(case, tmp_path):
     model, x, consumer = _case(case)
@@ -186,7 +223,8 @@ def test_fixed_paths_compute_the_same_and_leave_only_the_layers_weights(case, tm
         before = small.eval()(x)
     assert fix_constants(small) == [consumer]
     layer = small.get_submodule(consumer)
-    assert not any(n.endswith((PATH, SCALE, OFFSET)) for n, _ in small.named_parameters())
+    assert not any(n.endswith((PATH, SCALE, OFFSET, SOURCE_WEIGHTS, SHIFTS))
+                   for n, _ in small.named_parameters())
     assert not any(n.endswith((PATH, SCALE, SQUARES, OFFSET)) for n, _ in small.named_buffers())
     if isinstance(layer, nn.Linear) or case in ('conv2d_1x1', 'conv2d_reflect'):
         assert type(layer) in (nn.Linear, nn.Conv2d)  # all in the bias: the plain layer again
@@ -205,3 +243,62 @@ def test_fixed_paths_compute_the_same_and_leave_only_the_layers_weights(case, tm
 def test_fix_constants_names_a_wrong_argument():
     with pytest.raises(TypeError, match='torch.nn.Module, got dict'):
         fix_constants({'weight': torch.ones(2)})
+
+
+def _removed_shift_hooks(net, pairs):
+    """Fix the BatchNorm shifts of the channels whose filters the pruner masked."""
+    for conv, norm in pairs:
+        keep = (net.get_submodule(conv).weight_mask.flatten(1).abs().sum(1) > 0).float()
+        net.get_submodule(norm).bias.register_hook(lambda g, k=keep: g * k)
+
+
+def test_a_residual_channel_learns_from_both_its_consumers():
+    # the stem's removed channels reach a.0 through a ReLU and the head through the add
+    # and a second ReLU: one shift per channel, shared by both layers, as in the masked model
+    from prunus.compression.torch import L1FilterPruner
+    from tests.speedup.zoo import ResidualAdd
+    torch.manual_seed(0)
+    model = randomize_norms(ResidualAdd().eval())
+    with torch.no_grad():
+        for norm in (model.stem[1], model.a[1], model.a[4]):
+            norm.bias.copy_(0.5 + torch.rand_like(norm.bias))  # clear of the ReLUs' kinks
+    x = torch.randn(4, 3, 8, 8)
+    nets = []
+    for _ in range(3):
+        net = copy.deepcopy(model)
+        pruner = L1FilterPruner(net, [{'sparsity': 0.5, 'op_types': ['Conv2d']}],
+                                dependency_aware=True, dummy_input=x)
+        pruner.compress()
+        nets.append((net, pruner))
+    masked, frozen = nets[0][0], nets[1][0]
+    small = speedup(nets[2][0], x, nets[2][1])
+    readers = [m for m in small.modules() if SHIFTS in m._parameters]
+    assert len(readers) >= 2 and len({id(m._parameters[SHIFTS]) for m in readers}) == 1
+    _removed_shift_hooks(frozen, [('stem.0', 'stem.1'), ('a.0', 'a.1'), ('a.3', 'a.4')])
+    target = 0.05 * torch.randn_like(model.train()(x))
+    for net in (masked, small, frozen):
+        _adam_steps(net, x, target, None)
+    with torch.no_grad():
+        learned = max_rel_error(masked(x), frozen(x))
+        assert learned > 1e-3
+        assert max_rel_error(masked(x), small(x)) < 1e-2 * learned
+
+
+def test_a_second_speedup_fixes_the_first_ones_learned_constants():
+    torch.manual_seed(0)
+    model = block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3, padding=1))
+    x, consumer = torch.randn(2, 3, 9, 9), '3'
+    with torch.no_grad():  # inside Hardtanh's linear range: every constant can learn
+        model[1].bias.copy_(1.0 + torch.rand(8))
+    small = speedup(model, x, dead_filters(model, '0', [0, 2, 3, 5, 6]))
+    layer = small.get_submodule(consumer)
+    assert SOURCE_WEIGHTS in layer._parameters and PATH not in layer._parameters
+    masks = dead_filters(small, '0', [1])
+    again = speedup(small, x, masks)
+    layer = again.get_submodule(consumer)
+    # the first shifts are gone with their BatchNorm's rows: their constants stay, learning
+    # as the weights on them would; the newly removed channel's constant learns
+    assert PATH in layer._parameters and SOURCE_WEIGHTS in layer._parameters
+    assert layer._parameters[SOURCE_WEIGHTS].shape[1] == 1
+    with torch.no_grad():
+        assert max_rel_error(masked_copy(small, masks).eval()(x), again.eval()(x)) < 1e-4

@@ -1,6 +1,7 @@
 """A sped-up model fine-tunes as well as the masked model it equals: the constants that
 removed channels leave behind ride on small paths fed by ones (never a channel with
-inflated weights), which learn as the masked model's weights on removed inputs do."""
+inflated weights), which learn as the masked model's weights on removed inputs and its
+removed BatchNorm shifts do."""
 import copy
 
 import pytest
@@ -10,7 +11,7 @@ from torch import nn
 
 from prunus.compression.torch import L1FilterPruner
 from prunus.speedup import speedup
-from prunus.layers.torch.constants import OFFSET, PATH
+from prunus.layers.torch.constants import OFFSET, PATH, SHIFTS, SOURCE_WEIGHTS
 
 
 class Residual(nn.Module):
@@ -79,9 +80,11 @@ def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity):
         assert torch.allclose(small.eval()(test_set[0]), masked.eval()(test_set[0]), atol=1e-4)
     masked_max = max_weights(masked)
     for name, value in max_weights(small).items():  # no weight grows (the paths: K/sum|c|)
-        layer = name.removesuffix('.' + PATH).removesuffix('.weight')
+        layer = name.removesuffix('.' + PATH).removesuffix('.' + SOURCE_WEIGHTS)
+        layer = layer.removesuffix('.weight')
         assert value <= masked_max[layer + '.weight'] + 1e-6, name
-    paths = {n: p.detach().clone() for n, p in small.named_parameters() if n.endswith(PATH)}
+    paths = {n: p.detach().clone() for n, p in small.named_parameters()
+             if n.endswith((PATH, SOURCE_WEIGHTS, SHIFTS))}
     offsets = {n: b.clone() for n, b in small.named_buffers() if n.endswith(OFFSET)}
     assert any(p.dim() == 4 for p in paths.values()), 'meant to leave paths for padded convs'
     # in train mode too it computes what the masked model computes (BatchNorm batch stats)
@@ -101,11 +104,12 @@ def test_sped_up_model_fine_tunes_like_the_masked_model(digits, sparsity):
     for name, before in paths.items():  # fed by ones: it learns a bias, not a channel
         after = dict(small.named_parameters())[name]
         assert not torch.equal(after, before)
-        assert float(after.detach().abs().max()) <= max(masked_max.values())
+        if name.endswith(PATH):  # K / sum|c|; the kept weights on removed inputs train freely
+            assert float(after.detach().abs().max()) <= max(masked_max.values())
     for name, before in offsets.items():  # stale eval statistics are forgotten
         after = dict(small.named_buffers())[name]
         assert float(after.abs().max()) <= 0.01 * float(before.abs().max())
     acc_small = sum(a for _, a in tuned['small']) / len(FINE_TUNE_SEEDS)
     acc_masked = sum(a for _, a in tuned['masked']) / len(FINE_TUNE_SEEDS)
-    assert acc_small >= acc_masked - 1.0, {k: [a for _, a in v] for k, v in tuned.items()}
+    assert acc_small >= acc_masked - 0.5, {k: [a for _, a in v] for k, v in tuned.items()}
     assert acc_small > removal + 20.0

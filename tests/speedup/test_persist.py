@@ -33,8 +33,11 @@ def test_resnet_with_folded_biases_loads_with_weights_only(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     model, small = _shrink(lambda: torchvision.models.resnet18(weights=None), x)
     added = [n for n, _ in small.named_parameters() if n not in dict(model.named_parameters())]
-    # constant paths on convs that had none: the case a plain state_dict can't hold
-    assert any(n.endswith('carried_constants') for n in added)
+    # constant paths on convs that had none: the case a plain state_dict can't hold; their
+    # constants learn from one vector of removed shifts, shared by every layer reading it
+    assert any(n.endswith('source_weights') for n in added)
+    shifts = {id(m.removed_shifts) for m in small.modules() if 'removed_shifts' in m._parameters}
+    assert len(shifts) == 1
     path = tmp_path / 'small.pt'
     save(small, path)
     blob = torch.load(path, weights_only=True)
@@ -47,6 +50,8 @@ def test_resnet_with_folded_biases_loads_with_weights_only(tmp_path):
     assert again.training is False
     params = dict(again.named_parameters())  # the paths still learn after a reload
     assert all(params[n].requires_grad for n in added)
+    assert len({id(m.removed_shifts) for m in again.modules()
+                if 'removed_shifts' in m._parameters}) == 1  # still one vector, still shared
 
 
 def test_reloaded_model_trains_and_keeps_tied_weights(tmp_path):

@@ -8,24 +8,25 @@ exact for any stride, dilation, padding or input size. A Linear, an unpadded con
 whose padding repeats the input (reflect, replicate, circular) sees the constant
 everywhere, so ``K`` is one value per output (``sum`` over the kernel), added like a bias.
 The layer becomes e.g. :class:`Conv2dWithConstants`, a subclass with the same weights.
-No channel is kept for it and no weight grows.
+No channel is kept for it and no weight grows. Its input is a tensor of ones, so a path
+can only learn a (border-dependent) bias, never become a data channel.
 
-How it trains. In the masked model the consumer's weights on removed inputs stay
-trainable: each ``W_j`` gets the gradient ``c_j * dL/dK``, so under Adam each moves one
-step of ``sign(c_j)`` times the same normalized direction and ``K`` moves
-``sum_j |c_j|`` such steps, while under SGD ``K`` moves ``sum_j c_j^2`` times the
-gradient (measured: freezing those weights in the masked model costs as much accuracy
-after a 3-epoch Adam fine-tune as the speedup used to, 4 points at 75% on a residual
-CNN). So the path is a parameter ``K / s`` (``carried_constants``, at most the largest
-``|W_j|``) times a fixed buffer ``s = sum_j |c_j|`` per output (``carried_scale``), and
-its gradient is ``q / s`` times ``dL/dK`` with ``q = sum_j c_j^2`` (``carried_squares``;
-both times the kernel size for the bias-like form). Scale-free optimizers (Adam, AdamW,
-RMSprop) then move ``K`` by ``s`` steps and SGD (momentum, L2 decay) by ``q`` times the
-gradient: the masked model's path under either (tested step by step). With ``s`` as the
-gradient's scale too, SGD moved ``K`` up to the number of removed inputs times too fast
-and fine-tuning collapsed (measured: 15 points below the masked model at 75%). Its input
-is a fixed tensor of ones, so it can only learn a (border-dependent) bias, never become a
-data channel.
+How it trains. In the masked model both factors of ``c_j W_j`` keep learning: the
+consumer's weights on removed inputs (gradient ``c_j dL/dK``) and the removed filters'
+BatchNorm shifts behind ``c_j`` (measured on a residual CNN at 75%: freezing either in
+the masked model costs it 1-4 points after a 3-epoch Adam fine-tune). Two paths:
+
+* Where ``c_j`` comes from removed shifts (found by :mod:`prunus.speedup.sources`), the
+  layer keeps ``W_j`` (``source_weights``) and computes ``c_j`` from the model's shared
+  vector of removed shifts (:mod:`prunus.layers.torch.learned_constants`): the masked
+  model's parameters, so every optimizer steps them as it would there (tested).
+* Other constants (a grouped or transposed consumer, a constant not from a shift) are
+  fixed; the path is a parameter ``K / s`` (``carried_constants``) times a fixed buffer
+  ``s = sum_j |c_j|`` (``carried_scale``), its gradient scaled to ``q / s`` times
+  ``dL/dK`` with ``q = sum_j c_j^2`` (``carried_squares``; both times the taps for the
+  bias-like form). Adam-like optimizers then move ``K`` by ``s`` normalized steps and
+  SGD by ``q`` times the gradient, as the masked model's ``W_j`` move (with ``s`` as
+  the gradient's scale too, SGD collapsed: 15 points below the masked model at 75%).
 
 Which constant? A pruned filter's BatchNorm gives ``beta`` in train mode (the batch of
 zeros has mean 0), but in eval mode ``beta - gamma * mean / std`` with the *stale*
@@ -34,16 +35,17 @@ running statistics decay during fine-tuning. So ``K`` takes the train-mode const
 and the difference to the eval-mode ones is a frozen buffer (``eval_offset``), added in
 eval mode only and shrunk by the BatchNorm momentum at every train-mode call: right
 after the speedup the model equals the masked one in eval mode, and under training it
-computes what the masked model computes.
+computes what the masked model computes (the masked model's offset fades a little more
+slowly, as ``mean / std`` of decaying statistics; gone either way within an epoch).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunus.layers.torch.learned_constants import (SHIFTS, SOURCE_BUFFERS, SOURCE_WEIGHTS,
+                                                   drop_sources, source_kernel)
 
 PATH = 'carried_constants'
 SCALE = 'carried_scale'
@@ -64,7 +66,8 @@ def _batched(extra: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     return extra if output.dim() == extra.dim() else extra[0]  # unbatched input
 
 
-def _is_transpose(module: nn.Module) -> bool:
+def is_transpose(module: nn.Module) -> bool:
+    """Whether ``module`` is a transposed conv."""
     return isinstance(module, nn.modules.conv._ConvTransposeNd)
 
 
@@ -72,7 +75,7 @@ def bias_like(module: nn.Module) -> bool:
     """Whether a constant input reaches every output position of ``module`` alike."""
     if isinstance(module, nn.Linear):
         return True
-    if _is_transpose(module):  # overlapping, strided windows make the effect vary
+    if is_transpose(module):  # overlapping, strided windows make the effect vary
         return False
     padding = module.padding
     unpadded = padding == 'valid' or (not isinstance(padding, str) and not any(padding))
@@ -88,7 +91,7 @@ def _map(module: nn.Module, kernel: torch.Tensor, x: torch.Tensor,
         return kernel.view(-1, *([1] * (module.weight.dim() - 2)))
     d = kernel.dim() - 2
     ones = _ones(module, x, kernel)
-    if not _is_transpose(module):
+    if not is_transpose(module):
         return _batched(_CONV[d](ones, kernel, None, module.stride, module.padding,
                                  module.dilation, module.groups), output)
     # the output size fixes the output padding (forward may have been given output_size)
@@ -107,6 +110,14 @@ def _learnable(module: nn.Module, path: torch.Tensor) -> torch.Tensor:
     return (scale - rate) * path.detach() + rate * path
 
 
+def _learning(module: nn.Module) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return any(p is not None and p.requires_grad for p in (
+        module._parameters.get(PATH), module._parameters.get(SOURCE_WEIGHTS),
+        module._parameters.get(SHIFTS)))
+
+
 def _kernel_now(module: nn.Module, offset: torch.Tensor | None) -> torch.Tensor | None:
     """The summed kernel of the paths active now: ``K`` (and the eval offset)."""
     path = module._parameters.get(PATH)
@@ -114,6 +125,9 @@ def _kernel_now(module: nn.Module, offset: torch.Tensor | None) -> torch.Tensor 
     if path is not None:
         learning = path.requires_grad and torch.is_grad_enabled()
         kernel = _learnable(module, path) if learning else path * module._buffers[SCALE]
+    if SOURCE_WEIGHTS in module._parameters:
+        learned = source_kernel(module, bias_like(module))
+        kernel = learned if kernel is None else kernel + learned
     for extra in (module._buffers.get(FIXED), offset):
         if extra is not None:
             kernel = extra if kernel is None else kernel + extra
@@ -129,11 +143,13 @@ def _extra(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Te
     path = module._parameters.get(PATH)
     offset = None if training else module._buffers.get(OFFSET)
     fixed = module._buffers.get(FIXED)
-    if path is None and offset is None and fixed is None:
+    weights = module._parameters.get(SOURCE_WEIGHTS)
+    if path is None and offset is None and fixed is None and weights is None:
         return None
-    if path is not None and path.requires_grad and torch.is_grad_enabled():
+    if _learning(module):
         return _map(module, _kernel_now(module, offset).to(output.dtype), x, output)
-    tensors = (path, module._buffers.get(SCALE), offset, fixed)
+    tensors = (path, module._buffers.get(SCALE), offset, fixed, weights,
+               module._parameters.get(SHIFTS), *(module._buffers.get(b) for b in SOURCE_BUFFERS))
     # a parameter moved by .to() keeps its identity but not its storage
     stamp = (x.shape[1:], output.dtype, output.dim(), *(
         None if t is None else (t._version, t.data_ptr(), t.device) for t in tensors))
@@ -210,11 +226,13 @@ WITH_CONSTANTS = {nn.Conv1d: Conv1dWithConstants, nn.Conv2d: Conv2dWithConstants
                   nn.Linear: LinearWithConstants}
 
 
-def _has_paths(module: nn.Module) -> bool:
-    return PATH in module._parameters or OFFSET in module._buffers or FIXED in module._buffers
+def has_paths(module: nn.Module) -> bool:
+    """Whether ``module`` carries any constant path."""
+    return (PATH in module._parameters or SOURCE_WEIGHTS in module._parameters
+            or OFFSET in module._buffers or FIXED in module._buffers)
 
 
-def _attach(module: nn.Module) -> None:
+def attach(module: nn.Module) -> None:
     """Give ``module`` its constant paths: the subclass for the built-in layers (same
     weights, same state_dict keys), a forward hook for a user's subclass of them."""
     if isinstance(module, _WithConstants):
@@ -226,86 +244,11 @@ def _attach(module: nn.Module) -> None:
         module.register_forward_hook(_hook)
 
 
-def _per_input(module: nn.Module, removed: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    w = module.weight
-    count = w.shape[1] if isinstance(module, nn.Linear) else module.in_channels
-    dense = torch.zeros(count, dtype=torch.float64, device=w.device)
-    dense[removed.to(w.device)] = values.to(w.device, torch.float64)
-    return dense
-
-
-def _kernel(module: nn.Module, dense: torch.Tensor) -> torch.Tensor:
-    """``sum_j dense_j W_j`` over the inputs, per group, in the path's layout: (out,) for
-    a Linear or a bias-like conv, (out, 1, *k) for a conv, (groups, out/groups, *k) for a
-    transposed conv."""
-    w, g = module.weight.data.double(), getattr(module, 'groups', 1)
-    if isinstance(module, nn.Linear):
-        return (w @ dense).to(module.weight.dtype)
-    dense = dense.view(g, -1)
-    if _is_transpose(module):  # (in, out/g, *k)
-        grouped = w.reshape(g, w.shape[0] // g, -1)
-        kernel = torch.einsum('gik,gi->gk', grouped, dense).reshape(g, *w.shape[1:])
-    else:
-        grouped = w.reshape(g, w.shape[0] // g, w.shape[1], -1)
-        kernel = torch.einsum('goik,gi->gok', grouped, dense).reshape(w.shape[0], 1, *w.shape[2:])
-        if bias_like(module):
-            kernel = kernel.flatten(1).sum(1)
-    return kernel.to(module.weight.dtype)
-
-
-def _scale(module: nn.Module, dense: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``sum_j |c_j|`` of ``dense`` over each output's group (times the taps for a
-    bias-like conv), in ``like``'s layout with singleton kernel dims."""
-    g = getattr(module, 'groups', 1)
-    per_group = dense.abs().view(g, -1).sum(1)
-    if isinstance(module, nn.Linear):
-        return per_group.expand(like.shape[0]).to(like.dtype).clone()
-    if _is_transpose(module):
-        rows = per_group.view(g, 1).expand(g, like.shape[1])
-        return rows.reshape(g, like.shape[1], *([1] * (like.dim() - 2))).to(like.dtype)
-    rows = per_group.repeat_interleave(module.out_channels // g)
-    if like.dim() == 1:
-        return (rows * math.prod(module.kernel_size)).to(like.dtype)
-    return rows.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
-
-
-def add_constants(module: nn.Module, removed: torch.Tensor, values: torch.Tensor,
-                  name: str = PATH) -> None:
-    """Make ``module`` add what constant inputs ``removed`` (``values``) contributed,
-    before those input channels are pruned: train-mode constants through the learnable
-    path (``name=PATH``), the eval-mode difference through the frozen ``OFFSET``."""
-    if not bool(values.any()):
-        return
-    dense = _per_input(module, removed, values)
-    kernel = _kernel(module, dense)
-    if not _has_paths(module):
-        _attach(module)
-    if name == OFFSET:
-        old = module._buffers.get(OFFSET)
-        if old is None:
-            module.register_buffer(OFFSET, kernel)
-        else:
-            setattr(module, OFFSET, old + kernel)
-        return
-    # s = sum |c_j| sets Adam's step on K; q = sum c_j^2 (SGD's) sets the gradient's scale
-    scale, squares = _scale(module, dense, kernel), _scale(module, dense.square(), kernel)
-    old = module._parameters.get(PATH)
-    if old is not None:
-        kernel = old.data * module._buffers[SCALE] + kernel
-        scale = module._buffers[SCALE] + scale
-        squares = module._buffers[SQUARES] + squares
-    scale = scale.to(kernel.device)
-    path = kernel / torch.where(scale > 0, scale, torch.ones_like(scale))
-    module.register_parameter(PATH, nn.Parameter(path, module.weight.requires_grad))
-    module.register_buffer(SCALE, scale)
-    module.register_buffer(SQUARES, squares.to(kernel.device))
-
-
 def live_rows(module: nn.Module, out_channels: int) -> torch.Tensor:
     """Bool per output channel: a constant path adds something there (so it is not dead)."""
     live = torch.zeros(out_channels, dtype=torch.bool)
     for kernel in (module._parameters.get(PATH), module._buffers.get(OFFSET),
-                   module._buffers.get(FIXED)):
+                   module._buffers.get(FIXED), module._parameters.get(SOURCE_WEIGHTS)):
         if kernel is not None:  # every layout lists the outputs in order
             live |= (kernel.detach().reshape(out_channels, -1) != 0).any(1).cpu()
     return live
@@ -316,9 +259,10 @@ def _select_rows(module: nn.Module, select) -> None:
         kernel = module._buffers.get(name)
         if kernel is not None:
             setattr(module, name, select(kernel))
-    path = module._parameters.get(PATH)
-    if path is not None:
-        setattr(module, PATH, nn.Parameter(select(path.data), path.requires_grad))
+    for name in (PATH, SOURCE_WEIGHTS):
+        param = module._parameters.get(name)
+        if param is not None:
+            setattr(module, name, nn.Parameter(select(param.data), param.requires_grad))
 
 
 def prune_rows(module: nn.Module, keep: torch.Tensor) -> None:
@@ -342,10 +286,12 @@ def fix_paths(module: nn.Module) -> bool:
     eval offset): one value per output goes into the bias (the layer gets its own class
     back when nothing else is left), a kernel becomes the buffer ``fixed_constants``.
     Returns whether ``module`` had paths to fix."""
-    if PATH not in module._parameters and OFFSET not in module._buffers:
+    if (PATH not in module._parameters and OFFSET not in module._buffers
+            and SOURCE_WEIGHTS not in module._parameters):
         return False
     with torch.no_grad():
         kernel = _kernel_now(module, module._buffers.get(OFFSET))
+    drop_sources(module)
     module._parameters.pop(PATH, None)
     for name in (SCALE, SQUARES, OFFSET, FIXED):
         module._buffers.pop(name, None)

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from prunus.layers.torch import constants, specs
+from prunus.layers.torch import constant_folding, constants, specs
 from prunus.layers.torch.modules import KeptChannelLayerNorm
 
 
@@ -163,7 +163,7 @@ class LinearHandler(Handler):
         return True
 
     def fold_in(self, module, removed, values):
-        constants.add_constants(module, removed, values)
+        constant_folding.add_constants(module, removed, values)
 
 
 def _take(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
@@ -235,7 +235,7 @@ class ConvHandler(Handler):
 
     def fold_in(self, module, removed, values):
         # a path that learns as the masked model's weights on the removed inputs would
-        constants.add_constants(module, removed, values)
+        constant_folding.add_constants(module, removed, values)
 
 
 class ConvTransposeHandler(Handler):
@@ -260,7 +260,7 @@ class ConvTransposeHandler(Handler):
     def fold_in(self, module, removed, values):
         # overlapping, strided windows make a constant's effect vary: never the bias
         if bool(values.any()):
-            constants.add_constants(module, removed, values)
+            constant_folding.add_constants(module, removed, values)
 
     def prune_out(self, module, keep):
         g = module.groups
