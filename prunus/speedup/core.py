@@ -249,7 +249,8 @@ def _verify(work: nn.Module, inputs: Any, trace: Trace, before: dict, tolerance:
 
 def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
              custom: dict[type, Handler] | None, tolerance: float | None,
-             cached: Trace | None, what: str = 'example_inputs') -> tuple[nn.Module, SpeedupSummary]:
+             cached: Trace | None, what: str = 'example_inputs', learn: bool = True
+             ) -> tuple[nn.Module, SpeedupSummary]:
     work = shared_copy(model)  # shares tensors with model; they get replaced, not written
     bake_masks(work, model, mask_dict)
     work.eval()
@@ -257,7 +258,7 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     trace, reused = _masked_trace(work, inputs, custom, cached, what)
     plan = make_plan(trace)
     train = train_mode_constants(work, trace, plan, inputs)
-    sources = measure_sources(work, trace, plan, inputs, train)
+    sources = measure_sources(work, trace, plan, inputs, train) if learn else None
     before = {n: (s.handler.count_in(s.module) if s.handler.in_dim is not None else None,
                   s.handler.count_out(s.module)) for n, s in trace.sites.items()}
     for n, s in trace.sites.items():
@@ -287,7 +288,8 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
 
 def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
                   custom: dict[type, Handler] | None, tolerance: float | None,
-                  what: str = 'example_inputs') -> tuple[nn.Module, SpeedupSummary]:
+                  what: str = 'example_inputs', learn: bool = True
+                  ) -> tuple[nn.Module, SpeedupSummary]:
     """The sped-up copy and its summary; ``tolerance=None`` skips the exactness check.
     Everything given is checked before any work: the model, the inputs, the handlers,
     the masks."""
@@ -299,19 +301,21 @@ def _speedup_copy(model: nn.Module, inputs: Any, masks: Any,
     mask_dict = load_masks(masks, model)
     cached = recall(model, inputs, custom)
     try:
-        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached, what)
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, cached, what,
+                                 learn)
     except SpeedupError:
         if cached is None or tolerance is None:
             raise
         # the reused structure may be what failed: decide again from a fresh trace
-        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, None, what)
+        work, summary = _attempt(model, inputs, mask_dict, custom, tolerance, None, what, learn)
     summary.seconds = time.perf_counter() - start
     return work, summary
 
 
 def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
             custom_handlers: dict[type, Handler] | None = None, *,
-            return_summary: bool = False, tolerance: float = 1e-4, check: bool = True) -> Any:
+            return_summary: bool = False, tolerance: float = 1e-4, check: bool = True,
+            learn_constants: bool = True) -> Any:
     """Return a copy of ``model`` with the masked channels physically removed.
 
     The copy computes, in eval mode, the same outputs as the masked model (checked on
@@ -330,6 +334,11 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
             False the result is not run: it is exact by construction, but a model that
             fails after the speedup (a channel count kept in an attribute) fails later in
             your code, and ``summary.flops_after`` is None.
+        learn_constants: where a removed channel's constant is a removed BatchNorm shift,
+            keep that shift and the layer's weights on it trainable, as in the masked
+            model, so that fine-tuning the result follows the masked model (the default;
+            costs one batched probe run on a cut-down input). False fixes the constants:
+            fewer parameters while training, the same eval outputs.
 
     Returns:
         The smaller model, or ``(model, summary)`` with ``return_summary=True``.
@@ -343,8 +352,11 @@ def speedup(model: nn.Module, example_inputs: Any, masks: Any = None,
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise ValueError(f'speedup: tolerance must be a number >= 0; got {tolerance!r}.')
+    if not isinstance(learn_constants, bool):
+        raise TypeError(f'speedup: learn_constants must be True or False; got {learn_constants!r}.')
     small, summary = _speedup_copy(model, example_inputs, masks, custom_handlers,
-                                   float(tolerance) if check else None)
+                                   float(tolerance) if check else None,
+                                   learn=learn_constants)
     return (small, summary) if return_summary else small
 
 

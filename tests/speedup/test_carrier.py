@@ -302,3 +302,17 @@ def test_a_second_speedup_fixes_the_first_ones_learned_constants():
     assert layer._parameters[SOURCE_WEIGHTS].shape[1] == 1
     with torch.no_grad():
         assert max_rel_error(masked_copy(small, masks).eval()(x), again.eval()(x)) < 1e-4
+
+
+def test_learn_constants_false_fixes_them_and_a_wrong_value_is_named():
+    model, x, consumer = _case('conv2d')
+    masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
+    learned, fixed = speedup(model, x, masks), speedup(model, x, masks, learn_constants=False)
+    assert SOURCE_WEIGHTS in learned.get_submodule(consumer)._parameters
+    layer = fixed.get_submodule(consumer)
+    assert SOURCE_WEIGHTS not in layer._parameters and PATH in layer._parameters
+    assert sum(p.numel() for p in fixed.parameters()) < sum(p.numel() for p in learned.parameters())
+    with torch.no_grad():
+        assert max_rel_error(learned.eval()(x), fixed.eval()(x)) < 1e-5
+    with pytest.raises(TypeError, match='learn_constants must be True or False'):
+        speedup(model, x, masks, learn_constants='yes')
