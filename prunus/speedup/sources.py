@@ -9,8 +9,8 @@ keeps them as one trainable vector and each consumer computes its constants from
 
 What each constant is as a function of the shifts is read off the model, not assumed:
 forward-mode derivatives of the consumers' train-mode inputs with respect to each
-BatchNorm's shift, in one batched run: two samples per BatchNorm, with tangents ``1`` and
-``k+1`` on its removed channels ``k`` (the shift's derivative is injected at its output,
+BatchNorm's shift, in one batched run: two samples per group of BatchNorms that share no
+channel label, with tangents ``1`` and ``k+1`` on their removed channels ``k`` (the shift's derivative is injected at its output,
 and taken away at every BatchNorm's input, which maps a constant to its own shift, and
 at every consumer, past which only its own rows matter). The run uses the inputs' first
 sample cut to 8 pixels a side: the constants do not depend on the input, and the run
@@ -106,11 +106,12 @@ def _strip_output(module, args, out):  # past a consumer only its own rows matte
 
 
 def _probe(work: nn.Module, inputs: Any, trace: Trace, plan: Plan, wanted: list[str],
-           norms: list) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """One forward of ``_PROBES`` samples per BatchNorm: sample ``PROBES * i + p`` gets
-    the tangent ``(k+1)^p`` on BatchNorm ``i``'s removed channels ``k``. Returns per site
-    (samples, rows) tangents of its removed inputs (NaN where not constant) and the
-    primal constants (to check against the real run)."""
+           norms: list, colors: list[list[int]]
+           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One forward of ``_PROBES`` samples per color: sample ``PROBES * c + p`` gets the
+    tangent ``(k+1)^p`` on the removed channels ``k`` of every BatchNorm of color ``c``.
+    Returns per site (samples, rows) tangents of its removed inputs (NaN where not
+    constant) and the primal constants (to check against the real run)."""
     modules = dict(work.named_modules())
     tangents: dict[str, torch.Tensor] = {}
     primals: dict[str, torch.Tensor] = {}
@@ -130,14 +131,16 @@ def _probe(work: nn.Module, inputs: Any, trace: Trace, plan: Plan, wanted: list[
             store[_name] = now if old is None else torch.where(old == now, old, float('nan'))
         return (_primal(x),) + tuple(args[1:])  # the layer itself runs without tangents
 
-    count = _PROBES * len(norms)
+    count = _PROBES * len(colors)
     handles = []
-    for i, (name, norm, gone) in enumerate(norms):
-        k = torch.arange(norm.num_features, dtype=norm.bias.dtype, device=norm.bias.device)
-        pattern = torch.zeros(count, norm.num_features, dtype=k.dtype, device=k.device)
-        for p in range(_PROBES):
-            pattern[_PROBES * i + p] = torch.where(gone.to(k.device), (k + 1) ** p, 0)
-        handles.append(norm.register_forward_hook(_inject(pattern)))
+    for c, members in enumerate(colors):
+        for i in members:
+            _, norm, gone = norms[i]
+            k = torch.arange(norm.num_features, dtype=norm.bias.dtype, device=norm.bias.device)
+            pattern = torch.zeros(count, norm.num_features, dtype=k.dtype, device=k.device)
+            for p in range(_PROBES):
+                pattern[_PROBES * c + p] = torch.where(gone.to(k.device), (k + 1) ** p, 0)
+            handles.append(norm.register_forward_hook(_inject(pattern)))
     for module in work.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             handles.append(module.register_forward_pre_hook(_strip_input))
@@ -169,6 +172,42 @@ def _decode(tangents: list[torch.Tensor], gone: torch.Tensor
     return depends, clean, torch.where(clean, idx, 0), slope
 
 
+def _roots(trace: Trace, name: str, idx: torch.Tensor | None) -> torch.Tensor | None:
+    """The channel-label roots of ``name``'s inputs at ``idx`` (None: not the same in
+    every call, or not labelled)."""
+    got = None
+    for call in trace.sites[name].calls:
+        if call.in_ids is None:
+            return None
+        ids = call.in_ids if idx is None else call.in_ids[idx]
+        now = trace.uf.roots(ids)
+        if got is not None and not torch.equal(got, now):
+            return None
+        got = now
+    return got
+
+
+def _colors(trace: Trace, norms: list) -> tuple[list[list[int]], list[dict[int, int]]]:
+    """Group the BatchNorms so that no two of a group share a channel label (no constant
+    can then depend on two of them: channel-wise paths keep labels, adds join them);
+    per group, the label roots of its members' removed channels -> member."""
+    colors: list[list[int]] = []
+    owners: list[dict[int, int]] = []
+    for i, (name, _, gone) in enumerate(norms):
+        roots = _roots(trace, name, gone.nonzero().flatten())
+        mine = None if roots is None else set(roots.tolist())
+        for c, owner in enumerate(owners):
+            if mine is not None and -1 not in owner and not mine & owner.keys():
+                break
+        else:
+            c = len(colors)
+            colors.append([])
+            owners.append({})
+        colors[c].append(i)
+        owners[c].update({r: i for r in mine} if mine is not None else {-1: i})
+    return colors, owners
+
+
 def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
                     train: dict[str, torch.Tensor]) -> Sources | None:
     """The learnable sources of the removed constants that ``train`` measured, or None
@@ -180,15 +219,15 @@ def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
     wanted = [n for n in train if plan.sites[n].fold_idx is not None]
     if not norms or not wanted:
         return None
-    rows: dict[str, list[list[tuple[int, float]]]] = {
-        n: [[] for _ in range(len(plan.sites[n].fold_idx))] for n in wanted}
-    broken: dict[str, torch.Tensor] = {n: torch.zeros(len(r), dtype=torch.bool)
-                                       for n, r in rows.items()}
+    rows: dict[str, dict[int, list[tuple[int, float]]]] = {n: {} for n in wanted}
+    broken: dict[str, torch.Tensor] = {
+        n: torch.zeros(len(plan.sites[n].fold_idx), dtype=torch.bool) for n in wanted}
     shift_of: dict[tuple[int, int], int] = {}
     values: list[float] = []
+    colors, owners = _colors(trace, norms)
     try:
         with train_mode_norms(work):
-            tangents, primals = _probe(work, inputs, trace, plan, wanted, norms)
+            tangents, primals = _probe(work, inputs, trace, plan, wanted, norms, colors)
     except Exception:  # noqa: BLE001 - learnable sources are optional; constants stay exact
         return None
     for site in wanted:
@@ -198,23 +237,38 @@ def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
         # on the cut inputs the constants must be the real run's, or nothing is learned
         same = torch.isclose(primals[site].double(), measured, rtol=1e-4, atol=1e-6)
         broken[site] |= ~same
-        for ni, (name, norm, gone) in enumerate(norms):
-            block = tangents[site][_PROBES * ni:_PROBES * (ni + 1)]
-            if not bool(block.any()):  # this BatchNorm does not reach the site
+        roots = _roots(trace, site, plan.sites[site].fold_idx)
+        for c, owner in enumerate(owners):
+            block = tangents[site][_PROBES * c:_PROBES * (c + 1)]
+            if not bool(block.any()):  # no BatchNorm of this color reaches the site
                 continue
-            depends, clean, idx, slope = _decode(list(block), gone)
-            broken[site] |= depends & ~clean
-            for r in clean.nonzero().flatten().tolist():
-                key = (ni, int(idx[r]))
-                if key not in shift_of:
-                    shift_of[key] = len(values)
-                    values.append(float(norm.bias.detach()[key[1]]))
-                rows[site][r].append((shift_of[key], float(slope[r])))
+            if -1 in owner:  # one BatchNorm without labels: it alone has this color
+                who = torch.full((block.shape[1],), owner[-1])
+            elif roots is None:
+                broken[site] |= (block != 0).any(0)
+                continue
+            else:
+                who = torch.tensor([owner.get(int(r), -1) for r in roots])
+            for ni in set(who.tolist()):
+                mine = who == ni
+                if ni < 0:  # a tangent where no BatchNorm of the color has the label
+                    broken[site] |= mine & (block != 0).any(0)
+                    continue
+                norm, gone = norms[ni][1], norms[ni][2]
+                depends, clean, idx, slope = _decode(list(block), gone)
+                depends, clean = depends & mine, clean & mine
+                broken[site] |= depends & ~clean
+                for r in clean.nonzero().flatten().tolist():
+                    key = (ni, int(idx[r]))
+                    if key not in shift_of:
+                        shift_of[key] = len(values)
+                        values.append(float(norm.bias.detach()[key[1]]))
+                    rows[site].setdefault(r, []).append((shift_of[key], float(slope[r])))
     if not values:
         return None
     sites = {}
     for site, per_row in rows.items():
-        use = [r for r, deps in enumerate(per_row) if deps and not broken[site][r]]
+        use = sorted(r for r in per_row if not broken[site][r])
         if not use:
             continue
         width = max(len(per_row[r]) for r in use)

@@ -305,7 +305,8 @@ def test_a_second_speedup_fixes_the_first_ones_learned_constants():
 
 
 def test_learn_constants_false_fixes_them_and_a_wrong_value_is_named():
-    model, x, consumer = _case('conv2d')
+    model = block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3, padding=1))
+    x, consumer = torch.randn(2, 3, 9, 9), '3'
     masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
     learned, fixed = speedup(model, x, masks), speedup(model, x, masks, learn_constants=False)
     assert SOURCE_WEIGHTS in learned.get_submodule(consumer)._parameters
