@@ -11,8 +11,9 @@ def fix_constants(model: nn.Module) -> list[str]:
     deployment after fine-tuning.
 
     A speedup carries what removed constant channels contributed on small paths that keep
-    learning during fine-tuning (``carried_constants``; see
-    :mod:`prunus.layers.torch.constants`). Once training is over they are only constants:
+    learning during fine-tuning (``carried_constants``, or the kept ``source_weights`` with
+    the shared ``removed_shifts``; see :mod:`prunus.layers.torch.constants`). Once
+    training is over they are only constants:
     a Linear's or an unpadded conv's goes into its bias (the layer gets its original class
     back), a zero-padded conv's becomes a non-trainable buffer (``fixed_constants``), and
     the eval-mode offsets are added in. The model then computes what it computed in eval

@@ -8,9 +8,12 @@ and the shape of each parameter and buffer. :func:`load` takes a fresh instance 
 original architecture, gives every layer the saved shapes and attributes, then loads the
 weights, so the file opens with ``torch.load(path, weights_only=True)``. Layers the
 speedup gave another class (a layer carrying removed channels' constants, e.g.
-``Conv2dWithConstants`` with its ``carried_constants`` path and ``carried_scale`` /
-``carried_squares`` / ``eval_offset`` buffers, a ``PrunedMultiheadAttention`` in place
-of ``nn.MultiheadAttention``, head-pruned Swin attention) get that class back on load, by its saved name, from prunus' own classes only.
+``Conv2dWithConstants`` with its ``carried_constants`` / ``source_weights`` /
+``removed_shifts`` parameters and ``carried_scale`` / ``carried_squares`` / ``eval_offset``
+buffers, a ``PrunedMultiheadAttention`` in place of ``nn.MultiheadAttention``, head-pruned
+Swin attention) get that class back on load, by its saved name, from prunus' own classes
+only. Parameters shared by several layers (tied weights, the one ``removed_shifts``
+vector) are shared again after loading.
 """
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ BatchNorm's shift, in one batched run: two samples per group of BatchNorms that 
 channel label, with tangents ``1`` and ``k+1`` on their removed channels ``k`` (the shift's derivative is injected at its output,
 and taken away at every BatchNorm's input, which maps a constant to its own shift, and
 at every consumer, past which only its own rows matter). The run uses the inputs' first
-sample cut to 8 pixels a side: the constants do not depend on the input, and the run
-must give the real run's constants or nothing is learned. A constant that depends on
+sample cut to 8 pixels a side (the constants do not depend on the input), or the whole
+first sample where that fails or gives other constants than the real run (a Linear on a
+flatten); a row whose constant still differs learns nothing. A constant that depends on
 one channel ``k`` of a BatchNorm with slope ``a`` shows ``a`` and ``a (k+1)``; anything
 else (channels of one BatchNorm mixed, a slope that varies in space) fails that check
 and the constant stays fixed, as before. The constants are then ``c0 + sum a (beta -
@@ -106,7 +107,7 @@ def _strip_output(module, args, out):  # past a consumer only its own rows matte
 
 
 def _probe(work: nn.Module, inputs: Any, trace: Trace, plan: Plan, wanted: list[str],
-           norms: list, colors: list[list[int]]
+           norms: list, colors: list[list[int]], side: int | None
            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One forward of ``_PROBES`` samples per color: sample ``PROBES * c + p`` gets the
     tangent ``(k+1)^p`` on the removed channels ``k`` of every BatchNorm of color ``c``.
@@ -149,7 +150,7 @@ def _probe(work: nn.Module, inputs: Any, trace: Trace, plan: Plan, wanted: list[
         handles.append(modules[n].register_forward_hook(_strip_output))
     try:
         with fwad.dual_level(), torch.no_grad():
-            call_model(work, _probe_inputs(inputs, count, _SIDE))
+            call_model(work, _probe_inputs(inputs, count, side))
     finally:
         for h in handles:
             h.remove()
@@ -208,6 +209,16 @@ def _colors(trace: Trace, norms: list) -> tuple[list[list[int]], list[dict[int, 
     return colors, owners
 
 
+def _agrees(primals: dict[str, torch.Tensor], train: dict[str, torch.Tensor]) -> bool:
+    """Whether the probe run's constants are the real run's wherever those are constant."""
+    for site, got in primals.items():
+        real = train[site].double()
+        known = torch.isfinite(real)
+        if not bool(torch.isclose(got.double()[known], real[known], rtol=1e-4, atol=1e-6).all()):
+            return False
+    return True
+
+
 def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
                     train: dict[str, torch.Tensor]) -> Sources | None:
     """The learnable sources of the removed constants that ``train`` measured, or None
@@ -225,11 +236,18 @@ def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
     shift_of: dict[tuple[int, int], int] = {}
     values: list[float] = []
     colors, owners = _colors(trace, norms)
-    try:
-        with train_mode_norms(work):
-            tangents, primals = _probe(work, inputs, trace, plan, wanted, norms, colors)
-    except Exception:  # noqa: BLE001 - learnable sources are optional; constants stay exact
+    probed = None
+    for side in (_SIDE, None):  # cut down, else the first sample whole (a Linear on a flatten)
+        try:
+            with train_mode_norms(work):
+                probed = _probe(work, inputs, trace, plan, wanted, norms, colors, side)
+        except Exception:  # noqa: BLE001 - learnable sources are optional; constants stay exact
+            continue
+        if _agrees(probed[1], train):
+            break
+    if probed is None:
         return None
+    tangents, primals = probed
     for site in wanted:
         if site not in tangents:
             continue

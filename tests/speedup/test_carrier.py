@@ -317,3 +317,26 @@ def test_learn_constants_false_fixes_them_and_a_wrong_value_is_named():
         assert max_rel_error(learned.eval()(x), fixed.eval()(x)) < 1e-5
     with pytest.raises(TypeError, match='learn_constants must be True or False'):
         speedup(model, x, masks, learn_constants='yes')
+
+
+def test_constants_learn_where_the_probe_needs_the_whole_input():
+    # a Linear on a flatten fixes the input size: the probe falls back to the whole sample
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 12 * 12, 5)).eval()
+    with torch.no_grad():
+        model[1].bias.copy_(0.5 + torch.rand(8))
+    x = torch.randn(3, 3, 12, 12)
+    masks = dead_filters(model, '0', [1, 4, 6])
+    small = speedup(model, x, masks)
+    assert SOURCE_WEIGHTS in small[4]._parameters
+    assert small[4].source_weights.shape == (5, 3 * 144)
+    keep = masks['0']['weight'].flatten(1)[:, 0]
+    masked = masked_copy(model, masks)
+    masked[0].weight.register_hook(lambda g: g * masks['0']['weight'])
+    masked[0].bias.register_hook(lambda g: g * keep)
+    target = 0.05 * torch.randn_like(masked.train()(x))
+    for net in (masked, small):
+        _adam_steps(net, x, target, None)
+    with torch.no_grad():
+        assert max_rel_error(masked(x), small(x)) < 1e-4
