@@ -219,6 +219,69 @@ def _agrees(primals: dict[str, torch.Tensor], train: dict[str, torch.Tensor]) ->
     return True
 
 
+class _Rows:
+    """What the probes showed: per site and removed input, (shift, slope) pairs; rows that
+    must stay fixed; the removed shifts in the order they were met."""
+
+    def __init__(self, plan: Plan, wanted: list[str]) -> None:
+        self.rows: dict[str, dict[int, list[tuple[int, float]]]] = {n: {} for n in wanted}
+        self.broken = {n: torch.zeros(len(plan.sites[n].fold_idx), dtype=torch.bool)
+                       for n in wanted}
+        self.shift_of: dict[tuple[int, int], int] = {}
+        self.values: list[float] = []
+
+    def add(self, site: str, row: int, norm_index: int, norm: nn.Module, channel: int,
+            slope: float) -> None:
+        key = (norm_index, channel)
+        if key not in self.shift_of:
+            self.shift_of[key] = len(self.values)
+            self.values.append(float(norm.bias.detach()[channel]))
+        self.rows[site].setdefault(row, []).append((self.shift_of[key], slope))
+
+    def read_site(self, site: str, block: torch.Tensor, who: torch.Tensor, norms: list) -> None:
+        """One color's probes of ``site``; ``who``: per row, the member it can read (-1:
+        none)."""
+        for ni in set(who.tolist()):
+            mine = who == ni
+            if ni < 0:  # a tangent where no BatchNorm of the color has the label
+                self.broken[site] |= mine & (block != 0).any(0)
+                continue
+            norm, gone = norms[ni][1], norms[ni][2]
+            depends, clean, idx, slope = _decode(list(block), gone)
+            depends, clean = depends & mine, clean & mine
+            self.broken[site] |= depends & ~clean
+            for r in clean.nonzero().flatten().tolist():
+                self.add(site, r, ni, norm, int(idx[r]), float(slope[r]))
+
+    def sources(self) -> Sources | None:
+        sites = {}
+        for site, per_row in self.rows.items():
+            use = sorted(r for r in per_row if not self.broken[site][r])
+            if not use:
+                continue
+            width = max(len(per_row[r]) for r in use)
+            index = torch.zeros(len(use), width, dtype=torch.long)
+            slopes = torch.zeros(len(use), width, dtype=torch.float64)
+            for i, r in enumerate(use):
+                for j, (shift, a) in enumerate(per_row[r]):
+                    index[i, j], slopes[i, j] = shift, a
+            sites[site] = (torch.tensor(use, dtype=torch.long), index, slopes)
+        return Sources(torch.tensor(self.values, dtype=torch.float64), sites) if sites else None
+
+
+def _run_probes(work, inputs, trace, plan, wanted, norms, colors, train):
+    probed = None
+    for side in (_SIDE, None):  # cut down, else the first sample whole (a Linear on a flatten)
+        try:
+            with train_mode_norms(work):
+                probed = _probe(work, inputs, trace, plan, wanted, norms, colors, side)
+        except Exception:  # noqa: BLE001 - learnable sources are optional; constants stay exact
+            continue
+        if _agrees(probed[1], train):
+            break
+    return probed
+
+
 def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
                     train: dict[str, torch.Tensor]) -> Sources | None:
     """The learnable sources of the removed constants that ``train`` measured, or None
@@ -230,31 +293,16 @@ def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
     wanted = [n for n in train if plan.sites[n].fold_idx is not None]
     if not norms or not wanted:
         return None
-    rows: dict[str, dict[int, list[tuple[int, float]]]] = {n: {} for n in wanted}
-    broken: dict[str, torch.Tensor] = {
-        n: torch.zeros(len(plan.sites[n].fold_idx), dtype=torch.bool) for n in wanted}
-    shift_of: dict[tuple[int, int], int] = {}
-    values: list[float] = []
     colors, owners = _colors(trace, norms)
-    probed = None
-    for side in (_SIDE, None):  # cut down, else the first sample whole (a Linear on a flatten)
-        try:
-            with train_mode_norms(work):
-                probed = _probe(work, inputs, trace, plan, wanted, norms, colors, side)
-        except Exception:  # noqa: BLE001 - learnable sources are optional; constants stay exact
-            continue
-        if _agrees(probed[1], train):
-            break
+    probed = _run_probes(work, inputs, trace, plan, wanted, norms, colors, train)
     if probed is None:
         return None
     tangents, primals = probed
-    for site in wanted:
-        if site not in tangents:
-            continue
-        measured = train[site].double()
-        # on the cut inputs the constants must be the real run's, or nothing is learned
-        same = torch.isclose(primals[site].double(), measured, rtol=1e-4, atol=1e-6)
-        broken[site] |= ~same
+    found = _Rows(plan, wanted)
+    for site in (s for s in wanted if s in tangents):
+        # the probe run's constants must be the real run's, or the row learns nothing
+        found.broken[site] |= ~torch.isclose(primals[site].double(), train[site].double(),
+                                             rtol=1e-4, atol=1e-6)
         roots = _roots(trace, site, plan.sites[site].fold_idx)
         for c, owner in enumerate(owners):
             block = tangents[site][_PROBES * c:_PROBES * (c + 1)]
@@ -263,39 +311,9 @@ def measure_sources(work: nn.Module, trace: Trace, plan: Plan, inputs: Any,
             if -1 in owner:  # one BatchNorm without labels: it alone has this color
                 who = torch.full((block.shape[1],), owner[-1])
             elif roots is None:
-                broken[site] |= (block != 0).any(0)
+                found.broken[site] |= (block != 0).any(0)
                 continue
             else:
                 who = torch.tensor([owner.get(int(r), -1) for r in roots])
-            for ni in set(who.tolist()):
-                mine = who == ni
-                if ni < 0:  # a tangent where no BatchNorm of the color has the label
-                    broken[site] |= mine & (block != 0).any(0)
-                    continue
-                norm, gone = norms[ni][1], norms[ni][2]
-                depends, clean, idx, slope = _decode(list(block), gone)
-                depends, clean = depends & mine, clean & mine
-                broken[site] |= depends & ~clean
-                for r in clean.nonzero().flatten().tolist():
-                    key = (ni, int(idx[r]))
-                    if key not in shift_of:
-                        shift_of[key] = len(values)
-                        values.append(float(norm.bias.detach()[key[1]]))
-                    rows[site].setdefault(r, []).append((shift_of[key], float(slope[r])))
-    if not values:
-        return None
-    sites = {}
-    for site, per_row in rows.items():
-        use = sorted(r for r in per_row if not broken[site][r])
-        if not use:
-            continue
-        width = max(len(per_row[r]) for r in use)
-        index = torch.zeros(len(use), width, dtype=torch.long)
-        slopes = torch.zeros(len(use), width, dtype=torch.float64)
-        for i, r in enumerate(use):
-            for j, (s, a) in enumerate(per_row[r]):
-                index[i, j], slopes[i, j] = s, a
-        sites[site] = (torch.tensor(use, dtype=torch.long), index, slopes)
-    if not sites:
-        return None
-    return Sources(torch.tensor(values, dtype=torch.float64), sites)
+            found.read_site(site, block, who, norms)
+    return found.sources()
