@@ -6,9 +6,12 @@ every Conv2d by L1 norm (the classifier excluded). Per model we report:
 * the time to decide and remove (pruner + physical removal), the median of
   ``--tool-repeats`` runs on fresh copies, the tools taking turns after a warm-up
   forward, so neither gets the warm caches of the other; prunus twice: with its
-  exactness check (the default, which runs the result once) and with ``check=False``;
+  exactness check (the default, which runs the result once), with ``check=False``, and
+  with ``learn_constants=False`` (no probe of the removed BatchNorm shifts, which only a
+  fine-tune needs);
 * params and MACs before/after, one-thread CPU latency at batch 1 and 16 (best of
   ``--repeats`` interleaved rounds: before, prunus and Torch-Pruning take turns);
+  all of prunus' deployed model (after ``fix_constants``);
 * where batch-1 time goes: convolution kernels (``aten::conv2d`` in torch.profiler) vs
   everything else, before and after, which shows how close to the MAC ratio removing
   channels can get on this machine;
@@ -34,7 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunus.compression.torch import L1FilterPruner
-from prunus.speedup import speedup
+from prunus.speedup import fix_constants, speedup
 
 CONFIG = [{'sparsity': 0.5, 'op_types': ['Conv2d']}]
 
@@ -45,13 +48,15 @@ def macs(model, x):
     return counter.get_total_flops() // 2
 
 
-def run_prunus(model, x, check=True):
+def run_prunus(model, x, check=True, learn=True):
     """Prune and remove; returns (small model, total s, speedup-pass s, rel. error)."""
     start = time.perf_counter()
     pruner = L1FilterPruner(model, CONFIG, dependency_aware=True, dummy_input=x)
     pruner.compress()
     decide = time.perf_counter() - start
     kwargs = {} if check else {'check': False}  # older prunus had no check keyword
+    if not learn:
+        kwargs['learn_constants'] = False
     small, summary = speedup(model, x, pruner, return_summary=True, **kwargs)
     with torch.no_grad():  # measured outside the timings: the masked model is unchanged
         ref = model.eval()(x)
@@ -74,7 +79,7 @@ def timed_runs(base, x, repeats):
     """The tools take turns on fresh copies; medians of their times, and one result each."""
     with torch.no_grad():
         base(x)  # warm-up shared by all
-    runs = {'prunus': [], 'nocheck': [], 'tp': []}
+    runs = {'prunus': [], 'nocheck': [], 'fixed': [], 'tp': []}
 
     def fresh():
         # a clean heap for every tool: otherwise whoever runs next pays for collecting
@@ -87,14 +92,17 @@ def timed_runs(base, x, repeats):
         runs['prunus'].append(run_prunus(fresh(), x))
         if 'check' in inspect.signature(speedup).parameters:
             runs['nocheck'].append(run_prunus(fresh(), x, check=False))
+        if 'learn_constants' in inspect.signature(speedup).parameters:
+            runs['fixed'].append(run_prunus(fresh(), x, learn=False))
         runs['tp'].append(run_torch_pruning(fresh(), x))
     med = lambda vals: statistics.median(vals) if vals else float('nan')  # noqa: E731
     return dict(
         small=runs['prunus'][-1][0], tp_model=runs['tp'][-1][0],
-        err=max(r[3] for r in runs['prunus'] + runs['nocheck']),
+        err=max(r[3] for r in runs['prunus'] + runs['nocheck'] + runs['fixed']),
         prunus_s=med([r[1] for r in runs['prunus']]),
         speedup_s=med([r[2] for r in runs['prunus']]),
         nocheck_s=med([r[1] for r in runs['nocheck']]),
+        fixed_s=med([r[1] for r in runs['fixed']]),
         tp_s=med([r[1] for r in runs['tp']]))
 
 
@@ -129,7 +137,10 @@ def measure(name, args):
     x1 = torch.randn(1, 3, args.size, args.size)
     x16 = torch.randn(16, 3, args.size, args.size)
     row = dict(model=name, **timed_runs(base, x1, args.tool_repeats))
-    models = {'before': base, 'prunus': row['small'], 'tp': row['tp_model']}
+    deployed = copy.deepcopy(row['small'])
+    fix_constants(deployed)  # what is deployed: the learnable constants fixed
+    row['small'] = deployed
+    models = {'before': base, 'prunus': deployed, 'tp': row['tp_model']}
     lat1 = latencies(models, x1, args.repeats)
     lat16 = latencies(models, x16, 2)
     row['lat'] = {k: (lat1[k], lat16[k]) for k in models}
@@ -142,7 +153,7 @@ def measure(name, args):
 def format_row(r):
     p, m, lat = r['params'], r['macs'], r['lat']
     return (f"| {r['model']} | {r['prunus_s']:.2f} ({r['speedup_s']:.2f}) | {r['nocheck_s']:.2f} "
-            f"| {r['tp_s']:.2f} | {p[0]/1e6:.2f} / {p[1]/1e6:.2f} / {p[2]/1e6:.2f} | "
+            f"| {r['fixed_s']:.2f} | {r['tp_s']:.2f} | {p[0]/1e6:.2f} / {p[1]/1e6:.2f} / {p[2]/1e6:.2f} | "
             f"{m[0]/1e6:.0f} / {m[1]/1e6:.0f} / {m[2]/1e6:.0f} | "
             f"{lat['before'][0]*1e3:.1f} / {lat['prunus'][0]*1e3:.1f} / {lat['tp'][0]*1e3:.1f} | "
             f"{lat['before'][1]*1e3:.0f} / {lat['prunus'][1]*1e3:.0f} / {lat['tp'][1]*1e3:.0f} | "
@@ -159,10 +170,10 @@ def format_conv_row(r):
 
 
 HEADER = ('| model | prunus decide+remove s (speedup pass), checked | prunus s, check=False | '
-          'Torch-Pruning s | params M before/prunus/TP | MACs M before/prunus/TP | '
+          'prunus s, learn_constants=False | Torch-Pruning s | params M before/prunus/TP | MACs M before/prunus/TP | '
           'latency b1 ms before/prunus/TP | latency b16 ms before/prunus/TP | MAC ratio | '
           'prunus latency ratio b1 | TP latency ratio b1 | prunus rel. error |\n'
-          + '|---' * 12 + '|')
+          + '|---' * 13 + '|')
 CONV_HEADER = ('| model | MAC ratio | conv kernels ms b1 before -> prunus (ratio) | '
                'everything else ms (ratio) | latency ratio |\n' + '|---' * 5 + '|')
 
