@@ -128,12 +128,6 @@ def settle_sources(module: nn.Module) -> None:
     with torch.no_grad():
         kernel = source_kernel(module, bias_like(module))
         c = source_constants(module).to(kernel.dtype)
-    bias_form = kernel.dim() == 1
-    taps = 1 if isinstance(module, nn.Linear) or not bias_form else math.prod(module.kernel_size)
-    shape = (-1,) + (1,) * (kernel.dim() - 1)
-
-    def per_output(total: torch.Tensor) -> torch.Tensor:  # every output sees every input
-        return (total * taps).expand(kernel.shape[0]).reshape(shape).clone()
-
     drop_sources(module)
-    _merge_path(module, kernel, per_output(c.abs().sum()), per_output(c.square().sum()))
+    # every output of an ungrouped layer sees every input: s and q as for folded inputs
+    _merge_path(module, kernel, _scale(module, c, kernel), _scale(module, c.square(), kernel))
