@@ -280,6 +280,8 @@ def _attempt(model: nn.Module, inputs: Any, mask_dict: dict,
     summary.params_before, summary.params_after = params_before, _param_count(work)
     summary.flops_before, summary.flops_after = trace.flops, flops_after
     summary.trace_reused = reused
+    summary.learned_constants = [n for n, m in work.named_modules()
+                                 if constants.SOURCE_WEIGHTS in m._parameters]
     summary.heads = {n: (h, trace.sites[n].handler.head_count(trace.sites[n].module))
                      for n, h in heads.items()}
     summary.heads = {n: c for n, c in summary.heads.items() if c[0] != c[1]}

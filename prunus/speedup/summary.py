@@ -42,6 +42,9 @@ class SpeedupSummary:
         heads: attention module -> (heads before, heads after), for those that lost heads.
         trace_reused: the dependency-aware pruner's trace of this model and input was
             reused (checked by one plain run of the masked model) instead of tracing again.
+        learned_constants: layers whose removed constant inputs learn from the removed
+            BatchNorm shifts (``source_weights``); empty with ``learn_constants=False`` or
+            where the probe could not run (their constants are then fixed).
 
     Example::
 
@@ -59,6 +62,7 @@ class SpeedupSummary:
     seconds: float = 0.0
     trace_reused: bool = False
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)
+    learned_constants: list[str] = field(default_factory=list)
 
     @property
     def masked_channels(self) -> int:
@@ -86,6 +90,9 @@ class SpeedupSummary:
             before = sum(b for b, _ in self.heads.values())
             after = sum(a for _, a in self.heads.values())
             rows.append(f'  attention heads {before} -> {after} in {len(self.heads)} module(s)')
+        if self.learned_constants:
+            rows.append(f'  constants learn from removed BatchNorm shifts in '
+                        f'{len(self.learned_constants)} layer(s)')
         for reason, n in sorted(self.kept.items(), key=lambda kv: -kv[1]):
             rows.append(f'  kept {n} masked channel(s): {reason}')
         if self.zero_weights:

@@ -308,7 +308,10 @@ def test_learn_constants_false_fixes_them_and_a_wrong_value_is_named():
     model = block(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3, padding=1))
     x, consumer = torch.randn(2, 3, 9, 9), '3'
     masks = dead_filters(model, '0', [0, 2, 3, 5, 6])
-    learned, fixed = speedup(model, x, masks), speedup(model, x, masks, learn_constants=False)
+    learned, summary = speedup(model, x, masks, return_summary=True)
+    fixed, fixed_summary = speedup(model, x, masks, learn_constants=False, return_summary=True)
+    assert summary.learned_constants == [consumer] and fixed_summary.learned_constants == []
+    assert 'constants learn from removed BatchNorm shifts in 1 layer' in str(summary)
     assert SOURCE_WEIGHTS in learned.get_submodule(consumer)._parameters
     layer = fixed.get_submodule(consumer)
     assert SOURCE_WEIGHTS not in layer._parameters and PATH in layer._parameters
