@@ -7,13 +7,15 @@ fine-tune (``finetune_models.train``: Adam, batch 32, same epochs and learning r
 * ``masked``: prunus ``L1FilterPruner(dependency_aware=True)`` on every Conv2d, masks held
   through the fine-tune (the masked model computes at dense cost);
 * ``speedup``: the same masks, ``prunus.speedup``, then the fine-tune;
-* ``speedup-group``: ``L1FilterPruner(..., importance='group')`` (defaults: reduction
-  ``'mean'`` over raw L1 magnitudes, no normalization), speedup, fine-tune;
+* ``masked-group`` / ``speedup-group``: ``L1FilterPruner(..., importance='group')``
+  (defaults: reduction ``'mean'`` over raw L1 magnitudes, no normalization), masks held
+  through the fine-tune / sped up, then the fine-tune;
 * ``masked-recon``: the same group choice, then ``reconstruct`` with its defaults
   (least-squares refit of every conv against the dense model on 1,024 training images;
   the classifier, the model's head, keeps its row lengths), masks held through the fine-tune;
 * ``speedup-recon``: that same refit masked model, sped up, then the fine-tune (its twin is
-  ``masked-recon``, as ``masked`` is the twin of ``speedup``);
+  ``masked-recon``, as ``masked`` is the twin of ``speedup`` and ``masked-group`` of
+  ``speedup-group``);
 * ``tp``: Torch-Pruning ``MetaPruner`` with ``MagnitudeImportance(p=1)``, the same
   pruning ratio per layer and the same ignored layers (every Linear), then the fine-tune.
 
@@ -46,6 +48,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from importlib.metadata import version
 
 import torch
 import torch_pruning as tp
@@ -58,10 +61,11 @@ from finetune_models import MODELS, accuracy, digits, train  # noqa: E402
 from prunus.compression.torch import L1FilterPruner, reconstruct  # noqa: E402
 from prunus.speedup import fix_constants, speedup  # noqa: E402
 
-FLOWS = ['dense+ft', 'masked', 'speedup', 'speedup-group', 'masked-recon', 'speedup-recon',
-         'tp']
+FLOWS = ['dense+ft', 'masked', 'speedup', 'masked-group', 'speedup-group', 'masked-recon',
+         'speedup-recon', 'tp']
 SPED = ('speedup', 'speedup-group', 'speedup-recon')
-TWIN = {'speedup-recon': 'masked-recon'}  # the masked model it was sped up from, if not 'masked'
+TWIN = {'speedup': 'masked', 'speedup-group': 'masked-group',  # the masked model each
+        'speedup-recon': 'masked-recon'}  # was sped up from
 CALIBRATION = 1024  # training images the reconstruction fits on, in batches of 256
 
 
@@ -134,6 +138,7 @@ def run_seed(arch: str, seed: int, ratio: float, args) -> dict[str, dict]:
         'dense+ft': copy.deepcopy(dense),
         'masked': prunus_flow(dense, x, ratio, None, False),
         'speedup': prunus_flow(dense, x, ratio, None, True),
+        'masked-group': prunus_flow(dense, x, ratio, 'group', False),
         'speedup-group': prunus_flow(dense, x, ratio, 'group', True),
         'masked-recon': prunus_flow(dense, x, ratio, 'group', False, calibration=calibration),
         'speedup-recon': prunus_flow(dense, x, ratio, 'group', True, calibration=calibration),
@@ -222,20 +227,18 @@ def verdict(results: dict, seeds: list[int]) -> list[str]:
         for flow in flows:
             vs_tp, err = _paired(per_seed, seeds, flow, 'tp')
             vs_masked, err_masked = _paired(per_seed, seeds, flow, 'masked')
-            twin = TWIN.get(flow)
-            vs_twin, err_twin = (_paired(per_seed, seeds, flow, twin)
-                                 if twin in per_seed[seeds[0]] else (0.0, 0.0))
+            twin = TWIN[flow]
+            vs_twin, err_twin = _paired(per_seed, seeds, flow, twin)
             fewer = mean(flow, 'macs') <= mean('tp', 'macs')
             missed = [what for what, bad in (('below Torch-Pruning', vs_tp < 0 or not fewer),
-                                             ('> 0.5 pt below masked', vs_masked < -0.5),
                                              ('> 0.5 pt below its masked twin', vs_twin < -0.5))
                       if bad]
-            twin_text = (f', {vs_twin:+.2f} +- {err_twin:.2f} pt vs its masked twin {twin}'
-                         if twin in per_seed[seeds[0]] else '')
+            masked_text = ('' if twin == 'masked' else
+                           f', {vs_masked:+.2f} +- {err_masked:.2f} pt vs prunus masked (L1)')
             lines.append(f'- {arch} {ratio:.0%} {flow}: {vs_tp:+.2f} +- {err:.2f} pt vs '
                          f'Torch-Pruning ({"equal or fewer" if fewer else "more"} MACs), '
-                         f'{vs_masked:+.2f} +- {err_masked:.2f} pt vs prunus masked{twin_text}'
-                         f'{" (best prunus flow)" if flow == best else ""}: '
+                         f'{vs_twin:+.2f} +- {err_twin:.2f} pt vs its masked twin {twin}'
+                         f'{masked_text}{" (best prunus flow)" if flow == best else ""}: '
                          + ('targets met' if not missed else 'missed: ' + ', '.join(missed)))
     return lines
 
@@ -271,7 +274,7 @@ def _document(data: dict, args, command: str) -> list[str]:
     seeds = sorted({s for per_seed in data['results'].values() for s in per_seed}, key=int)
     return ['# Fine-tune quality: prunus masked / sped-up against Torch-Pruning', '',
             f'Command: `{command}`', '',
-            f'torch {torch.__version__}, torch-pruning {tp.__version__}; seeds '
+            f'torch {torch.__version__}, torch-pruning {version("torch-pruning")}; seeds '
             f'{", ".join(seeds)}; dense training {args.epochs} epochs (Adam, lr {args.lr}), '
             f'fine-tune {args.ft_epochs} epochs (Adam, lr {args.ft_lr}, {args.schedule}) for '
             'every flow; 450 '
