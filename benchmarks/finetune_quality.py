@@ -264,7 +264,8 @@ def _combine(paths: list[str]) -> dict:
             part = json.load(f)
         for key, per_seed in part['results'].items():  # parts may split models or seeds
             out['results'].setdefault(key, {}).update(per_seed)
-        out['rounds'].update(part['rounds'])
+        for key, row in part['rounds'].items():  # the first part's: its first seed's table
+            out['rounds'].setdefault(key, row)
         out['seconds'] = max(out['seconds'], part['seconds'])
         out['argv'].append(' '.join(part['argv']))
     return out
