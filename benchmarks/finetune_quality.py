@@ -66,6 +66,8 @@ FLOWS = ['dense+ft', 'masked', 'speedup', 'masked-group', 'speedup-group', 'mask
 SPED = ('speedup', 'speedup-group', 'speedup-recon')
 TWIN = {'speedup': 'masked', 'speedup-group': 'masked-group',  # the masked model each
         'speedup-recon': 'masked-recon'}  # was sped up from
+# accuracies are float32 percentages: equal image counts can differ by ~1e-7 in the mean
+TIE = 1e-6
 CALIBRATION = 1024  # training images the reconstruction fits on, in batches of 256
 
 
@@ -212,7 +214,8 @@ def _paired(per_seed: dict, seeds: list[str], flow: str, other: str) -> tuple[fl
     """Mean and standard error over seeds of ``flow``'s final accuracy minus ``other``'s."""
     diff = [per_seed[s][flow]['final'] - per_seed[s][other]['final'] for s in seeds]
     err = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0.0
-    return statistics.mean(diff), err
+    mean = statistics.mean(diff)
+    return (0.0 if abs(mean) < TIE else mean), err
 
 
 def verdict(results: dict, seeds: list[int]) -> list[str]:
