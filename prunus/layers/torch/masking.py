@@ -38,9 +38,12 @@ Masks = dict[str, dict[str, torch.Tensor]]
 
 # Not numbers a mask could be made of (quantized and unsigned-bit types).
 _NOT_MASKS = {getattr(torch, n) for n in ('quint8', 'qint8', 'qint32', 'quint4x2') if hasattr(torch, n)}
+_CHUNK = 1 << 16  # elements per step of the mask value test
 _MASKED_ATTR = '_prunus_masked'  # tuple of parameter names masked on a module
 # Parameter -> (weakref to its module, parameter name); read by the optimizer hook.
 _OWNERS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+# Mask -> its version counter when it was known to hold only 0 and 1 (see vouch_binary).
+_BINARY: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def _shadow_masked(module: nn.Module, args):
@@ -95,6 +98,15 @@ def forget_masks(module: nn.Module) -> None:
     module.__dict__.pop(_MASKED_ATTR, None)
 
 
+def vouch_binary(mask: torch.Tensor) -> torch.Tensor:
+    """Notes that ``mask`` holds only 0 and 1 by construction (a pruner's mask made from
+    a bool keep vector), so checking it need not read its values while it is unchanged:
+    every in-place write bumps its version counter (shared with its views and
+    ``detach()``; the counter autograd trusts to detect in-place changes). Returns it."""
+    _BINARY[mask] = mask._version
+    return mask
+
+
 def mask_facts(where: str, mask: object) -> MaskFacts:
     """What the shared mask rules need to know about one torch mask."""
     if not isinstance(mask, torch.Tensor):
@@ -106,9 +118,30 @@ def mask_facts(where: str, mask: object) -> MaskFacts:
         return MaskFacts(tuple(mask.shape), 'other', dtype=str(dtype))
     kind = 'float' if dtype.is_floating_point else 'int'
     values = mask.detach()
+    if _BINARY.get(mask) == mask._version or _surely_binary(values, kind):
+        return MaskFacts(tuple(mask.shape), kind, True, True, str(dtype))
+    # only a failing mask pays for the element-wise tests that name the problem
     finite = kind == 'int' or bool(torch.isfinite(values).all())
     binary = finite and bool(((values == 0) | (values == 1)).all())
     return MaskFacts(tuple(mask.shape), kind, finite, binary, str(dtype))
+
+
+def _surely_binary(values: torch.Tensor, kind: str) -> bool:
+    """Whether every value is 0 or 1, cheaply (False: look closer). Weight-shaped masks
+    are as large as the weights: ``isfinite`` and ``(v == 0) | (v == 1)`` took 0.15 s on
+    a ResNet-50's, this 0.03 s. All values lie in [0, 1] (min and max; NaN fails them),
+    which settles integers; a float in (0, 1) has ``x * (1 - x) > 0`` (one factor is at
+    least 1/2, so nothing underflows), so ``max x * (1 - x) == 0`` leaves only 0 and 1.
+    On the CPU in chunks small enough for the temporaries to stay in cache."""
+    if not values.numel():
+        return True
+    lo, hi = values.aminmax()
+    if not (bool(lo >= 0) and bool(hi <= 1)):
+        return False
+    if kind == 'int':
+        return True
+    step = _CHUNK if values.device.type == 'cpu' else values.numel()  # one launch elsewhere
+    return all(float((1 - c).mul_(c).amax()) == 0 for c in values.reshape(-1).split(step))
 
 
 def _check_mask(module_name: str, pname: str, module: nn.Module, mask: object,
@@ -137,7 +170,6 @@ def check_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]
                 _check_mask(name, pname, modules[name], mask, buffers)
 
 
-@torch.no_grad()
 def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_name: str = '',
                  owned: bool = False) -> None:
     """Attaches (or replaces) masks on one module and zeroes the masked entries.
@@ -146,6 +178,13 @@ def attach_masks(module: nn.Module, masks: Mapping[str, torch.Tensor], module_na
     nobody else holds (a pruner's own masks), which it then keeps as they are."""
     for pname, mask in masks.items():
         _check_mask(module_name or type(module).__name__, pname, module, mask)
+    _attach_checked(module, masks, owned)
+
+
+@torch.no_grad()
+def _attach_checked(module: nn.Module, masks: Mapping[str, torch.Tensor], owned: bool) -> None:
+    """:func:`attach_masks` after its check (which reads every mask value, as costly as
+    the attaching itself: :func:`apply_masks` checks once, up front)."""
     names = list(getattr(module, _MASKED_ATTR, ()))
     for pname, mask in masks.items():
         param = module._parameters[pname]
@@ -190,7 +229,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]
     check_masks(model, masks)
     modules = dict(model.named_modules())
     for name, per_param in masks.items():
-        attach_masks(modules[name], per_param, name, owned)
+        _attach_checked(modules[name], per_param, owned)
     return model
 
 
