@@ -18,13 +18,13 @@ from prunus.layers.torch import constant_folding, constants  # noqa: E402
 from prunus.layers.torch.learned_constants import can_learn_sources  # noqa: E402
 from prunus.layers.torch.attention import DETECTED  # noqa: E402
 from prunus.layers.torch.handlers import (HANDLERS, ConvHandler, ConvTransposeHandler,  # noqa: E402
-                                          Handler, LinearHandler, check_custom_handlers, find_handler)
+                                          Handler, LinearHandler, check_custom_handlers)
 from prunus.layers.torch.inputs import blame_inputs, check_inputs, locate_failure  # noqa: E402
 from prunus.layers.torch.stream_attrs import sync_width_attributes  # noqa: E402
 from prunus.speedup.masks import bake_masks, load_masks
 from prunus.speedup.observe import call_model
 from prunus.speedup.plan import Plan, make_plan
-from prunus.speedup.replay import replay
+from prunus.speedup.replay import find_handlers, replay
 from prunus.speedup.summary import LayerSummary, SpeedupSummary
 from prunus.speedup.trace import Trace, trace_model
 from prunus.speedup.sources import Sources, measure_sources
@@ -212,12 +212,12 @@ def _summarize(trace: Trace, plan: Plan, before: dict, model: nn.Module) -> Spee
     return summary
 
 
-def _kills_channels(work: nn.Module, custom: dict[type, Handler] | None) -> bool:
+def _kills_channels(work: nn.Module, handlers: dict[str, Handler]) -> bool:
     """Whether a tied layer ignores some input channels (a zero-scale BatchNorm): the
     structure trace was taken before masking, so it cannot know, and must not be reused."""
-    for module in work.modules():
-        handler = find_handler(module, custom)
-        if handler is not None and handler.tied(module) and handler.killed(module) is not None:
+    for name, handler in handlers.items():
+        module = work.get_submodule(name)
+        if handler.tied(module) and handler.killed(module) is not None:
             return True
     return False
 
@@ -228,8 +228,10 @@ def _masked_trace(work: nn.Module, inputs: Any, custom: dict[type, Handler] | No
     plain run when there is one that still fits, else a full trace. A trace that fails
     because the model itself rejects the inputs says so, naming the layer."""
     with blame_inputs(work, inputs, what):
-        if cached is not None and not _kills_channels(work, custom):
-            trace = replay(cached, work, inputs, custom)
+        if cached is not None:
+            handlers = find_handlers(work, custom)
+            trace = None if _kills_channels(work, handlers) else \
+                replay(cached, work, inputs, custom, handlers)
             if trace is not None:
                 return trace, True
         return trace_model(work, inputs, custom), False

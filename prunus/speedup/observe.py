@@ -24,10 +24,11 @@ def tensors_in(obj: Any, acc: list[torch.Tensor] | None = None) -> list[torch.Te
     return acc
 
 
-def channel_constants(x: torch.Tensor, dim: int) -> torch.Tensor:
+def channel_constants(x: torch.Tensor, dim: int, per_sample: bool = False) -> torch.Tensor:
     """Per index along ``dim``: the value of ``x`` where it is the same everywhere, NaN
-    where it varies (float32, on the CPU)."""
-    rest = [v for v in range(x.dim()) if v != dim]
+    where it varies (float32, on the CPU). ``per_sample``: the same for every sample
+    along dim 0 at once, shape (samples, channels)."""
+    rest = [v for v in range(x.dim()) if v != dim and not (per_sample and v == 0)]
     xf = x.detach().float()
     lo, hi = (xf.amin(rest), xf.amax(rest)) if rest else (xf, xf)
     return lo.masked_fill(lo != hi, float('nan')).cpu()

@@ -46,19 +46,32 @@ class _Replayer(TorchDispatchMode):
         return out
 
 
-def _bind(trace: Trace, model: nn.Module, custom: dict[type, Handler] | None
+def find_handlers(model: nn.Module, custom: dict[type, Handler] | None = None
+                  ) -> dict[str, Handler]:
+    """:func:`find_handler` of every module of ``model`` that has one, by qualified name
+    in ``named_modules`` order: one lookup per module for the whole pass, as the
+    attention detectors read every module's children (each walk of the model repeated
+    that)."""
+    found = {}
+    for name, module in model.named_modules():
+        handler = find_handler(module, custom)
+        if handler is not None:
+            found[name] = handler
+    return found
+
+
+def _bind(trace: Trace, modules: dict[str, nn.Module], handlers: dict[str, Handler]
           ) -> dict[str, Site] | None:
-    modules = dict(model.named_modules())
     sites = {}
     for name, old in trace.sites.items():
         module = modules.get(name)
-        if module is None or find_handler(module, custom) is not old.handler:
+        if module is None or handlers.get(name) is not old.handler:
             return None
         sites[name] = Site(name, module, old.handler, old.out_ids)
     return sites
 
 
-def _hooks(model, trace, sites, mode, custom):
+def _hooks(modules, handlers, trace, sites, mode):
     def pre(mod, args, _h):
         mode.depth += 1
 
@@ -82,10 +95,8 @@ def _hooks(model, trace, sites, mode, custom):
         site.calls.append(Call(recorded.in_ids, const, *shapes))
 
     handles = []
-    for name, module in model.named_modules():
-        h = find_handler(module, custom)
-        if h is None:
-            continue
+    for name, h in handlers.items():
+        module = modules[name]
         handles.append(module.register_forward_pre_hook(lambda m, a, _h=h: pre(m, a, _h)))
         handles.append(module.register_forward_hook(
             lambda m, a, o, _n=name, _h=h: post(m, a, o, _n, _h)))
@@ -93,7 +104,8 @@ def _hooks(model, trace, sites, mode, custom):
 
 
 def replay(trace: Trace, model: nn.Module, inputs: Any,
-           custom_handlers: dict[type, Handler] | None = None) -> Trace | None:
+           custom_handlers: dict[type, Handler] | None = None,
+           handlers: dict[str, Handler] | None = None) -> Trace | None:
     """``trace``'s structure with ``model``'s constants, output and FLOPs, or None.
 
     Args:
@@ -102,12 +114,16 @@ def replay(trace: Trace, model: nn.Module, inputs: Any,
         model: the masked model to run (eval mode); not modified.
         inputs: the inputs the trace was recorded on.
         custom_handlers: the handlers the trace was recorded with.
+        handlers: ``find_handlers(model, custom_handlers)`` if the caller has it.
     """
-    sites = _bind(trace, model, custom_handlers)
+    modules = dict(model.named_modules())
+    if handlers is None:
+        handlers = find_handlers(model, custom_handlers)
+    sites = _bind(trace, modules, handlers)
     if sites is None:
         return None
     mode = _Replayer(trace.signature)
-    handles = _hooks(model, trace, sites, mode, custom_handlers)
+    handles = _hooks(modules, handlers, trace, sites, mode)
     try:
         with torch.no_grad(), mode:
             output = call_model(model, inputs)

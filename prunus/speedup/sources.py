@@ -122,11 +122,13 @@ def _probe(work: nn.Module, inputs: Any, trace: Trace, plan: Plan, wanted: list[
         if x is None:
             return
         tangent = fwad.unpack_dual(x).tangent
-        dim = trace.sites[_name].handler.in_dim % x.dim() - 1  # within one sample
+        dim = trace.sites[_name].handler.in_dim % x.dim()
         idx = plan.sites[_name].fold_idx
-        rows = torch.stack([channel_constants(t, dim)[idx] for t in (
-            tangent if tangent is not None else torch.zeros_like(x))])
-        primal = channel_constants(_primal(x)[0], dim)[idx]
+        primal = channel_constants(_primal(x)[0], dim - 1)[idx]  # dim within one sample
+        if tangent is None:
+            rows = torch.zeros(x.shape[0], len(idx), dtype=torch.float32)
+        else:  # all samples in one reduction: a ResNet-50's probe has 14
+            rows = channel_constants(tangent, dim, per_sample=True)[:, idx]
         for store, now in ((tangents, rows), (primals, primal)):
             old = store.get(_name)  # a layer called twice must see the same constants
             store[_name] = now if old is None else torch.where(old == now, old, float('nan'))
@@ -230,12 +232,12 @@ class _Rows:
         self.shift_of: dict[tuple[int, int], int] = {}
         self.values: list[float] = []
 
-    def add(self, site: str, row: int, norm_index: int, norm: nn.Module, channel: int,
+    def add(self, site: str, row: int, norm_index: int, shifts: list[float], channel: int,
             slope: float) -> None:
         key = (norm_index, channel)
         if key not in self.shift_of:
             self.shift_of[key] = len(self.values)
-            self.values.append(float(norm.bias.detach()[channel]))
+            self.values.append(shifts[channel])
         self.rows[site].setdefault(row, []).append((self.shift_of[key], slope))
 
     def read_site(self, site: str, block: torch.Tensor, who: torch.Tensor, norms: list) -> None:
@@ -250,21 +252,25 @@ class _Rows:
             depends, clean, idx, slope = _decode(list(block), gone)
             depends, clean = depends & mine, clean & mine
             self.broken[site] |= depends & ~clean
-            for r in clean.nonzero().flatten().tolist():
-                self.add(site, r, ni, norm, int(idx[r]), float(slope[r]))
+            rows = clean.nonzero().flatten().tolist()
+            if not rows:
+                continue
+            # Python lists: reading tensors element by element costs more than the probe
+            shifts, channels, slopes = norm.bias.detach().tolist(), idx.tolist(), slope.tolist()
+            for r in rows:
+                self.add(site, r, ni, shifts, channels[r], slopes[r])
 
     def sources(self) -> Sources | None:
         sites = {}
         for site, per_row in self.rows.items():
-            use = sorted(r for r in per_row if not self.broken[site][r])
+            broken = self.broken[site].tolist()
+            use = sorted(r for r in per_row if not broken[r])
             if not use:
                 continue
             width = max(len(per_row[r]) for r in use)
-            index = torch.zeros(len(use), width, dtype=torch.long)
-            slopes = torch.zeros(len(use), width, dtype=torch.float64)
-            for i, r in enumerate(use):
-                for j, (shift, a) in enumerate(per_row[r]):
-                    index[i, j], slopes[i, j] = shift, a
+            padded = [per_row[r] + [(0, 0.0)] * (width - len(per_row[r])) for r in use]
+            index = torch.tensor([[shift for shift, _ in row] for row in padded], dtype=torch.long)
+            slopes = torch.tensor([[a for _, a in row] for row in padded], dtype=torch.float64)
             sites[site] = (torch.tensor(use, dtype=torch.long), index, slopes)
         return Sources(torch.tensor(self.values, dtype=torch.float64), sites) if sites else None
 
