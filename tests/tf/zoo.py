@@ -50,7 +50,9 @@ def _depthwise_se():
     y = L.UpSampling2D()(y)
     y = L.Conv2DTranspose(4, 3, strides=2, name='deconv')(y)
     y = L.LayerNormalization(axis=[1, 2])(y)
-    return keras.Model(x, L.Dense(3)(L.GlobalAveragePooling2D()(y)), name='depthwise_se')
+    # max, not mean: the mean over the axes just normalized is the shift alone (zero), and
+    # the output would be rounding noise
+    return keras.Model(x, L.Dense(3)(L.GlobalMaxPooling2D()(y)), name='depthwise_se')
 
 
 def _nested():
