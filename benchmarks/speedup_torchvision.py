@@ -153,7 +153,8 @@ def measure(name, args):
 def format_row(r):
     p, m, lat = r['params'], r['macs'], r['lat']
     return (f"| {r['model']} | {r['prunus_s']:.2f} ({r['speedup_s']:.2f}) | {r['nocheck_s']:.2f} "
-            f"| {r['fixed_s']:.2f} | {r['tp_s']:.2f} | {p[0]/1e6:.2f} / {p[1]/1e6:.2f} / {p[2]/1e6:.2f} | "
+            f"| {r['fixed_s']:.2f} | {r['tp_s']:.2f} | "
+            f"{p[0]/1e6:.2f} / {p[1]/1e6:.2f} / {p[2]/1e6:.2f} | "
             f"{m[0]/1e6:.0f} / {m[1]/1e6:.0f} / {m[2]/1e6:.0f} | "
             f"{lat['before'][0]*1e3:.1f} / {lat['prunus'][0]*1e3:.1f} / {lat['tp'][0]*1e3:.1f} | "
             f"{lat['before'][1]*1e3:.0f} / {lat['prunus'][1]*1e3:.0f} / {lat['tp'][1]*1e3:.0f} | "
@@ -170,7 +171,8 @@ def format_conv_row(r):
 
 
 HEADER = ('| model | prunus decide+remove s (speedup pass), checked | prunus s, check=False | '
-          'prunus s, learn_constants=False | Torch-Pruning s | params M before/prunus/TP | MACs M before/prunus/TP | '
+          'prunus s, learn_constants=False | Torch-Pruning s | params M before/prunus/TP | '
+          'MACs M before/prunus/TP | '
           'latency b1 ms before/prunus/TP | latency b16 ms before/prunus/TP | MAC ratio | '
           'prunus latency ratio b1 | TP latency ratio b1 | prunus rel. error |\n'
           + '|---' * 13 + '|')

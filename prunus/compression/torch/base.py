@@ -29,8 +29,7 @@ from ..selection import LayerRef, select_layers
 from prunus.layers.torch import specs
 from .export import export_model as _export_model
 from .legacy_methods import NNIPrunerMethods
-from prunus.layers.torch.masking import (Masks, apply_masks, get_masks as _masks_on,
-                                         strip as _strip_masks, vouch_binary)
+from prunus.layers.torch.masking import Masks, apply_masks, get_masks as _masks_on, strip as _strip_masks
 from .report import SparsityReport, sparsity_report as _report
 
 Scores = dict[str, torch.Tensor]
@@ -140,15 +139,10 @@ class Pruner(NNIPrunerMethods):
         module = self.targets[name]
         weight = module.weight
         if not self.structured:
-            shaped = keep.reshape(weight.shape)
-            masks = {'weight': shaped.to(device=weight.device, dtype=weight.dtype)}
-        else:
-            masks = {'weight': specs.channel_mask_to_weight(module, keep, weight)}
-            if getattr(module, 'bias', None) is not None:
-                masks['bias'] = keep.to(device=module.bias.device, dtype=module.bias.dtype)
-        if keep.dtype == torch.bool:  # copies of a bool vector: attaching need not read them
-            for mask in masks.values():
-                vouch_binary(mask)
+            return {'weight': keep.reshape(weight.shape).to(device=weight.device, dtype=weight.dtype)}
+        masks = {'weight': specs.channel_mask_to_weight(module, keep, weight)}
+        if getattr(module, 'bias', None) is not None:
+            masks['bias'] = keep.to(device=module.bias.device, dtype=module.bias.dtype)
         return masks
 
     # -- public verbs -----------------------------------------------------------------

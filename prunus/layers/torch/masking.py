@@ -42,8 +42,6 @@ _CHUNK = 1 << 16  # elements per step of the mask value test
 _MASKED_ATTR = '_prunus_masked'  # tuple of parameter names masked on a module
 # Parameter -> (weakref to its module, parameter name); read by the optimizer hook.
 _OWNERS: WeakIdKeyDictionary = WeakIdKeyDictionary()
-# Mask -> its version counter when it was known to hold only 0 and 1 (see vouch_binary).
-_BINARY: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def _shadow_masked(module: nn.Module, args):
@@ -98,15 +96,6 @@ def forget_masks(module: nn.Module) -> None:
     module.__dict__.pop(_MASKED_ATTR, None)
 
 
-def vouch_binary(mask: torch.Tensor) -> torch.Tensor:
-    """Notes that ``mask`` holds only 0 and 1 by construction (a pruner's mask made from
-    a bool keep vector), so checking it need not read its values while it is unchanged:
-    every in-place write bumps its version counter (shared with its views and
-    ``detach()``; the counter autograd trusts to detect in-place changes). Returns it."""
-    _BINARY[mask] = mask._version
-    return mask
-
-
 def mask_facts(where: str, mask: object) -> MaskFacts:
     """What the shared mask rules need to know about one torch mask."""
     if not isinstance(mask, torch.Tensor):
@@ -118,7 +107,7 @@ def mask_facts(where: str, mask: object) -> MaskFacts:
         return MaskFacts(tuple(mask.shape), 'other', dtype=str(dtype))
     kind = 'float' if dtype.is_floating_point else 'int'
     values = mask.detach()
-    if _BINARY.get(mask) == mask._version or _surely_binary(values, kind):
+    if _surely_binary(values, kind):
         return MaskFacts(tuple(mask.shape), kind, True, True, str(dtype))
     # only a failing mask pays for the element-wise tests that name the problem
     finite = kind == 'int' or bool(torch.isfinite(values).all())
